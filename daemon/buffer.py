@@ -1,0 +1,234 @@
+"""Per-sensor ring buffers of the last `timesteps` readings, in one preallocated array.
+
+Each sensor owns a slot of a (capacity, 2*timesteps, features) array. A reading
+is written at `pos` and `pos + timesteps`, so the last `timesteps` readings are
+always the contiguous slice `[pos, pos + timesteps)`: O(1) per reading and no
+reordering when a window is read. Slots are recycled least recently seen first
+once `max_sensors` is reached. The table also applies the time rules: stale
+readings are refused, a gap longer than `max_gap` cadences resets the window or
+is filled linearly.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sensorcast.readings import Drop
+
+CADENCE_ALPHA = 0.2
+"""Weight of the newest interval in the per-sensor cadence estimate."""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A full window ready for inference: readings in time order, oldest first."""
+
+    sensor_id: str
+    values: NDArray[np.float64]
+    ts: float
+    cadence: float | None
+
+
+class SensorTable:
+    """Ring buffers, timestamps and learned cadences for every tracked sensor."""
+
+    _data: NDArray[np.float64]
+    _pos: NDArray[np.int32]
+    _count: NDArray[np.int32]
+    _last_ts: NDArray[np.float64]
+    _cadence: NDArray[np.float64]
+
+    def __init__(
+        self,
+        timesteps: int,
+        features: int,
+        *,
+        max_sensors: int = 100_000,
+        max_gap: float = 3.0,
+        gap_fill: Literal["reset", "interpolate"] = "reset",
+        max_fill_steps: int = 10,
+        cadence: float | None = None,
+        initial_capacity: int = 1024,
+    ) -> None:
+        self.timesteps = timesteps
+        self.features = features
+        self.max_sensors = max_sensors
+        self.max_gap = max_gap
+        self.gap_fill = gap_fill
+        self.max_fill_steps = max_fill_steps
+        self.fixed_cadence = cadence
+        self.slots: OrderedDict[str, int] = OrderedDict()
+        self.evicted = 0
+        self.gap_resets = 0
+        self.gap_fills = 0
+        self._free: list[int] = []
+        self._allocate(min(initial_capacity, max_sensors))
+
+    def _allocate(self, capacity: int) -> None:
+        old: NDArray[np.float64] | None = getattr(self, "_data", None)
+        n = 0 if old is None else old.shape[0]
+        data = np.zeros((capacity, 2 * self.timesteps, self.features), dtype=np.float64)
+        pos = np.zeros(capacity, dtype=np.int32)
+        count = np.zeros(capacity, dtype=np.int32)
+        last_ts = np.full(capacity, -np.inf, dtype=np.float64)
+        cadence = np.full(capacity, np.nan, dtype=np.float64)
+        if old is not None:
+            data[:n], pos[:n], count[:n] = old, self._pos, self._count
+            last_ts[:n], cadence[:n] = self._last_ts, self._cadence
+        self._data, self._pos, self._count = data, pos, count
+        self._last_ts, self._cadence = last_ts, cadence
+        self._free.extend(range(capacity - 1, n - 1, -1))
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def _slot(self, sensor_id: str) -> int:
+        slot = self.slots.get(sensor_id)
+        if slot is not None:
+            self.slots.move_to_end(sensor_id)
+            return slot
+        if len(self.slots) >= self.max_sensors:
+            self.evict(next(iter(self.slots)))
+            self.evicted += 1
+        if not self._free:
+            self._allocate(min(self._data.shape[0] * 2, self.max_sensors))
+        slot = self._free.pop()
+        self._pos[slot] = 0
+        self._count[slot] = 0
+        self._last_ts[slot] = -np.inf
+        self._cadence[slot] = np.nan
+        self.slots[sensor_id] = slot
+        return slot
+
+    def evict(self, sensor_id: str) -> None:
+        slot = self.slots.pop(sensor_id, None)
+        if slot is not None:
+            self._free.append(slot)
+
+    def evict_idle(self, older_than: float) -> int:
+        """Evict sensors whose last reading is older than `older_than` (epoch s)."""
+        n = 0
+        while self.slots:
+            sid, slot = next(iter(self.slots.items()))
+            if self._last_ts[slot] >= older_than:
+                break
+            self.evict(sid)
+            n += 1
+        return n
+
+    def cadence(self, sensor_id: str) -> float | None:
+        slot = self.slots.get(sensor_id)
+        if slot is None:
+            return None
+        c = float(self._cadence[slot])
+        return None if np.isnan(c) else c
+
+    def push(self, sensor_id: str, ts: float, values: tuple[float, ...]) -> Window | Drop | None:
+        """Add a reading; return the full window it completes, a `Drop`, or None."""
+        slot = self._slot(sensor_id)
+        last = self._last_ts[slot]
+        if ts <= last:
+            return Drop.STALE
+        if last > -np.inf:
+            self._observe_interval(slot, ts - last, values)
+        self._write(slot, values)
+        self._last_ts[slot] = ts
+        if self._count[slot] < self.timesteps:
+            return None
+        p = self._pos[slot]
+        cad = self._cadence[slot]
+        window = self._data[slot, p : p + self.timesteps].copy()
+        return Window(sensor_id, window, ts, None if np.isnan(cad) else float(cad))
+
+    def _observe_interval(self, slot: int, delta: float, values: tuple[float, ...]) -> None:
+        cad = self.fixed_cadence or self._cadence[slot]
+        if not np.isnan(cad) and delta > self.max_gap * cad:
+            missing = round(delta / cad) - 1
+            if self.gap_fill == "interpolate" and missing <= self.max_fill_steps:
+                self._fill(slot, missing, values)
+                self.gap_fills += 1
+            else:
+                self._count[slot] = 0
+                self.gap_resets += 1
+            return
+        if self.fixed_cadence is None:
+            self._cadence[slot] = (
+                delta if np.isnan(cad) else (1 - CADENCE_ALPHA) * cad + CADENCE_ALPHA * delta
+            )
+
+    def _fill(self, slot: int, missing: int, values: tuple[float, ...]) -> None:
+        prev = self._data[slot, (self._pos[slot] - 1) % self.timesteps].copy()
+        target = np.asarray(values, dtype=np.float64)
+        for i in range(1, missing + 1):
+            frac = i / (missing + 1)
+            self._write(slot, tuple(prev + (target - prev) * frac))
+
+    def _write(self, slot: int, values: tuple[float, ...]) -> None:
+        p = self._pos[slot]
+        row = self._data[slot]
+        row[p] = values
+        row[p + self.timesteps] = values
+        self._pos[slot] = (p + 1) % self.timesteps
+        if self._count[slot] < self.timesteps:
+            self._count[slot] += 1
+
+    def reset_all(self) -> None:
+        """Forget every window (after a model change of timesteps or features)."""
+        self.slots.clear()
+        self._free = []
+        del self._data
+        self._allocate(min(1024, self.max_sensors))
+
+    def to_arrays(self) -> dict[str, NDArray[np.generic]]:
+        """Every tracked sensor's state, least recently seen first (for snapshots)."""
+        ids = list(self.slots)
+        idx = np.fromiter(self.slots.values(), dtype=np.int64, count=len(ids))
+        return {
+            "sensor_ids": np.array(ids, dtype=np.str_),
+            "data": self._data[idx],
+            "pos": self._pos[idx],
+            "count": self._count[idx],
+            "last_ts": self._last_ts[idx],
+            "cadence": self._cadence[idx],
+        }
+
+    def load_arrays(self, arrays: dict[str, NDArray[np.generic]]) -> int:
+        """Replace all state with `to_arrays` output; raise ValueError if it does not fit."""
+        ids = [str(s) for s in arrays["sensor_ids"].tolist()]
+        n = len(ids)
+        expect = {
+            "data": ((n, 2 * self.timesteps, self.features), np.float64),
+            "pos": ((n,), np.int32),
+            "count": ((n,), np.int32),
+            "last_ts": ((n,), np.float64),
+            "cadence": ((n,), np.float64),
+        }
+        for key, (shape, dtype) in expect.items():
+            a = arrays[key]
+            if a.shape != shape or a.dtype != dtype:
+                raise ValueError(f"{key} has shape {a.shape} {a.dtype}, expected {shape} {dtype}")
+        pos, count = arrays["pos"], arrays["count"]
+        if n and (
+            pos.min() < 0
+            or pos.max() >= self.timesteps
+            or count.min() < 0
+            or count.max() > self.timesteps
+        ):
+            raise ValueError("positions out of range")
+        if len(set(ids)) != n:
+            raise ValueError("duplicate sensor ids")
+        keep = slice(max(0, n - self.max_sensors), n)  # most recently seen last
+        self.reset_all()
+        for i, sid in list(enumerate(ids))[keep]:
+            slot = self._slot(sid)
+            self._data[slot] = arrays["data"][i]
+            self._pos[slot] = pos[i]
+            self._count[slot] = count[i]
+            self._last_ts[slot] = arrays["last_ts"][i]
+            self._cadence[slot] = arrays["cadence"][i]
+        return len(self.slots)

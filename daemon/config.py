@@ -1,0 +1,284 @@
+"""Configuration: one pydantic model per section, loaded with pydantic-settings.
+
+Precedence: command-line flag > environment (`SENSORCAST_`, nested with `__`)
+> TOML file (`--config FILE` or `SENSORCAST_CONFIG`) > defaults. Every error
+names the key, its environment form, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from sensorcast.errors import ConfigError
+from sensorcast.topics import TopicTemplate
+
+ENV_PREFIX = "SENSORCAST_"
+CONFIG_ENV = "SENSORCAST_CONFIG"
+CREDENTIAL_NAME = "mqtt_password"
+_toml_file: ContextVar[Path | None] = ContextVar("sensorcast_toml_file", default=None)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class TLSConfig(Section):
+    enabled: bool = Field(False, description="Connect with TLS; never falls back to plaintext.")
+    ca_file: Path | None = Field(None, description="CA bundle; the system store when unset.")
+    cert_file: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
+    key_file: Path | None = Field(None, description="Client private key (PEM) for mutual TLS.")
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _check_file(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise ValueError(f"file {path} does not exist")
+        return path
+
+    @model_validator(mode="after")
+    def _check_pair(self) -> TLSConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class MQTTConfig(Section):
+    host: str = Field("localhost", min_length=1, description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port.")
+    client_id: str = Field(
+        default_factory=lambda: f"sensorcast-{socket.gethostname()}"[:64],
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="Fixed client id; the persistent session is keyed by it.",
+    )
+    username: str | None = Field(None, description="Broker user name.")
+    password: SecretStr | None = Field(None, description="Broker password (a secret).")
+    password_file: Path | None = Field(
+        None, description="File holding the password, e.g. a systemd credential."
+    )
+    tls: TLSConfig = Field(default_factory=TLSConfig)  # type: ignore[arg-type]
+    qos: Literal[0, 1, 2] = Field(1, description="Subscription QoS.")
+    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version.")
+    keepalive: int = Field(30, ge=5, le=3600, description="Keepalive interval, seconds.")
+    session_expiry: int = Field(
+        3600, ge=0, description="Seconds the broker keeps the session while disconnected (v5)."
+    )
+    reconnect_min: float = Field(0.5, gt=0, description="First reconnect delay, seconds.")
+    reconnect_max: float = Field(30.0, gt=0, description="Cap on the reconnect delay, seconds.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _coerce_protocol(cls, data: Any) -> Any:
+        proto = data.get("protocol") if isinstance(data, dict) else None
+        if isinstance(proto, (int, float)) and not isinstance(proto, bool):
+            data = {**data, "protocol": {5: "5", 3.1: "3.1.1"}.get(proto, proto)}
+        return data
+
+    @model_validator(mode="after")
+    def _resolve_password(self) -> MQTTConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set password or password_file, not both")
+        path = self.password_file
+        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+        if path is None and self.password is None and cred_dir:
+            candidate = Path(cred_dir) / CREDENTIAL_NAME
+            path = candidate if candidate.is_file() else None
+        if path is not None:
+            try:
+                secret = path.read_text(encoding="utf-8").rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"password_file {path} cannot be read: {exc}") from None
+            self.password = SecretStr(secret)
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError("reconnect_max must be at least reconnect_min")
+        return self
+
+
+class InputConfig(Section):
+    topic: str = Field("sensors/{sensor_id}/reading", description="Reading topic template.")
+    max_sensors: int = Field(100_000, ge=1, description="Cap on tracked sensors (LRU eviction).")
+    sensor_ttl: float = Field(
+        0, ge=0, description="Evict sensors not heard from for this many seconds (0: never)."
+    )
+    max_payload_bytes: int = Field(65536, ge=16, description="Larger payloads are dropped.")
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="Feature name -> dotted path in the JSON payload (e.g. AM2301.Temperature).",
+    )
+    ts_field: str = Field("ts", min_length=1, description="Dotted path of the reading timestamp.")
+    max_gap: float = Field(
+        3.0, gt=1.0, description="A gap longer than this many cadences resets the window."
+    )
+    gap_fill: Literal["reset", "interpolate"] = Field(
+        "reset", description="On a long gap: reset the window, or fill it linearly."
+    )
+    max_fill_steps: int = Field(
+        10, ge=1, description="With gap_fill=interpolate, longer gaps still reset."
+    )
+
+    @field_validator("topic")
+    @classmethod
+    def _check_topic(cls, topic: str) -> str:
+        TopicTemplate(topic, allow_wildcards=True)
+        return topic
+
+
+class OutputConfig(Section):
+    topic: str = Field("forecasts/{sensor_id}", description="Forecast topic template.")
+    retain: bool = Field(False, description="Publish forecasts retained.")
+    max_queue: int = Field(
+        50_000,
+        ge=1,
+        le=60_000,
+        description="Cap on forecasts queued to the broker; beyond it "
+        "forecasts are dropped and counted (paho reuses QoS 1 ids past 65535).",
+    )
+
+    @field_validator("topic")
+    @classmethod
+    def _check_topic(cls, topic: str) -> str:
+        TopicTemplate(topic, allow_wildcards=False)
+        return topic
+
+
+class ModelConfig(Section):
+    path: Path = Field(
+        default_factory=lambda: _default_bundle(), description="Model bundle directory."
+    )
+    backend: Literal["litert", "keras"] = Field("litert", description="Inference backend.")
+    threads: int = Field(1, ge=1, le=64, description="LiteRT interpreter threads.")
+
+
+class InferenceConfig(Section):
+    max_batch: int = Field(256, ge=1, le=4096, description="Most windows in one model call.")
+    max_wait_ms: float = Field(
+        0.0, ge=0, le=1000, description="Extra wait to fill a batch once a window is ready."
+    )
+    max_pending: int = Field(
+        20_000, ge=1, description="Ready windows queued for inference before coalescing."
+    )
+
+
+class StateConfig(Section):
+    dir: Path | None = Field(None, description="Directory for buffer snapshots (off when unset).")
+    interval: float = Field(60.0, gt=0, description="Seconds between periodic snapshots.")
+
+
+class MetricsConfig(Section):
+    port: int | None = Field(None, ge=1, le=65535, description="Prometheus port on 127.0.0.1.")
+    host: str = Field("127.0.0.1", description="Address the metrics endpoint binds.")
+
+
+class LogConfig(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    drop_interval: float = Field(
+        10.0, ge=0, description="Seconds between log lines about dropped input, per reason."
+    )
+
+
+def _default_bundle() -> Path:
+    from sensorcast.models import DEFAULT_BUNDLE
+
+    path: Path = DEFAULT_BUNDLE
+    return path
+
+
+class Settings(BaseSettings):
+    """The daemon's whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    mqtt: MQTTConfig = Field(default_factory=MQTTConfig)  # type: ignore[arg-type]
+    input: InputConfig = Field(default_factory=InputConfig)  # type: ignore[arg-type]
+    output: OutputConfig = Field(default_factory=OutputConfig)  # type: ignore[arg-type]
+    model: ModelConfig = Field(default_factory=ModelConfig)  # type: ignore[arg-type]
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)  # type: ignore[arg-type]
+    state: StateConfig = Field(default_factory=StateConfig)  # type: ignore[arg-type]
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)  # type: ignore[arg-type]
+    log: LogConfig = Field(default_factory=LogConfig)  # type: ignore[arg-type]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = _toml_file.get()
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if toml is not None:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=toml),)
+        return sources
+
+
+def _describe(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc if not str(p).startswith("function-")]
+    key = ".".join(parts) or "config"
+    env = ENV_PREFIX + "__".join(p.upper() for p in parts) if parts else CONFIG_ENV
+    return f"{key} ({env})"
+
+
+def _one_line(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    msg = re.sub(r"^(Value|Assertion) error, ", "", str(err["msg"]))
+    where = _describe(tuple(err["loc"]))
+    if err["type"] == "extra_forbidden":
+        return f"unknown config key {where}"
+    value = err.get("input")
+    shown = "" if isinstance(value, dict) or "password" in where else f" = {value!r}"
+    return f"invalid config {where}{shown}: {msg}"
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from all sources; raise `ConfigError` with one line on any problem."""
+    path = config_file or os.environ.get(CONFIG_ENV) or None
+    toml: Path | None = None
+    if path:
+        toml = Path(path)
+        try:
+            with toml.open("rb") as f:
+                tomllib.load(f)
+        except OSError as exc:
+            raise ConfigError(f"config file {toml} cannot be read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {toml} is not valid TOML: {exc}") from None
+    token = _toml_file.set(toml)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+    finally:
+        _toml_file.reset(token)
+
+
+def effective_config(settings: Settings) -> dict[str, Any]:
+    """The configuration as a plain dict, secrets masked, for `check-config`."""
+    data = settings.model_dump(mode="json")
+    if settings.mqtt.password is not None:
+        data["mqtt"]["password"] = "********"
+    return data

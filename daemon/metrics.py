@@ -1,0 +1,62 @@
+"""Prometheus metrics of one daemon instance, on a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+from sensorcast.readings import Drop
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class Metrics:
+    """Counters, gauges and histograms the daemon updates; served only when configured."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.readings = Counter(
+            "sensorcast_readings", "Readings accepted into a buffer", registry=r
+        )
+        self.dropped = Counter(
+            "sensorcast_dropped", "Incoming messages dropped, by reason", ["reason"], registry=r
+        )
+        self.forecasts = Counter("sensorcast_forecasts", "Forecasts published", registry=r)
+        self.forecasts_dropped = Counter(
+            "sensorcast_forecasts_dropped",
+            "Forecasts not published, by reason (superseded, queue_full, error)",
+            ["reason"],
+            registry=r,
+        )
+        self.sensors = Gauge("sensorcast_sensors", "Sensors tracked", registry=r)
+        self.evicted = Counter("sensorcast_sensors_evicted", "Sensors evicted", registry=r)
+        self.gap_resets = Counter("sensorcast_gap_resets", "Windows reset by a gap", registry=r)
+        self.connected = Gauge("sensorcast_broker_connected", "1 while connected", registry=r)
+        self.batch_size = Histogram(
+            "sensorcast_batch_size", "Windows per model call", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.inference_seconds = Histogram(
+            "sensorcast_inference_seconds",
+            "Model time per batch",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.latency_seconds = Histogram(
+            "sensorcast_reading_to_forecast_seconds",
+            "From a reading's arrival to its forecast being handed to the MQTT client",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model = Info("sensorcast_model", "The bundle being served", registry=r)
+        self._drop = {reason: self.dropped.labels(reason.value) for reason in Drop}
+
+    def drop(self, reason: Drop) -> None:
+        self._drop[reason].inc()
+
+    def serve(self, host: str, port: int) -> None:
+        start_http_server(port, addr=host, registry=self.registry)
+
+    def value(self, name: str, **labels: str) -> float:
+        """Current value of a sample (for status output and tests)."""
+        v = self.registry.get_sample_value(name, labels or None)
+        return 0.0 if v is None else v

@@ -1,0 +1,211 @@
+"""The MQTT edge: one paho-mqtt client for readings in, forecasts and status out.
+
+paho's own network thread runs the connection: it reconnects with capped
+exponential backoff (`reconnect_min`..`reconnect_max`), to which this module
+adds a random jitter so a fleet of gateways does not reconnect in lockstep.
+Subscriptions are made in `on_connect`, so every reconnect restores them. The
+session is persistent (fixed client id, no clean start), and a QoS 1 reading is
+acknowledged only after the daemon has taken it into its buffers, so readings
+in flight at a crash or stop are delivered again on the next connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from sensorcast.config import MQTTConfig
+from sensorcast.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+OnReading = Callable[[str, bytes], None]
+"""Called on the network thread with (topic, payload) for every incoming message."""
+
+STATUS_ONLINE = b"online"
+STATUS_OFFLINE = b"offline"
+PROTOCOL_HINT = "set mqtt.protocol (SENSORCAST_MQTT__PROTOCOL) to 3.1.1 for this broker"
+_UNSUPPORTED_PROTOCOL = {1, 132}  # v3.1.1 return code 1; v5 reason 0x84
+
+
+def status_topic(client_id: str) -> str:
+    return f"sensorcast/{client_id}/status"
+
+
+class MQTTLink:
+    """Connection, subscription, bounded publishing and availability status."""
+
+    def __init__(
+        self,
+        cfg: MQTTConfig,
+        subscription: str,
+        on_reading: OnReading,
+        metrics: Metrics,
+        *,
+        max_queue: int = 50_000,
+        retain_forecasts: bool = False,
+    ) -> None:
+        self.cfg = cfg
+        self.subscription = subscription
+        self.status_topic = status_topic(cfg.client_id)
+        self.metrics = metrics
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        self._on_reading = on_reading
+        self._retain = retain_forecasts
+        self._stopping = threading.Event()
+        self._accepting = True
+        self._failures = 0
+        self._v5 = cfg.protocol == "5"
+        self.client = self._make_client(max_queue)
+
+    def _make_client(self, max_queue: int) -> mqtt.Client:
+        cfg = self.cfg
+        protocol = MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id,
+            protocol=protocol,
+            clean_session=None if self._v5 else False,
+        )
+        client.max_queued_messages_set(max_queue)
+        client.max_inflight_messages_set(100)
+        client.reconnect_delay_set(cfg.reconnect_min, cfg.reconnect_max)
+        client.manual_ack_set(True)
+        client.will_set(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
+        if cfg.username is not None:
+            password = cfg.password.get_secret_value() if cfg.password else None
+            client.username_pw_set(cfg.username, password)
+        if cfg.tls.enabled:
+            client.tls_set(
+                ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
+                certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
+                keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        client.on_connect = self._handle_connect
+        client.on_connect_fail = self._handle_connect_fail
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_message
+        client.on_subscribe = self._handle_subscribe
+        return client
+
+    @property
+    def endpoint(self) -> str:
+        scheme = "mqtts" if self.cfg.tls.enabled else "mqtt"
+        return f"{scheme}://{self.cfg.host}:{self.cfg.port}"
+
+    def start(self) -> None:
+        """Connect in the background; an unreachable broker is retried, never fatal."""
+        props = None
+        if self._v5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self.cfg.session_expiry
+        self.client.connect_async(
+            self.cfg.host,
+            self.cfg.port,
+            keepalive=self.cfg.keepalive,
+            clean_start=False if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=props,
+        )
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: bytes) -> bool:
+        """Queue a forecast at QoS 1; False if the bounded outbound queue is full."""
+        info = self.client.publish(topic, payload, qos=1, retain=self._retain)
+        return info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
+
+    def stop_input(self) -> None:
+        """Stop taking readings; later ones stay unacknowledged for the next session."""
+        self._accepting = False
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Publish `offline`, flush what is queued (bounded by `timeout`), disconnect."""
+        self._stopping.set()
+        deadline = time.monotonic() + timeout
+        if self.connected.is_set():
+            info = self.client.publish(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
+            while time.monotonic() < deadline and self.connected.is_set():
+                if info.is_published() and not self.client._out_messages:
+                    break
+                time.sleep(0.01)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.metrics.connected.set(0)
+
+    def _jitter(self) -> None:
+        base = min(self.cfg.reconnect_max, self.cfg.reconnect_min * 2**self._failures)
+        self._failures = min(self._failures + 1, 30)
+        self._stopping.wait(random.uniform(0, base / 2))
+
+    def _handle_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        if reason.is_failure:
+            refused_v5 = self._v5 and reason.value in _UNSUPPORTED_PROTOCOL
+            hint = f"; {PROTOCOL_HINT}" if refused_v5 else ""
+            log.error("broker %s refused the connection: %s%s", self.endpoint, reason, hint)
+            return
+        self._failures = 0
+        client.subscribe(self.subscription, qos=self.cfg.qos)
+        client.publish(self.status_topic, STATUS_ONLINE, qos=1, retain=True)
+        self.connected.set()
+        self.metrics.connected.set(1)
+        log.info(
+            "connected to %s as %s (session present: %s), subscribing to %s",
+            self.endpoint,
+            self.cfg.client_id,
+            flags.session_present,
+            self.subscription,
+        )
+
+    def _handle_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any
+    ) -> None:
+        failed = [r for r in reasons if r.is_failure]
+        if failed:
+            log.error("broker refused the subscription to %s: %s", self.subscription, failed[0])
+        else:
+            self.subscribed.set()
+
+    def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        if self._failures == 0:
+            log.warning("broker %s unreachable; retrying with backoff", self.endpoint)
+        self._jitter()
+
+    def _handle_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        self.connected.clear()
+        self.subscribed.clear()
+        self.metrics.connected.set(0)
+        if self._stopping.is_set():
+            return
+        if self._v5 and reason.value in _UNSUPPORTED_PROTOCOL:
+            log.error("broker %s does not speak MQTT 5: %s", self.endpoint, PROTOCOL_HINT)
+        else:
+            log.warning("disconnected from %s (%s); reconnecting", self.endpoint, reason)
+        self._jitter()
+
+    def _handle_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if not self._accepting:
+            return  # not acknowledged: the broker delivers it again next session
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = ""
+        try:
+            self._on_reading(topic, bytes(msg.payload))
+        finally:
+            if msg.qos > 0:
+                client.ack(msg.mid, msg.qos)

@@ -1,0 +1,156 @@
+"""Parse and validate reading payloads; every rejection is a `Drop` with a reason.
+
+A payload is a bare JSON number (for a one-feature model) or a JSON object with
+the model's feature names as keys (or dotted paths configured per feature),
+optionally with a timestamp: epoch seconds or an ISO-8601 string.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+FLOAT32_MAX = 3.4028234663852886e38
+MAX_TS = 253402300799.0  # 9999-12-31T23:59:59Z
+
+
+class Drop(StrEnum):
+    """Why an incoming message was not accepted; the label of the drop counter."""
+
+    TOO_LARGE = "too_large"
+    NOT_UTF8 = "not_utf8"
+    NOT_JSON = "not_json"
+    TOO_DEEP = "too_deep"
+    WRONG_TYPE = "wrong_type"
+    MISSING_FEATURE = "missing_feature"
+    NOT_FINITE = "not_finite"
+    OVERFLOW = "overflow"
+    BAD_TS = "bad_ts"
+    BAD_SENSOR_ID = "bad_sensor_id"
+    STALE = "stale"
+    EVICTED = "evicted"
+
+
+class _Reject(Exception):
+    def __init__(self, reason: Drop) -> None:
+        self.reason = reason
+
+
+def _reject_constant(name: str) -> float:
+    raise _Reject(Drop.NOT_FINITE)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One accepted reading: feature values in the model's order, and its timestamp if given."""
+
+    values: tuple[float, ...]
+    ts: float | None
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Reject(Drop.WRONG_TYPE)
+    v = float(value) if isinstance(value, float) else _int_to_float(value)
+    if not math.isfinite(v):
+        raise _Reject(Drop.NOT_FINITE)
+    if abs(v) > FLOAT32_MAX:
+        raise _Reject(Drop.OVERFLOW)
+    return v
+
+
+def _int_to_float(value: int) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        raise _Reject(Drop.OVERFLOW) from None
+
+
+def parse_ts(value: Any) -> float:
+    """Epoch seconds from a number or an ISO-8601 string (naive means UTC)."""
+    if isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value)
+        except ValueError:
+            raise _Reject(Drop.BAD_TS) from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        ts = dt.timestamp()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        ts = float(value)
+    else:
+        raise _Reject(Drop.BAD_TS)
+    if not (0.0 <= ts <= MAX_TS):
+        raise _Reject(Drop.BAD_TS)
+    return ts
+
+
+def _lookup(obj: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    cur: Any = obj
+    for key in path:
+        if not isinstance(cur, Mapping) or key not in cur:
+            return _MISSING
+        cur = cur[key]
+    return cur
+
+
+_MISSING = object()
+
+
+class PayloadParser:
+    """Turns raw payload bytes into a `Reading` for a model's features, or a `Drop`."""
+
+    def __init__(
+        self,
+        features: list[str],
+        *,
+        fields: Mapping[str, str] | None = None,
+        ts_field: str = "ts",
+        max_bytes: int = 65536,
+    ) -> None:
+        mapping = dict(fields or {})
+        unknown = set(mapping) - set(features)
+        if unknown:
+            raise ValueError(f"input.fields names features the model does not have: {unknown}")
+        self.features = list(features)
+        self._paths = [tuple(mapping.get(f, f).split(".")) for f in features]
+        self._ts_path = tuple(ts_field.split("."))
+        self._max_bytes = max_bytes
+        self._bare_ok = len(features) == 1
+
+    def parse(self, payload: bytes) -> Reading | Drop:
+        if len(payload) > self._max_bytes:
+            return Drop.TOO_LARGE
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            return Drop.NOT_UTF8
+        try:
+            doc = json.loads(text, parse_constant=_reject_constant)
+            return self._reading(doc)
+        except _Reject as r:
+            return r.reason
+        except RecursionError:
+            return Drop.TOO_DEEP
+        except ValueError:  # JSONDecodeError, and int parsing limits
+            return Drop.NOT_JSON
+
+    def _reading(self, doc: Any) -> Reading:
+        if isinstance(doc, dict):
+            values = []
+            for path in self._paths:
+                raw = _lookup(doc, path)
+                if raw is _MISSING:
+                    raise _Reject(Drop.MISSING_FEATURE)
+                values.append(_number(raw))
+            raw_ts = _lookup(doc, self._ts_path)
+            ts = None if raw_ts is _MISSING or raw_ts is None else parse_ts(raw_ts)
+            return Reading(tuple(values), ts)
+        if self._bare_ok and not isinstance(doc, (list, str)) and doc is not None:
+            return Reading((_number(doc),), None)
+        raise _Reject(Drop.WRONG_TYPE)

@@ -1,0 +1,71 @@
+"""Buffer snapshots: written atomically, restored only when they fit the model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from sensorcast.buffer import SensorTable
+from sensorcast.models.bundle import BundleMeta
+from sensorcast.topics import SENSOR_ID_RE
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_FILE = "buffers.npz"
+FORMAT = 1
+
+
+def _header(meta: BundleMeta) -> str:
+    return json.dumps({"format": FORMAT, "timesteps": meta.timesteps, "features": meta.features})
+
+
+def save_snapshot(directory: Path, table: SensorTable, meta: BundleMeta) -> Path:
+    """Write the table to `directory/buffers.npz`: temporary file, fsync, rename."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / SNAPSHOT_FILE
+    arrays = table.to_arrays()
+    fd, tmp = tempfile.mkstemp(prefix=".buffers-", suffix=".npz", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, header=np.array(_header(meta)), **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return target
+
+
+def load_snapshot(directory: Path, table: SensorTable, meta: BundleMeta) -> int:
+    """Restore the table from a snapshot; a missing, corrupt or mismatched one is skipped."""
+    path = directory / SNAPSHOT_FILE
+    if not path.is_file():
+        return 0
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        header = json.loads(str(arrays.pop("header")))
+        if header != json.loads(_header(meta)):
+            log.warning("snapshot %s was taken for another model shape; starting empty", path)
+            return 0
+        if not all(SENSOR_ID_RE.fullmatch(str(s)) for s in arrays["sensor_ids"].tolist()):
+            raise ValueError("invalid sensor id")
+        n: int = table.load_arrays(arrays)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        log.warning("snapshot %s is unusable (%s); starting empty", path, exc)
+        table.reset_all()
+        return 0
+    log.info("restored %d sensors from %s", n, path)
+    return n

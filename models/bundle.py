@@ -1,0 +1,254 @@
+"""The model bundle: the directory `sensorcast train` writes and the daemon serves.
+
+A bundle holds `model.keras` (for retraining and inspection), `model.tflite`
+(what the daemon runs) and `bundle.json` (this module's `BundleMeta`). Loading
+validates everything that can be checked without running the model: the JSON
+schema, the file checksums, the content hash and the internal consistency of
+shapes and statistics. No code from a bundle is ever executed here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sensorcast.errors import UserError
+
+SCHEMA_VERSION = 1
+META_FILE = "bundle.json"
+TFLITE_FILE = "model.tflite"
+KERAS_FILE = "model.keras"
+MAX_META_BYTES = 1 << 20
+MAX_MODEL_BYTES = 256 << 20
+NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+FEATURE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$"
+
+
+class BundleError(UserError):
+    """A bundle that cannot be used; the message is one line naming the problem."""
+
+
+class Normalisation(BaseModel):
+    """How raw windows are scaled for the model and forecasts scaled back.
+
+    `global`: fixed per-feature mean/std from the training split (and per-target
+    statistics for the outputs). `window`: every window is scaled by its own
+    mean/std per feature, so one model serves sensors of any magnitude.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["global", "window"]
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    target_mean: list[float] | None = None
+    target_std: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _check_stats(self) -> Normalisation:
+        stats = (self.mean, self.std, self.target_mean, self.target_std)
+        if self.mode == "global":
+            if any(s is None for s in stats):
+                raise ValueError("global normalisation needs mean, std, target_mean, target_std")
+            for s in stats:
+                assert s is not None
+                if not all(math.isfinite(v) for v in s):
+                    raise ValueError("normalisation statistics must be finite")
+            for s in (self.std, self.target_std):
+                assert s is not None
+                if not all(v > 0 for v in s):
+                    raise ValueError("normalisation std must be positive")
+        elif any(s is not None for s in stats):
+            raise ValueError("window normalisation takes no statistics")
+        return self
+
+
+class Architecture(BaseModel):
+    """The seed shape the model was built from, for inspection and retraining."""
+
+    kind: Literal["many_to_one", "stacked", "seq2seq"]
+    layers: int = Field(ge=1)
+    units: int = Field(ge=1)
+    dropout: float = Field(ge=0.0, lt=1.0)
+
+
+class TFLiteInfo(BaseModel):
+    """The fixed-batch signatures of `model.tflite` (one subgraph per batch size)."""
+
+    batch_sizes: list[int] = Field(min_length=1)
+    signature: str = "b{batch}"
+    input: str = "window"
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> TFLiteInfo:
+        if 1 not in self.batch_sizes or sorted(set(self.batch_sizes)) != self.batch_sizes:
+            raise ValueError("tflite.batch_sizes must be ascending, unique and include 1")
+        return self
+
+    def signature_for(self, batch: int) -> str:
+        return self.signature.format(batch=batch)
+
+
+class BundleMeta(BaseModel):
+    """Contents of `bundle.json`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int
+    name: str = Field(pattern=NAME_PATTERN)
+    content_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    created: str
+    timesteps: int = Field(ge=1, le=10_000)
+    features: list[str] = Field(min_length=1, max_length=64)
+    targets: list[str] = Field(min_length=1, max_length=64)
+    horizon: int = Field(ge=1, le=10_000)
+    cadence_s: float | None = Field(default=None, gt=0)
+    normalisation: Normalisation
+    architecture: Architecture
+    tflite: TFLiteInfo
+    files: dict[str, str]
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> BundleMeta:
+        import re
+
+        if self.schema_version != SCHEMA_VERSION:
+            raise ValueError(
+                f"schema_version {self.schema_version} is not supported (this sensorcast reads "
+                f"{SCHEMA_VERSION})"
+            )
+        for group in (self.features, self.targets):
+            if len(set(group)) != len(group):
+                raise ValueError("feature and target names must be unique")
+            for n in group:
+                if not re.match(FEATURE_PATTERN, n):
+                    raise ValueError(f"invalid feature or target name {n!r}")
+        norm = self.normalisation
+        if norm.mode == "global":
+            assert norm.mean is not None and norm.target_mean is not None
+            if len(norm.mean) != len(self.features) or len(norm.std or []) != len(self.features):
+                raise ValueError("normalisation mean/std must have one value per feature")
+            if len(norm.target_mean) != len(self.targets) or len(norm.target_std or []) != len(
+                self.targets
+            ):
+                raise ValueError("normalisation target_mean/target_std need one value per target")
+        elif not set(self.targets) <= set(self.features):
+            raise ValueError("window normalisation needs every target to be a feature")
+        if self.architecture.kind == "seq2seq" and self.horizon != self.timesteps:
+            raise ValueError("a seq2seq bundle has horizon equal to timesteps")
+        if TFLITE_FILE not in self.files:
+            raise ValueError(f"files must list {TFLITE_FILE}")
+        return self
+
+    @property
+    def short_hash(self) -> str:
+        return self.content_hash[:8]
+
+    @property
+    def model_id(self) -> str:
+        """`name@shorthash`, the `model` field of every forecast."""
+        return f"{self.name}@{self.short_hash}"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def content_hash(tflite_sha256: str, meta: dict[str, Any]) -> str:
+    """Hash of everything that decides a forecast: the served model and its preprocessing."""
+    keys = ("timesteps", "features", "targets", "horizon", "normalisation", "architecture")
+    core = {k: meta[k] for k in keys}
+    blob = json.dumps({"tflite": tflite_sha256, **core}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A validated bundle on disk."""
+
+    path: Path
+    meta: BundleMeta
+
+    @property
+    def tflite_path(self) -> Path:
+        return self.path / TFLITE_FILE
+
+    @property
+    def keras_path(self) -> Path:
+        return self.path / KERAS_FILE
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "bundle.json"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{where}: {msg}"
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Read and fully validate a bundle directory; raise `BundleError` on any problem."""
+    root = Path(path)
+    if not root.is_dir():
+        raise BundleError(f"model bundle {root} is not a directory")
+    meta_path = root / META_FILE
+    if not meta_path.is_file():
+        raise BundleError(f"model bundle {root} has no {META_FILE}")
+    if meta_path.stat().st_size > MAX_META_BYTES:
+        raise BundleError(f"{meta_path} is larger than {MAX_META_BYTES} bytes")
+    try:
+        raw = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{meta_path} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise BundleError(f"{meta_path} must hold a JSON object")
+    try:
+        meta = BundleMeta.model_validate(raw)
+    except ValidationError as exc:
+        raise BundleError(f"{meta_path} is invalid: {_first_error(exc)}") from None
+    for name, expected in meta.files.items():
+        if Path(name).name != name:
+            raise BundleError(f"{meta_path} lists a file outside the bundle: {name!r}")
+        fp = root / name
+        if not fp.is_file():
+            raise BundleError(f"model bundle {root} is missing {name}")
+        if fp.stat().st_size > MAX_MODEL_BYTES:
+            raise BundleError(f"{fp} is larger than {MAX_MODEL_BYTES} bytes")
+        if sha256_file(fp) != expected:
+            raise BundleError(f"{fp} does not match its checksum in {META_FILE} (corrupt?)")
+    expected_hash = content_hash(meta.files[TFLITE_FILE], meta.model_dump(mode="json"))
+    if expected_hash != meta.content_hash:
+        raise BundleError(f"{meta_path}: content_hash does not match the model and its settings")
+    return Bundle(path=root, meta=meta)
+
+
+def write_bundle_meta(root: Path, fields: dict[str, Any]) -> BundleMeta:
+    """Fill in checksums and the content hash, validate, and write `bundle.json`.
+
+    `fields` holds every `BundleMeta` field except `files`, `content_hash` and
+    `schema_version`; the model files must already be in `root`.
+    """
+    files = {n: sha256_file(root / n) for n in (TFLITE_FILE, KERAS_FILE) if (root / n).is_file()}
+    data = {"schema_version": SCHEMA_VERSION, **fields, "files": files, "content_hash": "0" * 64}
+    try:
+        meta = BundleMeta.model_validate(data)
+    except ValidationError as exc:
+        raise BundleError(f"cannot write bundle: {_first_error(exc)}") from None
+    digest = content_hash(files[TFLITE_FILE], meta.model_dump(mode="json"))
+    meta = meta.model_copy(update={"content_hash": digest})
+    tmp = root / (META_FILE + ".tmp")
+    tmp.write_text(json.dumps(meta.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+    tmp.replace(root / META_FILE)
+    return meta
