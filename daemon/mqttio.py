@@ -36,6 +36,8 @@ STATUS_ONLINE = b"online"
 STATUS_OFFLINE = b"offline"
 PROTOCOL_HINT = "set mqtt.protocol (SENSORCAST_MQTT__PROTOCOL) to 3.1.1 for this broker"
 _UNSUPPORTED_PROTOCOL = {1, 132}  # v3.1.1 return code 1; v5 reason 0x84
+STABLE_AFTER = 10.0
+"""Seconds a connection must last before the reconnect backoff starts again from the minimum."""
 
 
 def status_topic(client_id: str) -> str:
@@ -66,6 +68,7 @@ class MQTTLink:
         self._stopping = threading.Event()
         self._accepting = True
         self._failures = 0
+        self._connected_at: float | None = None
         self._v5 = cfg.protocol == "5"
         self.client = self._make_client(max_queue)
 
@@ -143,10 +146,11 @@ class MQTTLink:
         self.client.loop_stop()
         self.metrics.connected.set(0)
 
-    def _jitter(self) -> None:
+    def _backoff(self) -> None:
+        """Wait a jittered, exponentially growing delay (paho resets its own on CONNACK)."""
         base = min(self.cfg.reconnect_max, self.cfg.reconnect_min * 2**self._failures)
         self._failures = min(self._failures + 1, 30)
-        self._stopping.wait(random.uniform(0, base / 2))
+        self._stopping.wait(random.uniform(base / 2, base))
 
     def _handle_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
@@ -156,7 +160,7 @@ class MQTTLink:
             hint = f"; {PROTOCOL_HINT}" if refused_v5 else ""
             log.error("broker %s refused the connection: %s%s", self.endpoint, reason, hint)
             return
-        self._failures = 0
+        self._connected_at = time.monotonic()
         client.subscribe(self.subscription, qos=self.cfg.qos)
         client.publish(self.status_topic, STATUS_ONLINE, qos=1, retain=True)
         self.connected.set()
@@ -181,7 +185,7 @@ class MQTTLink:
     def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         if self._failures == 0:
             log.warning("broker %s unreachable; retrying with backoff", self.endpoint)
-        self._jitter()
+        self._backoff()
 
     def _handle_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
@@ -191,11 +195,25 @@ class MQTTLink:
         self.metrics.connected.set(0)
         if self._stopping.is_set():
             return
+        lasted = None if self._connected_at is None else time.monotonic() - self._connected_at
+        self._connected_at = None
+        if lasted is not None and lasted >= STABLE_AFTER:
+            self._failures = 0
         if self._v5 and reason.value in _UNSUPPORTED_PROTOCOL:
             log.error("broker %s does not speak MQTT 5: %s", self.endpoint, PROTOCOL_HINT)
+        elif lasted is not None and lasted < STABLE_AFTER:
+            log.error(
+                "connection to %s dropped %.1fs after connecting (%s); if another client uses "
+                "mqtt.client_id %r, the broker is handing the session back and forth: give "
+                "each instance its own client_id. Backing off.",
+                self.endpoint,
+                lasted,
+                reason,
+                self.cfg.client_id,
+            )
         else:
             log.warning("disconnected from %s (%s); reconnecting", self.endpoint, reason)
-        self._jitter()
+        self._backoff()
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if not self._accepting:

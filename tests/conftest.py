@@ -1,0 +1,95 @@
+"""Shared fixtures: a real mosquitto per test, and an in-process daemon."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sensorcast.config import Settings, load_settings
+from sensorcast.models import DEFAULT_BUNDLE
+from sensorcast.service import Service
+
+from .mqtt_helpers import Client, Mosquitto, wait_for
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def broker() -> Iterator[Mosquitto]:
+    b = Mosquitto().start()
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def client_factory(broker: Mosquitto) -> Iterator[Callable[..., Client]]:
+    clients: list[Client] = []
+
+    def make(*topics: str, port: int | None = None, **kw: Any) -> Client:
+        c = Client(port or broker.port, *topics, **kw)
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        c.close()
+
+
+def daemon_settings(port: int, **sections: Any) -> Settings:
+    """Settings for a test daemon on `port`; `sections` override per config section."""
+    base: dict[str, Any] = {
+        "mqtt": {
+            "host": "127.0.0.1",
+            "port": port,
+            "client_id": "sc-test",
+            "reconnect_min": 0.1,
+            "reconnect_max": 0.5,
+        },
+        "model": {"path": str(DEFAULT_BUNDLE)},
+        "log": {"drop_interval": 0},
+    }
+    for key, value in sections.items():
+        base[key] = {**base.get(key, {}), **value}
+    return load_settings(None, **base)
+
+
+class RunningService:
+    """A `Service` running its main loop on a thread, as `sensorcast run` would."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.exit_code: int | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        self.exit_code = self.service.run()
+
+    def start(self, wait_subscribed: bool = True) -> RunningService:
+        self.thread.start()
+        if wait_subscribed:
+            wait_for(self.service.link.subscribed.is_set, timeout=15)
+        return self
+
+    def stop(self) -> int | None:
+        self.service.request_exit()
+        self.thread.join(timeout=30)
+        return self.exit_code
+
+
+@pytest.fixture
+def run_daemon() -> Iterator[Callable[..., RunningService]]:
+    running: list[RunningService] = []
+
+    def start(settings: Settings, wait_subscribed: bool = True) -> RunningService:
+        r = RunningService(Service(settings)).start(wait_subscribed)
+        running.append(r)
+        return r
+
+    yield start
+    for r in running:
+        if r.thread.is_alive():
+            r.stop()
