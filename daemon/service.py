@@ -97,6 +97,8 @@ class Service:
             max_batch=settings.inference.max_batch,
             max_wait=settings.inference.max_wait_ms / 1000,
         )
+        self.stuck_after = 30.0
+        """Seconds a batch may take while windows wait before the watchdog is withheld."""
         self.should_exit = threading.Event()
         self._reload_requested = threading.Event()
         self._drop_log = DropLog(settings.log.drop_interval)
@@ -219,7 +221,8 @@ class Service:
         """The network thread is alive and the worker is not stuck on a batch."""
         thread = getattr(self.link.client, "_thread", None)
         net_ok = thread is not None and thread.is_alive()
-        stuck = len(self.queue) > 0 and time.monotonic() - self.worker.heartbeat > 30
+        busy_since = self.worker.busy_since
+        stuck = busy_since is not None and time.monotonic() - busy_since > self.stuck_after
         return net_ok and self.worker.is_alive() and not stuck
 
     def _housekeeping(self) -> None:

@@ -50,7 +50,8 @@ class InferenceWorker(threading.Thread):
         self.metrics = metrics
         self.max_batch = max_batch
         self.max_wait = max_wait
-        self.heartbeat = time.monotonic()
+        self.busy_since: float | None = None
+        """When the batch in progress started; None while waiting for windows."""
         self._model = model
         self._next_model: Model | None = None
         self._publish = publish
@@ -68,18 +69,20 @@ class InferenceWorker(threading.Thread):
     def run(self) -> None:
         while True:
             batch = self.queue.take(self.max_batch, self.max_wait)
-            self.heartbeat = time.monotonic()
             if not batch:
                 if self._stopped:
                     return
                 continue
             if self._next_model is not None:
                 self._model, self._next_model = self._next_model, None
+            self.busy_since = time.monotonic()
             try:
                 self._serve(batch)
             except Exception:  # a model fault must not end the worker
                 log.exception("inference failed for a batch of %d windows", len(batch))
                 self.metrics.forecasts_dropped.labels("error").inc(len(batch))
+            finally:
+                self.busy_since = None
 
     def _serve(self, batch: list[Pending]) -> None:
         model = self._model
