@@ -190,6 +190,13 @@ class MetricsConfig(Section):
     host: str = Field("127.0.0.1", description="Address the metrics endpoint binds.")
 
 
+class HomeAssistantConfig(Section):
+    discovery: bool = Field(False, description="Announce forecasts via MQTT discovery.")
+    prefix: str = Field(
+        "homeassistant", pattern=r"^[^#+]+$", description="Home Assistant's discovery prefix."
+    )
+
+
 class LogConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     drop_interval: float = Field(
@@ -219,6 +226,9 @@ class Settings(BaseSettings):
     state: StateConfig = Field(default_factory=StateConfig)  # type: ignore[arg-type]
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)  # type: ignore[arg-type]
     log: LogConfig = Field(default_factory=LogConfig)  # type: ignore[arg-type]
+    homeassistant: HomeAssistantConfig = Field(
+        default_factory=HomeAssistantConfig  # type: ignore[arg-type]
+    )
 
     @classmethod
     def settings_customise_sources(

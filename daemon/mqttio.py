@@ -67,6 +67,8 @@ class MQTTLink:
         self._retain = retain_forecasts
         self._stopping = threading.Event()
         self._accepting = True
+        self.on_connected: list[Callable[[], None]] = []
+        """Called on the network thread after every successful (re)connect."""
         self._failures = 0
         self._connected_at: float | None = None
         self._v5 = cfg.protocol == "5"
@@ -123,9 +125,10 @@ class MQTTLink:
         )
         self.client.loop_start()
 
-    def publish(self, topic: str, payload: bytes) -> bool:
-        """Queue a forecast at QoS 1; False if the bounded outbound queue is full."""
-        info = self.client.publish(topic, payload, qos=1, retain=self._retain)
+    def publish(self, topic: str, payload: bytes, retain: bool | None = None) -> bool:
+        """Queue a message at QoS 1; False if the bounded outbound queue is full."""
+        keep = self._retain if retain is None else retain
+        info = self.client.publish(topic, payload, qos=1, retain=keep)
         return info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
 
     def stop_input(self) -> None:
@@ -165,6 +168,8 @@ class MQTTLink:
         client.publish(self.status_topic, STATUS_ONLINE, qos=1, retain=True)
         self.connected.set()
         self.metrics.connected.set(1)
+        for listener in self.on_connected:
+            listener()
         log.info(
             "connected to %s as %s (session present: %s), subscribing to %s",
             self.endpoint,

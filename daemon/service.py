@@ -19,6 +19,7 @@ from types import FrameType
 
 from sensorcast.buffer import SensorTable, Window
 from sensorcast.config import Settings
+from sensorcast.discovery import HomeAssistantDiscovery
 from sensorcast.errors import UserError
 from sensorcast.forecasts import ForecastEncoder
 from sensorcast.handoff import ReadyQueue
@@ -99,6 +100,7 @@ class Service:
         )
         self.stuck_after = 30.0
         """Seconds a batch may take while windows wait before the watchdog is withheld."""
+        self.discovery = self._make_discovery(bundle.meta)
         self.should_exit = threading.Event()
         self._reload_requested = threading.Event()
         self._drop_log = DropLog(settings.log.drop_interval)
@@ -127,6 +129,21 @@ class Service:
             max_fill_steps=cfg.max_fill_steps,
         )
 
+    def _make_discovery(self, meta: BundleMeta) -> HomeAssistantDiscovery | None:
+        ha = self.settings.homeassistant
+        if not ha.discovery:
+            return None
+        discovery = HomeAssistantDiscovery(
+            ha.prefix,
+            self.settings.mqtt.client_id,
+            self.link.status_topic,
+            self.output,
+            meta,
+            self.link.publish,
+        )
+        self.link.on_connected.append(discovery.forget)
+        return discovery
+
     def _set_model_info(self, meta: BundleMeta) -> None:
         self.metrics.model.info({"name": meta.name, "hash": meta.short_hash, "id": meta.model_id})
 
@@ -153,6 +170,8 @@ class Service:
         self.metrics.readings.inc()
         if isinstance(result, Window):
             self.queue.put(result, received)
+            if self.discovery is not None:
+                self.discovery.announce(sensor_id)
         return None
 
     def _drop(self, reason: Drop, topic: str) -> None:
@@ -271,6 +290,9 @@ class Service:
                 self.table = self._make_table(bundle.meta)
                 self.queue.clear()
         self._set_model_info(bundle.meta)
+        if self.discovery is not None:
+            self.discovery.meta = bundle.meta
+            self.discovery.forget()
         kept = "kept" if same_shape else "reset (timesteps or features changed)"
         log.info("reloaded: now serving %s, buffers %s", bundle.meta.model_id, kept)
         self.notifier.ready(f"serving {bundle.meta.model_id}")
