@@ -11,6 +11,7 @@ is filled linearly.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
@@ -42,6 +43,7 @@ class SensorTable:
     _count: NDArray[np.int32]
     _last_ts: NDArray[np.float64]
     _cadence: NDArray[np.float64]
+    _seen: NDArray[np.float64]
 
     def __init__(
         self,
@@ -77,11 +79,12 @@ class SensorTable:
         count = np.zeros(capacity, dtype=np.int32)
         last_ts = np.full(capacity, -np.inf, dtype=np.float64)
         cadence = np.full(capacity, np.nan, dtype=np.float64)
+        seen = np.zeros(capacity, dtype=np.float64)
         if old is not None:
             data[:n], pos[:n], count[:n] = old, self._pos, self._count
-            last_ts[:n], cadence[:n] = self._last_ts, self._cadence
+            last_ts[:n], cadence[:n], seen[:n] = self._last_ts, self._cadence, self._seen
         self._data, self._pos, self._count = data, pos, count
-        self._last_ts, self._cadence = last_ts, cadence
+        self._last_ts, self._cadence, self._seen = last_ts, cadence, seen
         self._free.extend(range(capacity - 1, n - 1, -1))
 
     def __len__(self) -> int:
@@ -111,11 +114,11 @@ class SensorTable:
             self._free.append(slot)
 
     def evict_idle(self, older_than: float) -> int:
-        """Evict sensors whose last reading is older than `older_than` (epoch s)."""
+        """Evict sensors last heard from (arrival time, not reading ts) before `older_than`."""
         n = 0
         while self.slots:
             sid, slot = next(iter(self.slots.items()))
-            if self._last_ts[slot] >= older_than:
+            if self._seen[slot] >= older_than:
                 break
             self.evict(sid)
             n += 1
@@ -128,9 +131,15 @@ class SensorTable:
         c = float(self._cadence[slot])
         return None if np.isnan(c) else c
 
-    def push(self, sensor_id: str, ts: float, values: tuple[float, ...]) -> Window | Drop | None:
-        """Add a reading; return the full window it completes, a `Drop`, or None."""
+    def push(
+        self, sensor_id: str, ts: float, values: tuple[float, ...], seen: float | None = None
+    ) -> Window | Drop | None:
+        """Add a reading; return the full window it completes, a `Drop`, or None.
+
+        `seen` is when the reading arrived (defaults to `ts`); idle eviction uses it.
+        """
         slot = self._slot(sensor_id)
+        self._seen[slot] = ts if seen is None else seen
         last = self._last_ts[slot]
         if ts <= last:
             return Drop.STALE
@@ -223,6 +232,7 @@ class SensorTable:
         if len(set(ids)) != n:
             raise ValueError("duplicate sensor ids")
         keep = slice(max(0, n - self.max_sensors), n)  # most recently seen last
+        restored_at = time.time()  # idle time starts again at a restart
         self.reset_all()
         for i, sid in list(enumerate(ids))[keep]:
             slot = self._slot(sid)
@@ -231,4 +241,5 @@ class SensorTable:
             self._count[slot] = count[i]
             self._last_ts[slot] = arrays["last_ts"][i]
             self._cadence[slot] = arrays["cadence"][i]
+            self._seen[slot] = restored_at
         return len(self.slots)

@@ -164,7 +164,7 @@ class Service:
             return self._drop(reading, topic)
         ts = received if reading.ts is None else reading.ts
         with self.lock:
-            result = self.table.push(sensor_id, ts, reading.values)
+            result = self.table.push(sensor_id, ts, reading.values, received)
         if isinstance(result, Drop):
             return self._drop(result, topic)
         self.metrics.readings.inc()
