@@ -162,7 +162,10 @@ class SensorTable:
                 self._fill(slot, missing, values)
                 self.gap_fills += 1
             else:
+                # Start over, cadence included: if the "gap" was the sensor's new normal
+                # (say, its cadence was first learned from a burst), it is learned afresh.
                 self._count[slot] = 0
+                self._cadence[slot] = np.nan
                 self.gap_resets += 1
             return
         if self.fixed_cadence is None:
