@@ -28,6 +28,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -282,6 +283,14 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from None
+    except SettingsError as exc:  # an environment value that should have been JSON
+        field = re.search(r'field "([^"]+)"', str(exc))
+        key = field.group(1) if field else "config"
+        raise ConfigError(
+            f"invalid config {key} ({ENV_PREFIX}{key.upper()}...): a table or mapping given in "
+            f"the environment must be JSON, e.g. "
+            f'{ENV_PREFIX}INPUT__FIELDS=\'{{"value": "AM2301.Temperature"}}\''
+        ) from None
     finally:
         _toml_file.reset(token)
 

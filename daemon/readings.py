@@ -82,7 +82,10 @@ def parse_ts(value: Any) -> float:
             dt = dt.replace(tzinfo=UTC)
         ts = dt.timestamp()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        ts = float(value)
+        try:
+            ts = float(value)
+        except OverflowError:  # an integer beyond float range
+            raise _Reject(Drop.BAD_TS) from None
     else:
         raise _Reject(Drop.BAD_TS)
     if not (0.0 <= ts <= MAX_TS):

@@ -27,10 +27,10 @@ CALL_OVERHEAD_WINDOWS = 6.0
 
 @functools.lru_cache(maxsize=32)
 def _plan_table(sizes: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
-    """Cheapest chunk list for every batch of 0..max(sizes) windows."""
+    """Cheapest chunk list for every batch of 0..2*max(sizes) windows."""
     top = max(sizes)
     best: list[tuple[float, tuple[int, ...]]] = [(0.0, ())]
-    for n in range(1, top + 1):
+    for n in range(1, 2 * top + 1):
         options = []
         for b in sizes:
             cost, chunks = best[max(0, n - b)]
@@ -43,6 +43,8 @@ def plan_batches(n: int, sizes: tuple[int, ...]) -> list[int]:
     """Signature batch sizes whose sum covers `n` windows at the least estimated cost."""
     top = max(sizes)
     full, rest = divmod(n, top)
+    if full:  # plan the last top..2*top windows together: [48, 48] beats [64, 48]
+        full, rest = full - 1, rest + top
     return [top] * full + list(_plan_table(sizes)[rest])
 
 

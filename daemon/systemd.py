@@ -21,7 +21,7 @@ class Notifier:
         self.address = addr or None
         usec = os.environ.get("WATCHDOG_USEC", "")
         pid = os.environ.get("WATCHDOG_PID", "")
-        wanted = usec.isdigit() and (not pid or pid == str(os.getpid()))
+        wanted = usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid()))
         self.watchdog_interval = int(usec) / 2e6 if wanted else None
         """Seconds between watchdog pings (half of WatchdogSec), None when not asked."""
 

@@ -30,14 +30,16 @@ class TopicTemplate:
         self.levels = levels
         self.index = levels.index(PLACEHOLDER)
         self.subscription = "/".join("+" if lv == PLACEHOLDER else lv for lv in levels)
-        self._prefix = "/".join(levels[: self.index])
-        self._suffix = "/".join(levels[self.index + 1 :])
+        self._literal = [(i, lv) for i, lv in enumerate(levels) if lv not in (PLACEHOLDER, "+")]
 
     def sensor_id(self, topic: str) -> str | None:
         """The sensor id in a topic matching the subscription, or None if it is not valid."""
         parts = topic.split("/")
         if len(parts) != len(self.levels):
             return None
+        for i, level in self._literal:  # e.g. a stale subscription of the persistent session
+            if parts[i] != level:
+                return None
         sid = parts[self.index]
         return sid if SENSOR_ID_RE.fullmatch(sid) else None
 

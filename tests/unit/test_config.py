@@ -1,0 +1,408 @@
+"""Configuration: defaults, precedence, secrets and one-line errors (SPEC section 3)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sensorcast.config import Settings, effective_config, load_settings
+from sensorcast.errors import ConfigError
+from sensorcast.models import DEFAULT_BUNDLE
+
+SECRET = "hunter2-Secret-Value"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No SENSORCAST_* or systemd credential variables leak in from the caller."""
+    for name in list(os.environ):
+        if name.upper().startswith("SENSORCAST_") or name == "CREDENTIALS_DIRECTORY":
+            monkeypatch.delenv(name)
+    yield
+
+
+def write_toml(tmp_path: Path, text: str, name: str = "sensorcast.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_error(*args: Any, **kwargs: Any) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings(*args, **kwargs)
+    msg = str(info.value)
+    assert "\n" not in msg, "a config error is one line"
+    return msg
+
+
+# --- defaults and precedence ----------------------------------------------------
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "gw-1")
+    s = load_settings()
+    assert (s.mqtt.host, s.mqtt.port) == ("localhost", 1883)
+    assert s.mqtt.client_id == "sensorcast-gw-1"
+    assert s.mqtt.username is None and s.mqtt.password is None
+    assert s.mqtt.tls.enabled is False
+    assert s.mqtt.qos == 1
+    assert s.mqtt.protocol == "5"
+    assert s.input.topic == "sensors/{sensor_id}/reading"
+    assert s.input.max_sensors == 100_000
+    assert s.output.topic == "forecasts/{sensor_id}"
+    assert s.model.path == DEFAULT_BUNDLE
+    assert s.state.dir is None
+    assert s.metrics.port is None
+
+
+def test_default_client_id_fits_the_64_char_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "h" * 100)
+    cid = load_settings().mqtt.client_id
+    assert cid.startswith("sensorcast-hhh") and len(cid) == 64
+
+
+def test_toml_file_sets_values(tmp_path: Path) -> None:
+    path = write_toml(
+        tmp_path,
+        '[mqtt]\nhost = "broker.lan"\nport = 8883\n[input]\ntopic = "tele/{sensor_id}/SENSOR"\n'
+        '[input.fields]\nvalue = "AM2301.Temperature"\n',
+    )
+    s = load_settings(path)
+    assert (s.mqtt.host, s.mqtt.port) == ("broker.lan", 8883)
+    assert s.input.topic == "tele/{sensor_id}/SENSOR"
+    assert s.input.fields == {"value": "AM2301.Temperature"}
+
+
+def test_precedence_override_over_env_over_toml_over_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_toml(
+        tmp_path, '[mqtt]\nhost = "toml-host"\nport = 1000\nclient_id = "toml-id"\nqos = 0\n'
+    )
+    monkeypatch.setenv("SENSORCAST_MQTT__PORT", "2000")
+    monkeypatch.setenv("SENSORCAST_MQTT__HOST", "env-host")
+    s = load_settings(path, mqtt={"port": 3000})
+    assert s.mqtt.port == 3000  # override beats env and file
+    assert s.mqtt.host == "env-host"  # env beats file
+    assert s.mqtt.client_id == "toml-id"  # file beats default
+    assert s.mqtt.qos == 0
+    assert s.mqtt.keepalive == 30  # default where nobody says otherwise
+
+
+def test_env_beats_toml_for_one_key_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_toml(tmp_path, '[mqtt]\nhost = "toml-host"\nport = 1000\n')
+    monkeypatch.setenv("SENSORCAST_MQTT__PORT", "2000")
+    s = load_settings(path)
+    assert (s.mqtt.host, s.mqtt.port) == ("toml-host", 2000)
+
+
+def test_env_values_are_parsed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SENSORCAST_MQTT__TLS__ENABLED", "true")
+    monkeypatch.setenv("SENSORCAST_INPUT__MAX_SENSORS", "42")
+    monkeypatch.setenv("SENSORCAST_STATE__DIR", str(tmp_path))
+    monkeypatch.setenv("SENSORCAST_METRICS__PORT", "9108")
+    monkeypatch.setenv("SENSORCAST_INPUT__FIELDS", '{"value": "AM2301.Temperature"}')
+    s = load_settings()
+    assert s.mqtt.tls.enabled is True
+    assert s.input.max_sensors == 42
+    assert s.state.dir == tmp_path
+    assert s.metrics.port == 9108
+    assert s.input.fields == {"value": "AM2301.Temperature"}
+
+
+def test_sensorcast_config_env_selects_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_toml(tmp_path, "[mqtt]\nport = 1234\n")
+    monkeypatch.setenv("SENSORCAST_CONFIG", str(path))
+    assert load_settings().mqtt.port == 1234
+
+
+def test_explicit_config_file_beats_sensorcast_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env_file = write_toml(tmp_path, "[mqtt]\nport = 1111\n", name="env.toml")
+    flag_file = write_toml(tmp_path, "[mqtt]\nport = 2222\n", name="flag.toml")
+    monkeypatch.setenv("SENSORCAST_CONFIG", str(env_file))
+    assert load_settings(flag_file).mqtt.port == 2222
+
+
+def test_empty_toml_gives_defaults(tmp_path: Path) -> None:
+    assert load_settings(write_toml(tmp_path, "")).mqtt.port == 1883
+
+
+def test_toml_is_not_read_without_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_toml(tmp_path, "[mqtt]\nport = 1234\n")  # sensorcast.toml in the cwd is not magic
+    assert load_settings().mqtt.port == 1883
+
+
+# --- errors ------------------------------------------------------------------------
+
+
+def test_env_error_names_key_and_env_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENSORCAST_MQTT__PORT", "abc")
+    msg = config_error()
+    assert "mqtt.port (SENSORCAST_MQTT__PORT)" in msg
+    assert "'abc'" in msg
+
+
+@pytest.mark.parametrize(
+    ("overrides", "where"),
+    [
+        ({"mqtt": {"port": 0}}, "mqtt.port (SENSORCAST_MQTT__PORT)"),
+        ({"mqtt": {"port": 65536}}, "mqtt.port (SENSORCAST_MQTT__PORT)"),
+        ({"mqtt": {"host": ""}}, "mqtt.host (SENSORCAST_MQTT__HOST)"),
+        ({"mqtt": {"qos": 3}}, "mqtt.qos (SENSORCAST_MQTT__QOS)"),
+        ({"mqtt": {"client_id": "bad id"}}, "mqtt.client_id (SENSORCAST_MQTT__CLIENT_ID)"),
+        ({"mqtt": {"client_id": "x" * 65}}, "mqtt.client_id (SENSORCAST_MQTT__CLIENT_ID)"),
+        ({"mqtt": {"keepalive": 1}}, "mqtt.keepalive (SENSORCAST_MQTT__KEEPALIVE)"),
+        ({"mqtt": {"reconnect_min": 5, "reconnect_max": 1}}, "mqtt (SENSORCAST_MQTT)"),
+        ({"input": {"topic": "sensors/reading"}}, "input.topic (SENSORCAST_INPUT__TOPIC)"),
+        ({"input": {"topic": "a/#/{sensor_id}"}}, "input.topic (SENSORCAST_INPUT__TOPIC)"),
+        ({"input": {"max_sensors": 0}}, "input.max_sensors (SENSORCAST_INPUT__MAX_SENSORS)"),
+        ({"input": {"max_gap": 1.0}}, "input.max_gap (SENSORCAST_INPUT__MAX_GAP)"),
+        ({"input": {"gap_fill": "zero"}}, "input.gap_fill (SENSORCAST_INPUT__GAP_FILL)"),
+        ({"output": {"topic": "out/+/{sensor_id}"}}, "output.topic (SENSORCAST_OUTPUT__TOPIC)"),
+        ({"output": {"max_queue": 70_000}}, "output.max_queue (SENSORCAST_OUTPUT__MAX_QUEUE)"),
+        ({"model": {"backend": "onnx"}}, "model.backend (SENSORCAST_MODEL__BACKEND)"),
+        ({"metrics": {"port": 0}}, "metrics.port (SENSORCAST_METRICS__PORT)"),
+        ({"log": {"level": "LOUD"}}, "log.level (SENSORCAST_LOG__LEVEL)"),
+    ],
+)
+def test_invalid_values_name_key_and_env_form(overrides: dict[str, Any], where: str) -> None:
+    msg = config_error(None, **overrides)
+    assert where in msg
+
+
+def test_unknown_key_in_toml(tmp_path: Path) -> None:
+    msg = config_error(write_toml(tmp_path, '[mqtt]\nhots = "broker"\n'))
+    assert "unknown config key mqtt.hots (SENSORCAST_MQTT__HOTS)" in msg
+
+
+def test_unknown_section_in_toml(tmp_path: Path) -> None:
+    msg = config_error(write_toml(tmp_path, "[mqqt]\nport = 1\n"))
+    assert "mqqt" in msg and "unknown" in msg
+
+
+def test_unknown_nested_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENSORCAST_MQTT__PORTT", "1")
+    assert "mqtt.portt (SENSORCAST_MQTT__PORTT)" in config_error()
+
+
+def test_wrong_type_in_toml(tmp_path: Path) -> None:
+    msg = config_error(write_toml(tmp_path, '[mqtt]\nport = "high"\n'))
+    assert "mqtt.port (SENSORCAST_MQTT__PORT)" in msg
+
+
+def test_bad_toml_names_the_file(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "[mqtt\nport = = 1\n")
+    msg = config_error(path)
+    assert str(path) in msg and "TOML" in msg
+
+
+def test_missing_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    msg = config_error(path)
+    assert str(path) in msg
+
+
+def test_missing_file_from_sensorcast_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "nope.toml"
+    monkeypatch.setenv("SENSORCAST_CONFIG", str(path))
+    assert str(path) in config_error()
+
+
+def test_directory_as_config_file(tmp_path: Path) -> None:
+    assert str(tmp_path) in config_error(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SENSORCAST_INPUT__FIELDS", "value=AM2301.Temperature"),
+        ("SENSORCAST_MQTT", "{not json"),
+    ],
+)
+def test_non_json_env_for_structured_key_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    msg = config_error()
+    assert name in msg
+
+
+# --- protocol ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml_value", "expected"),
+    [('"5"', "5"), ('"3.1.1"', "3.1.1"), ("5", "5"), ("3.1", "3.1.1")],
+)
+def test_protocol_values_in_toml(tmp_path: Path, toml_value: str, expected: str) -> None:
+    path = write_toml(tmp_path, f"[mqtt]\nprotocol = {toml_value}\n")
+    assert load_settings(path).mqtt.protocol == expected
+
+
+@pytest.mark.parametrize("value", ["5", "3.1.1"])
+def test_protocol_values_from_env(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("SENSORCAST_MQTT__PROTOCOL", value)
+    assert load_settings().mqtt.protocol == value
+
+
+@pytest.mark.parametrize("value", ["4", "3.1", "v5", 3, 4, 3.11])
+def test_bad_protocol_names_the_key(value: object) -> None:
+    msg = config_error(None, mqtt={"protocol": value})
+    assert "mqtt.protocol (SENSORCAST_MQTT__PROTOCOL)" in msg
+
+
+# --- TLS --------------------------------------------------------------------------
+
+
+def test_tls_files_that_exist_are_accepted(tmp_path: Path) -> None:
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        (tmp_path / name).write_text("x")
+    tls = {
+        "enabled": True,
+        "ca_file": str(tmp_path / "ca.pem"),
+        "cert_file": str(tmp_path / "cert.pem"),
+        "key_file": str(tmp_path / "key.pem"),
+    }
+    s = load_settings(None, mqtt={"tls": tls})
+    assert s.mqtt.tls.enabled and s.mqtt.tls.ca_file == tmp_path / "ca.pem"
+
+
+@pytest.mark.parametrize("key", ["ca_file", "cert_file", "key_file"])
+def test_missing_tls_file_names_the_key(tmp_path: Path, key: str) -> None:
+    (tmp_path / "other.pem").write_text("x")
+    tls: dict[str, Any] = {"enabled": True}
+    if key != "ca_file":
+        tls["cert_file"] = tls["key_file"] = str(tmp_path / "other.pem")
+    tls[key] = str(tmp_path / "missing.pem")
+    msg = config_error(None, mqtt={"tls": tls})
+    assert f"mqtt.tls.{key} (SENSORCAST_MQTT__TLS__{key.upper()})" in msg
+    assert "missing.pem" in msg
+
+
+def test_missing_tls_file_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SENSORCAST_MQTT__TLS__CA_FILE", str(tmp_path / "ca.pem"))
+    assert "SENSORCAST_MQTT__TLS__CA_FILE" in config_error()
+
+
+def test_client_cert_without_key_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "cert.pem").write_text("x")
+    msg = config_error(None, mqtt={"tls": {"cert_file": str(tmp_path / "cert.pem")}})
+    assert "mqtt.tls (SENSORCAST_MQTT__TLS)" in msg
+
+
+# --- secrets ------------------------------------------------------------------------
+
+
+def assert_secret_hidden(settings: Settings) -> None:
+    shown = json.dumps(effective_config(settings))
+    assert SECRET not in shown
+    assert effective_config(settings)["mqtt"]["password"] == "********"
+    assert SECRET not in repr(settings) and SECRET not in str(settings)
+
+
+def test_password_from_override_is_usable_but_masked() -> None:
+    s = load_settings(None, mqtt={"username": "u", "password": SECRET})
+    assert s.mqtt.password is not None and s.mqtt.password.get_secret_value() == SECRET
+    assert_secret_hidden(s)
+
+
+def test_password_from_env_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENSORCAST_MQTT__PASSWORD", SECRET)
+    s = load_settings()
+    assert s.mqtt.password is not None and s.mqtt.password.get_secret_value() == SECRET
+    assert_secret_hidden(s)
+
+
+def test_no_password_shows_none() -> None:
+    assert effective_config(load_settings())["mqtt"]["password"] is None
+
+
+@pytest.mark.parametrize("ending", ["", "\n", "\r\n"])
+def test_password_file_is_read_without_line_ending(tmp_path: Path, ending: str) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text(SECRET + ending, encoding="utf-8")
+    s = load_settings(None, mqtt={"password_file": str(pw)})
+    assert s.mqtt.password is not None and s.mqtt.password.get_secret_value() == SECRET
+    assert_secret_hidden(s)
+
+
+def test_systemd_credential_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "mqtt_password").write_text(SECRET + "\n", encoding="utf-8")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    s = load_settings()
+    assert s.mqtt.password is not None and s.mqtt.password.get_secret_value() == SECRET
+    assert_secret_hidden(s)
+
+
+def test_credentials_directory_without_the_file_means_no_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert load_settings().mqtt.password is None
+
+
+def test_explicit_password_beats_systemd_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "mqtt_password").write_text("from-credential")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    s = load_settings(None, mqtt={"password": SECRET})
+    assert s.mqtt.password is not None and s.mqtt.password.get_secret_value() == SECRET
+
+
+def test_password_file_beats_systemd_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cred = tmp_path / "cred"
+    cred.mkdir()
+    (cred / "mqtt_password").write_text("from-credential")
+    (tmp_path / "pw").write_text(SECRET)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(cred))
+    s = load_settings(None, mqtt={"password_file": str(tmp_path / "pw")})
+    assert s.mqtt.password is not None and s.mqtt.password.get_secret_value() == SECRET
+
+
+def test_unreadable_password_file_is_a_config_error(tmp_path: Path) -> None:
+    msg = config_error(None, mqtt={"password_file": str(tmp_path / "missing")})
+    assert "mqtt (SENSORCAST_MQTT)" in msg and "missing" in msg
+
+
+def test_password_and_password_file_together_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("other")
+    msg = config_error(None, mqtt={"password": SECRET, "password_file": str(tmp_path / "pw")})
+    assert "password_file" in msg
+    assert SECRET not in msg
+
+
+def test_password_never_appears_in_errors_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENSORCAST_MQTT__PASSWORD", SECRET)
+    monkeypatch.setenv("SENSORCAST_MQTT__PORT", "abc")
+    assert SECRET not in config_error()
+
+
+def test_password_never_appears_in_section_errors(tmp_path: Path) -> None:
+    path = write_toml(
+        tmp_path,
+        f'[mqtt]\npassword = "{SECRET}"\nreconnect_min = 5\nreconnect_max = 1\n',
+    )
+    msg = config_error(path)
+    assert "reconnect_max" in msg
+    assert SECRET not in msg
+
+
+def test_password_of_wrong_type_is_not_echoed(tmp_path: Path) -> None:
+    msg = config_error(write_toml(tmp_path, "[mqtt]\npassword = 987654321\n"))
+    assert "mqtt.password (SENSORCAST_MQTT__PASSWORD)" in msg
+    assert "987654321" not in msg

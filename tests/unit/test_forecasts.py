@@ -1,0 +1,162 @@
+"""ForecastEncoder: the forecast payload of SPEC section 5."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sensorcast.buffer import Window
+from sensorcast.forecasts import ForecastEncoder
+from sensorcast.models.bundle import BundleMeta
+
+HASH = "3f2a9c1b" + "0123456789abcdef" * 3 + "01234567"
+
+
+def make_meta(
+    targets: list[str] | None = None,
+    features: list[str] | None = None,
+    horizon: int = 3,
+    cadence_s: float | None = None,
+    name: str = "default",
+) -> BundleMeta:
+    features = features or ["value"]
+    return BundleMeta.model_validate(
+        {
+            "schema_version": 1,
+            "name": name,
+            "content_hash": HASH,
+            "created": "2024-01-01T00:00:00Z",
+            "timesteps": 4,
+            "features": features,
+            "targets": targets or features[:1],
+            "horizon": horizon,
+            "cadence_s": cadence_s,
+            "normalisation": {"mode": "window"},
+            "architecture": {"kind": "many_to_one", "layers": 1, "units": 8, "dropout": 0.0},
+            "tflite": {"batch_sizes": [1, 4]},
+            "files": {"model.tflite": "0" * 64},
+        }
+    )
+
+
+def window(
+    ts: float = 1_700_000_000.0, cadence: float | None = None, sid: str = "boiler-3"
+) -> Window:
+    return Window(sid, np.zeros((4, 1)), ts, cadence)
+
+
+def _no_constants(name: str) -> Any:
+    raise AssertionError(f"non-strict JSON constant {name}")
+
+
+def decode(payload: bytes | None) -> dict[str, Any]:
+    assert payload is not None
+    doc = json.loads(payload.decode("utf-8"), parse_constant=_no_constants)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def test_single_target_payload() -> None:
+    assert len(HASH) == 64
+    enc = ForecastEncoder(make_meta(horizon=3))
+    fc = np.array([[21.73], [21.8], [21.9]])
+    msg = decode(enc.encode(window(cadence=60.0), fc))
+    assert msg == {
+        "sensor_id": "boiler-3",
+        "model": "default@3f2a9c1b",
+        "ts": 1_700_000_000.0,
+        "forecast": [21.73, 21.8, 21.9],
+        "at": [1_700_000_060.0, 1_700_000_120.0, 1_700_000_180.0],
+    }
+
+
+def test_model_is_name_at_first_eight_of_hash() -> None:
+    enc = ForecastEncoder(make_meta(name="room.co2_v2"))
+    msg = decode(enc.encode(window(), np.zeros((3, 1))))
+    assert msg["model"] == "room.co2_v2@" + HASH[:8]
+
+
+@pytest.mark.parametrize("ts", [1_700_000_000.123456789, 1e-6, 0.0, 253402300799.0, 1.5])
+def test_ts_is_exactly_the_reading_ts(ts: float) -> None:
+    enc = ForecastEncoder(make_meta())
+    msg = decode(enc.encode(window(ts=ts), np.zeros((3, 1))))
+    assert msg["ts"] == ts
+    assert isinstance(msg["ts"], float)
+
+
+def test_multi_target_forecast_is_one_object_per_step() -> None:
+    meta = make_meta(features=["temperature", "humidity"], targets=["temperature", "humidity"])
+    enc = ForecastEncoder(meta)
+    fc = np.array([[21.7, 40.2], [21.8, 40.1], [21.9, 40.0]])
+    msg = decode(enc.encode(window(), fc))
+    assert msg["forecast"] == [
+        {"temperature": 21.7, "humidity": 40.2},
+        {"temperature": 21.8, "humidity": 40.1},
+        {"temperature": 21.9, "humidity": 40.0},
+    ]
+
+
+def test_multi_target_keys_follow_model_target_order() -> None:
+    meta = make_meta(features=["a", "b", "c"], targets=["c", "a"], horizon=1)
+    msg = decode(ForecastEncoder(meta).encode(window(), np.array([[3.0, 1.0]])))
+    assert list(msg["forecast"][0]) == ["c", "a"]
+    assert msg["forecast"][0] == {"c": 3.0, "a": 1.0}
+
+
+def test_no_at_when_cadence_unknown() -> None:
+    msg = decode(ForecastEncoder(make_meta()).encode(window(cadence=None), np.zeros((3, 1))))
+    assert "at" not in msg
+
+
+def test_at_falls_back_to_bundle_cadence() -> None:
+    enc = ForecastEncoder(make_meta(horizon=2, cadence_s=300.0))
+    msg = decode(enc.encode(window(ts=1000.0, cadence=None), np.zeros((2, 1))))
+    assert msg["at"] == [1300.0, 1600.0]
+
+
+def test_learned_cadence_beats_bundle_cadence() -> None:
+    enc = ForecastEncoder(make_meta(horizon=2, cadence_s=300.0))
+    msg = decode(enc.encode(window(ts=1000.0, cadence=10.0), np.zeros((2, 1))))
+    assert msg["at"] == [1010.0, 1020.0]
+
+
+def test_at_has_one_entry_per_step_and_increases() -> None:
+    enc = ForecastEncoder(make_meta(horizon=24))
+    msg = decode(enc.encode(window(ts=1_700_000_000.5, cadence=2.5), np.zeros((24, 1))))
+    assert len(msg["at"]) == len(msg["forecast"]) == 24
+    assert msg["at"] == pytest.approx([1_700_000_000.5 + 2.5 * s for s in range(1, 25)])
+
+
+def test_float32_output_is_not_printed_with_noise() -> None:
+    fc = np.array([[21.73], [0.1], [-3.3]], dtype=np.float32).astype(np.float64)
+    payload = ForecastEncoder(make_meta()).encode(window(), fc)
+    assert payload is not None
+    assert b"[21.73,0.1,-3.3]" in payload
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_forecast_gives_none(bad: float) -> None:
+    fc = np.array([[1.0], [bad], [2.0]])
+    assert ForecastEncoder(make_meta()).encode(window(), fc) is None
+
+
+def test_non_finite_in_any_target_gives_none() -> None:
+    meta = make_meta(features=["a", "b"], targets=["a", "b"], horizon=1)
+    assert ForecastEncoder(meta).encode(window(), np.array([[1.0, np.nan]])) is None
+
+
+def test_large_finite_values_stay_strict_json() -> None:
+    fc = np.array([[1e300], [-1e300], [5e-324]])
+    msg = decode(ForecastEncoder(make_meta()).encode(window(), fc))
+    assert msg["forecast"][0] == pytest.approx(1e300)
+    assert msg["forecast"][1] == pytest.approx(-1e300)
+
+
+def test_payload_is_compact_utf8_json() -> None:
+    payload = ForecastEncoder(make_meta()).encode(window(sid="a.b:c-d_e"), np.zeros((3, 1)))
+    assert payload is not None
+    assert b" " not in payload
+    assert decode(payload)["sensor_id"] == "a.b:c-d_e"
