@@ -78,7 +78,7 @@ class MQTTConfig(Section):
     password_file: Path | None = Field(
         None, description="File holding the password, e.g. a systemd credential."
     )
-    tls: TLSConfig = Field(default_factory=TLSConfig)  # type: ignore[arg-type]
+    tls: TLSConfig = Field(default_factory=TLSConfig)
     qos: Literal[0, 1, 2] = Field(1, description="Subscription QoS.")
     protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version.")
     keepalive: int = Field(30, ge=5, le=3600, description="Keepalive interval, seconds.")
@@ -219,17 +219,15 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
     )
 
-    mqtt: MQTTConfig = Field(default_factory=MQTTConfig)  # type: ignore[arg-type]
-    input: InputConfig = Field(default_factory=InputConfig)  # type: ignore[arg-type]
-    output: OutputConfig = Field(default_factory=OutputConfig)  # type: ignore[arg-type]
-    model: ModelConfig = Field(default_factory=ModelConfig)  # type: ignore[arg-type]
-    inference: InferenceConfig = Field(default_factory=InferenceConfig)  # type: ignore[arg-type]
-    state: StateConfig = Field(default_factory=StateConfig)  # type: ignore[arg-type]
-    metrics: MetricsConfig = Field(default_factory=MetricsConfig)  # type: ignore[arg-type]
-    log: LogConfig = Field(default_factory=LogConfig)  # type: ignore[arg-type]
-    homeassistant: HomeAssistantConfig = Field(
-        default_factory=HomeAssistantConfig  # type: ignore[arg-type]
-    )
+    mqtt: MQTTConfig = Field(default_factory=MQTTConfig)
+    input: InputConfig = Field(default_factory=InputConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -85,7 +85,8 @@ class MQTTLink:
         )
         client.max_queued_messages_set(max_queue)
         client.max_inflight_messages_set(100)
-        client.reconnect_delay_set(cfg.reconnect_min, cfg.reconnect_max)
+        # paho's hints say int; it computes with whatever number it is given
+        client.reconnect_delay_set(cfg.reconnect_min, cfg.reconnect_max)  # type: ignore[arg-type]
         client.manual_ack_set(True)
         client.will_set(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
         if cfg.username is not None:

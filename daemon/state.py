@@ -7,6 +7,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,11 +29,11 @@ def save_snapshot(directory: Path, table: SensorTable, meta: BundleMeta) -> Path
     """Write the table to `directory/buffers.npz`: temporary file, fsync, rename."""
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / SNAPSHOT_FILE
-    arrays = table.to_arrays()
+    arrays: dict[str, Any] = {"header": np.array(_header(meta)), **table.to_arrays()}
     fd, tmp = tempfile.mkstemp(prefix=".buffers-", suffix=".npz", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, header=np.array(_header(meta)), **arrays)
+            np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)

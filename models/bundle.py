@@ -26,6 +26,7 @@ TFLITE_FILE = "model.tflite"
 KERAS_FILE = "model.keras"
 MAX_META_BYTES = 1 << 20
 MAX_MODEL_BYTES = 256 << 20
+MAX_BATCH = 4096
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 FEATURE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$"
 
@@ -72,6 +73,8 @@ class Normalisation(BaseModel):
 class Architecture(BaseModel):
     """The seed shape the model was built from, for inspection and retraining."""
 
+    model_config = ConfigDict(extra="forbid")
+
     kind: Literal["many_to_one", "stacked", "seq2seq"]
     layers: int = Field(ge=1)
     units: int = Field(ge=1)
@@ -81,14 +84,19 @@ class Architecture(BaseModel):
 class TFLiteInfo(BaseModel):
     """The fixed-batch signatures of `model.tflite` (one subgraph per batch size)."""
 
-    batch_sizes: list[int] = Field(min_length=1)
-    signature: str = "b{batch}"
+    model_config = ConfigDict(extra="forbid")
+
+    batch_sizes: list[int] = Field(min_length=1, max_length=32)
+    signature: str = Field(default="b{batch}", pattern=r"^[A-Za-z0-9_]*\{batch\}[A-Za-z0-9_]*$")
     input: str = "window"
 
     @model_validator(mode="after")
     def _check_sizes(self) -> TFLiteInfo:
-        if 1 not in self.batch_sizes or sorted(set(self.batch_sizes)) != self.batch_sizes:
-            raise ValueError("tflite.batch_sizes must be ascending, unique and include 1")
+        sizes = self.batch_sizes
+        if sizes[0] != 1 or sorted(set(sizes)) != sizes:  # so every size is at least 1
+            raise ValueError("tflite.batch_sizes must be ascending, unique and start at 1")
+        if sizes[-1] > MAX_BATCH:
+            raise ValueError(f"tflite.batch_sizes must not exceed {MAX_BATCH}")
         return self
 
     def signature_for(self, batch: int) -> str:
@@ -169,7 +177,15 @@ def sha256_file(path: Path) -> str:
 
 def content_hash(tflite_sha256: str, meta: dict[str, Any]) -> str:
     """Hash of everything that decides a forecast: the served model and its preprocessing."""
-    keys = ("timesteps", "features", "targets", "horizon", "normalisation", "architecture")
+    keys = (
+        "timesteps",
+        "features",
+        "targets",
+        "horizon",
+        "cadence_s",
+        "normalisation",
+        "architecture",
+    )
     core = {k: meta[k] for k in keys}
     blob = json.dumps({"tflite": tflite_sha256, **core}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()

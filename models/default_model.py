@@ -1,0 +1,133 @@
+"""Regenerate the shipped default bundle: `python -m sensorcast.models.default_model`.
+
+Univariate (`value`), 20 timesteps, horizon 1, one LSTM(50), window
+normalisation, so one model serves sensors of any magnitude. It trains on the
+real series in `DATA_DIR` (Mauna Loa CO2, and each room-occupancy column as its
+own sensor) plus synthetic sensors drawn with a fixed seed, written as one
+long-format CSV and passed through the same code as `sensorcast train`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sensorcast.errors import UserError
+from sensorcast.models import DATA_DIR, DEFAULT_BUNDLE, dataset, train
+
+SEED = 20_240_601
+SYNTHETIC_SENSORS = 25
+SYNTHETIC_ROWS = 2_400
+CADENCES_S = (300.0, 600.0, 900.0, 1_800.0, 3_600.0)
+DAY_S, WEEK_S = 86_400.0, 604_800.0
+REAL_SERIES = ("co2_maunaloa", "room_temperature", "room_humidity", "room_light", "room_co2")
+
+Series = tuple[str, NDArray[np.float64], NDArray[np.float64]]
+
+
+def real_series() -> Iterator[Series]:
+    """The shipped real measurements, one `(sensor_id, times, values)` per quantity."""
+    co2 = dataset.read_csv(DATA_DIR / "co2_maunaloa_weekly.csv")
+    (s,) = dataset.load_series(co2, ["co2"])
+    yield "co2_maunaloa", s.times, s.values[:, 0]
+    room = dataset.read_csv(DATA_DIR / "room_occupancy.csv")
+    columns = ["temperature", "humidity", "light", "co2"]
+    (r,) = dataset.load_series(room, columns)
+    for j, column in enumerate(columns):
+        yield f"room_{column}", r.times, r.values[:, j]
+
+
+def synthetic_sensor(rng: np.random.Generator, index: int) -> Series:
+    """One made-up sensor, `index % 5` picking its kind: smooth, clipped at zero (light),
+    quantised (a cheap thermometer), switching (on/off loads) or a random walk.
+
+    Daily and weekly cycles, trend, AR(1) noise and level steps, scaled to
+    magnitudes from about 0.01 to 1e4 with offsets; a few gaps and empty values.
+    """
+    n, kind = SYNTHETIC_ROWS, index % 5
+    cadence = float(rng.choice(CADENCES_S))
+    times = 1.6e9 + cadence * (np.arange(n) + rng.uniform(-0.02, 0.02, n))
+    phase = rng.uniform(0, 2 * np.pi, 2)
+    shape = rng.uniform(0.3, 1) * np.sin(2 * np.pi * times / DAY_S + phase[0])
+    shape += rng.uniform(0, 0.3) * np.sin(2 * np.pi * times / WEEK_S + phase[1])
+    shape += rng.normal(0, 0.5) * np.linspace(0, 1, n) + _level_steps(rng, n, rng.poisson(1.5))
+    phi = 0.999 if kind == 4 else rng.uniform(0.9, 0.995)
+    shape += _ar1(rng, n, phi, rng.uniform(0.005, 0.1)) + rng.normal(0, rng.uniform(0, 0.02), n)
+    if kind == 1:
+        shape = np.maximum(shape, 0.0)
+    elif kind == 3:
+        shape = _level_steps(rng, n, n // 40) + rng.normal(0, 0.01, n)
+    scale = 10 ** rng.uniform(-2, 4)
+    values = scale * (shape + (0.0 if kind == 1 else rng.uniform(-2, 20)))
+    if kind == 2:
+        values = np.round(values / (scale / 20)) * (scale / 20)
+    values[rng.random(n) < 0.003] = np.nan
+    keep = rng.random(n) > 0.003
+    return f"synthetic_{index:02d}", times[keep], values[keep]
+
+
+def _ar1(rng: np.random.Generator, n: int, phi: float, sigma: float) -> NDArray[np.float64]:
+    """AR(1) noise: each step keeps `phi` of the last (no vectorised form)."""
+    shocks = rng.normal(0, sigma, n)
+    out = np.zeros(n)
+    for i in range(1, n):
+        out[i] = phi * out[i - 1] + shocks[i]
+    return out
+
+
+def _level_steps(rng: np.random.Generator, n: int, count: int) -> NDArray[np.float64]:
+    """A piecewise-constant signal that jumps by N(0, 1) at `count` random rows."""
+    out = np.zeros(n)
+    for at in rng.integers(0, n, count):
+        out[at:] += rng.normal(0, 1)
+    return out
+
+
+def write_training_csv(path: Path, seed: int = SEED) -> list[str]:
+    """Write every series as one long-format CSV (`time,sensor_id,value`); return the ids."""
+    rng = np.random.default_rng(seed)
+    series = [*real_series(), *(synthetic_sensor(rng, i) for i in range(SYNTHETIC_SENSORS))]
+    with path.open("w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(["time", "sensor_id", "value"])
+        for name, times, values in series:
+            for t, v in zip(times, values, strict=True):
+                out.writerow([f"{t:.3f}", name, "" if np.isnan(v) else repr(float(v))])
+    return [name for name, _, _ in series]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build the training CSV in a temporary directory and run `sensorcast train` on it."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=DEFAULT_BUNDLE, help="bundle directory")
+    p.add_argument("--epochs", type=int, default=40, help="maximum epochs (default 40)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    opts = p.parse_args(argv)
+    parser = argparse.ArgumentParser()
+    train.configure_parser(parser)
+    with tempfile.TemporaryDirectory(prefix="sensorcast-default-") as tmp:
+        data = Path(tmp) / "default_training.csv"
+        write_training_csv(data)
+        args = parser.parse_args([
+            str(data), "--out", str(opts.out), "--name", "default",
+            "--timesteps", "20", "--horizon", "1", "--layers", "1", "--units", "50",
+            "--normalisation", "window", "--epochs", str(opts.epochs), "--batch-size", "128",
+            "--patience", "5", "--seed", "0", "--sensor-metrics", ",".join(REAL_SERIES),
+            *(["--quiet"] if opts.quiet else []),
+        ])  # fmt: skip
+        try:
+            return int(train.run(args))
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""`sensorcast train` end to end: seed shapes, written bundles, errors, atomic output."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from sensorcast.errors import UserError
+from sensorcast.models import export, report, train
+from sensorcast.models.build import ModelShape, build_model
+from sensorcast.models.bundle import load_bundle
+
+from .conftest import SHAPES, BundleCache, train_args
+
+pytestmark = pytest.mark.train
+
+EXPECTED = {
+    "many_to_one": ("many_to_one", 12, 2, ["co2"], ["co2"], "window"),
+    "stacked": ("stacked", 20, 1, ["temperature", "humidity"], ["temperature"], "global"),
+    "seq2seq": ("seq2seq", 8, 8, ["co2"], ["co2"], "window"),
+    "multi_target_global": (
+        "many_to_one", 20, 3, ["temperature", "humidity", "co2"], ["temperature", "co2"], "global"
+    ),
+    "multi_target_window": (
+        "many_to_one", 10, 1, ["temperature", "humidity", "light", "co2"], ["humidity", "co2"],
+        "window",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_seed_shapes_train_into_valid_bundles(bundles: BundleCache, name: str) -> None:
+    trained = bundles.get(name)
+    meta = load_bundle(trained.path).meta
+    kind, timesteps, horizon, features, targets, mode = EXPECTED[name]
+    assert (meta.architecture.kind, meta.timesteps, meta.horizon) == (kind, timesteps, horizon)
+    assert (meta.features, meta.targets, meta.normalisation.mode) == (features, targets, mode)
+    assert sorted(p.name for p in trained.path.iterdir()) == [
+        "bundle.json", "model.keras", "model.tflite",
+    ]  # fmt: skip
+    assert meta.name == name and meta.cadence_s in (960.0, 604_800.0)
+    m = meta.metrics
+    assert min(m["n_train"], m["n_val"], m["n_test"]) > 0 and m["epochs"] >= 1
+    assert set(m["targets"]) == set(targets)
+    assert m["targets"][targets[0]]["persistence"]["mae"] > 0
+    assert set(meta.versions) == {"sensorcast", "tensorflow", "keras", "numpy", "python"}
+    assert meta.training["data"] == trained.data.name and meta.training["seed"] == 0
+    assert report.format_metrics(m) in trained.stdout
+    assert f"({meta.model_id})" in trained.stdout
+
+
+def test_inspect_shows_a_trained_bundle(
+    bundles: BundleCache, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trained = bundles.get("stacked")
+    assert report.run_inspect(trained.path) == 0
+    out = capsys.readouterr().out
+    assert load_bundle(trained.path).meta.model_id in out
+    assert "global (training-split statistics: temperature" in out
+
+
+def test_retraining_replaces_a_bundle_but_never_unrelated_files(
+    bundles: BundleCache, tmp_path: Path
+) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    argv = [str(bundles.data / "co2.csv"), "--out", str(out), "--epochs", "1"]
+    with pytest.raises(UserError, match=r"holds files that are not part of a bundle \(notes.txt\)"):
+        train.run(train_args(argv))
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_failed_export_leaves_the_previous_bundle(
+    bundles: BundleCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    previous = bundles.get("many_to_one").path
+    out = tmp_path / "bundle"
+    shutil.copytree(previous, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def disagree(*_: object) -> float:
+        raise export.ExportError("model.tflite disagrees with model.keras")
+
+    monkeypatch.setattr(export, "verify_parity", disagree)
+    model = build_model(ModelShape(timesteps=12, features=1, horizon=2, targets=1, units=4))
+    fields = load_bundle(previous).meta.model_dump(exclude={"files", "content_hash"})
+    del fields["schema_version"]
+    windows = np.zeros((4, 12, 1))
+    with pytest.raises(export.ExportError):
+        export.export_bundle(model, out, fields, windows, windows[:, :2])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no staging left behind
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--targets", "pressure"], r"'pressure' is not a column \(value columns: co2\)"),
+        (["--seq2seq", "--horizon", "3"], "--seq2seq forecasts `timesteps` steps"),
+        (["--timesteps", "120"], "too few rows for one validation window"),
+        (["--name", "has space"], "bundle name 'has space'"),
+        (["--val-frac", "0.5", "--test-frac", "0.5"], "sum to less than 0.9"),
+    ],
+)
+def test_user_mistakes_are_one_line_errors(
+    bundles: BundleCache, tmp_path: Path, extra: list[str], message: str
+) -> None:
+    argv = [str(bundles.data / "co2.csv"), "--out", str(tmp_path / "x"), "--quiet", *extra]
+    with pytest.raises(UserError, match=message) as caught:
+        train.run(train_args(argv))
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "x").exists()
+
+
+def test_window_normalisation_refuses_a_target_that_is_not_a_feature(
+    bundles: BundleCache, tmp_path: Path
+) -> None:
+    argv = [str(bundles.data / "room.csv"), "--out", str(tmp_path / "x"),
+            "--features", "temperature", "--targets", "co2"]  # fmt: skip
+    with pytest.raises(UserError, match="--normalisation window needs every target"):
+        train.run(train_args(argv))

@@ -1,0 +1,125 @@
+"""Bundle validation: anything wrong with a bundle is one clear `BundleError`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sensorcast.models.bundle import BundleError, load_bundle, write_bundle_meta
+
+
+def bundle_fields(**overrides: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "name": "tiny",
+        "created": "2025-01-01T00:00:00Z",
+        "timesteps": 20,
+        "features": ["value"],
+        "targets": ["value"],
+        "horizon": 1,
+        "cadence_s": 60.0,
+        "normalisation": {"mode": "window"},
+        "architecture": {"kind": "many_to_one", "layers": 1, "units": 8, "dropout": 0.0},
+        "tflite": {"batch_sizes": [1, 4], "signature": "b{batch}", "input": "window"},
+    }
+    return {**fields, **overrides}
+
+
+def make_bundle(root: Path, **overrides: Any) -> Path:
+    """A bundle whose model.tflite is placeholder bytes: loading never parses it."""
+    root.mkdir()
+    (root / "model.tflite").write_bytes(b"placeholder model bytes")
+    write_bundle_meta(root, bundle_fields(**overrides))
+    return root
+
+
+def edit_meta(root: Path, **changes: Any) -> None:
+    meta = json.loads((root / "bundle.json").read_text())
+    meta.update(changes)
+    (root / "bundle.json").write_text(json.dumps(meta))
+
+
+def test_a_written_bundle_loads_with_its_model_id(tmp_path: Path) -> None:
+    bundle = load_bundle(make_bundle(tmp_path / "b"))
+    assert bundle.meta.model_id == f"tiny@{bundle.meta.content_hash[:8]}"
+    assert bundle.tflite_path == tmp_path / "b" / "model.tflite"
+
+
+def test_tampered_model_fails_its_checksum(tmp_path: Path) -> None:
+    root = make_bundle(tmp_path / "b")
+    (root / "model.tflite").write_bytes(b"something else")
+    with pytest.raises(BundleError, match=r"model\.tflite does not match its checksum"):
+        load_bundle(root)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"timesteps": 21}, {"features": ["other"], "targets": ["other"]}, {"horizon": 2}],
+)
+def test_edited_settings_fail_the_content_hash(tmp_path: Path, change: dict[str, Any]) -> None:
+    root = make_bundle(tmp_path / "b")
+    edit_meta(root, **change)
+    with pytest.raises(BundleError, match="content_hash does not match"):
+        load_bundle(root)
+
+
+def test_missing_model_file(tmp_path: Path) -> None:
+    root = make_bundle(tmp_path / "b")
+    (root / "model.tflite").unlink()
+    with pytest.raises(BundleError, match=r"is missing model\.tflite"):
+        load_bundle(root)
+
+
+def test_wrong_schema_version(tmp_path: Path) -> None:
+    root = make_bundle(tmp_path / "b")
+    edit_meta(root, schema_version=2)
+    with pytest.raises(BundleError, match="schema_version 2 is not supported"):
+        load_bundle(root)
+
+
+def test_window_normalisation_needs_targets_among_features(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="window normalisation needs every target"):
+        make_bundle(tmp_path / "b", targets=["other"])
+    root = make_bundle(tmp_path / "c")
+    edit_meta(root, targets=["other"])
+    with pytest.raises(BundleError, match="window normalisation needs every target"):
+        load_bundle(root)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"normalisation": {"mode": "global", "mean": [1.0]}}, "global normalisation needs"),
+        (
+            {"normalisation": {"mode": "global", "mean": [1.0, 2.0], "std": [1.0, 1.0],
+                               "target_mean": [0.0], "target_std": [1.0]}},
+            "one value per feature",
+        ),
+        ({"tflite": {"batch_sizes": [0, 1]}}, "ascending, unique and start at 1"),
+        ({"tflite": {"batch_sizes": [1, 100_000]}}, "must not exceed"),
+        ({"tflite": {"batch_sizes": [1], "signature": "{0}"}}, "tflite.signature"),
+        ({"name": "no spaces"}, "name"),
+        ({"architecture": {"kind": "seq2seq", "layers": 1, "units": 8, "dropout": 0}},
+         "horizon equal to timesteps"),
+    ],
+)  # fmt: skip
+def test_inconsistent_fields_are_refused(
+    tmp_path: Path, overrides: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(BundleError, match=message):
+        make_bundle(tmp_path / "b", **overrides)
+
+
+def test_unreadable_bundles(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="is not a directory"):
+        load_bundle(tmp_path / "nowhere")
+    root = make_bundle(tmp_path / "b")
+    (root / "bundle.json").write_text("{not json")
+    with pytest.raises(BundleError, match="is not valid JSON"):
+        load_bundle(root)
+    edit_target = make_bundle(tmp_path / "c")
+    edit_meta(edit_target, files={"../model.keras": "0" * 64, "model.tflite": "0" * 64})
+    with pytest.raises(BundleError, match="lists a file outside the bundle"):
+        load_bundle(edit_target)

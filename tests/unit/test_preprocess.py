@@ -1,0 +1,53 @@
+"""The shared normalisation: what training fits on is exactly what serving feeds the model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sensorcast.models.bundle import Normalisation
+from sensorcast.models.preprocess import Scaler
+
+RNG = np.random.default_rng(7)
+
+
+def windows(n: int = 5, t: int = 6, f: int = 2, scale: float = 100.0) -> np.ndarray:
+    return RNG.normal(20.0, 1.0, (n, t, f)) * scale
+
+
+def test_window_mode_round_trips_targets_and_ignores_magnitude() -> None:
+    scaler = Scaler(Normalisation(mode="window"), ["a", "b"], ["b"])
+    w = windows()
+    y = RNG.normal(2000.0, 50.0, (5, 3, 1))
+    x, ctx = scaler.transform(w)
+    assert x.dtype == np.float32
+    assert np.allclose(x.mean(axis=1), 0, atol=1e-5) and np.allclose(x.std(axis=1), 1, atol=1e-5)
+    assert np.allclose(scaler.inverse(scaler.transform_targets(y, ctx), ctx), y)
+    x_small, _ = Scaler(Normalisation(mode="window"), ["a", "b"], ["b"]).transform(w * 1e-4 + 7)
+    assert np.allclose(x, x_small, atol=1e-4)  # scale-free: one model for any magnitude
+
+
+def test_global_mode_uses_the_stored_statistics() -> None:
+    norm = Normalisation(
+        mode="global", mean=[10.0, 20.0], std=[2.0, 4.0], target_mean=[5.0], target_std=[0.5]
+    )
+    scaler = Scaler(norm, ["a", "b"], ["c"])
+    w = windows()
+    x, ctx = scaler.transform(w)
+    assert np.allclose(x, (w - [10.0, 20.0]) / [2.0, 4.0], atol=1e-3)
+    y = RNG.normal(5.0, 1.0, (5, 2, 1))
+    assert np.allclose(scaler.transform_targets(y, ctx), (y - 5.0) / 0.5, atol=1e-5)
+    assert np.allclose(scaler.inverse(scaler.transform_targets(y, ctx), ctx), y, atol=1e-5)
+
+
+@pytest.mark.parametrize("level", [0.0, 1e-3, 21.5, 1e4])
+def test_flat_window_gives_finite_input_and_forecasts_its_level(level: float) -> None:
+    scaler = Scaler(Normalisation(mode="window"), ["value"], ["value"])
+    x, ctx = scaler.transform(np.full((2, 20, 1), level))
+    assert np.isfinite(x).all() and np.abs(x).max() < 1e-6
+    assert np.allclose(scaler.inverse(np.zeros((2, 1, 1), np.float32), ctx), level)
+
+
+def test_window_mode_needs_targets_among_features() -> None:
+    with pytest.raises(ValueError, match="every target to be a feature"):
+        Scaler(Normalisation(mode="window"), ["a"], ["b"])
