@@ -1,30 +1,44 @@
-"""Training data: read a sensor CSV, cut it at gaps, split it by time and window it.
+"""Training windows: cut each series at gaps, split it by time and window it.
 
-A CSV is wide (`time,<feature>...`: one series) or long (`time,sensor_id,<feature>...`:
-one series per sensor). Times are epoch seconds, ISO-8601 (naive means UTC) or
-`YYYYMMDD`; empty cells are gaps. Reading and segmenting are plain numpy;
-only `window_runs` needs Keras, imported when it is called.
+Series come from `csvdata`. Segmenting and splitting are plain numpy; only
+`window_runs` needs Keras, imported when it is called.
 """
 
 from __future__ import annotations
 
-import csv
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
 from sensorcast.errors import UserError
-from sensorcast.models.bundle import FEATURE_PATTERN
+from sensorcast.models.csvdata import (
+    Series,
+    Table,
+    load_series,
+    numeric_columns,
+    read_csv,
+    resolve_columns,
+)
 
-TIME_NAMES = ("time", "date", "timestamp", "ts")
-SENSOR_COLUMN = "sensor_id"
-MISSING = frozenset({"", "nan", "na", "n/a", "null", "none"})
-_YYYYMMDD = re.compile(r"^\d{8}$")
+__all__ = [
+    "Prepared",
+    "Series",
+    "Table",
+    "WindowSpec",
+    "Windows",
+    "cadence",
+    "clip_runs",
+    "load_series",
+    "numeric_columns",
+    "prepare",
+    "read_csv",
+    "resolve_columns",
+    "segment_runs",
+    "split_bounds",
+    "window_runs",
+]
 
 Float64 = NDArray[np.float64]
 
@@ -45,138 +59,6 @@ class WindowSpec:
     def columns(self) -> list[str]:
         """Features then any targets that are not features: the columns `load_series` reads."""
         return [*self.features, *(t for t in self.targets if t not in self.features)]
-
-
-@dataclass(frozen=True)
-class Table:
-    """A CSV as read: column roles and raw cells; cells are parsed only when used."""
-
-    path: Path
-    header: list[str]
-    time_column: int
-    sensor_column: int | None
-    rows: list[list[str]]
-    lines: list[int]
-
-    @property
-    def value_columns(self) -> list[str]:
-        """Every column that is neither the time nor the sensor id."""
-        roles = {self.time_column, self.sensor_column}
-        return [c for i, c in enumerate(self.header) if i not in roles]
-
-
-@dataclass(frozen=True)
-class Series:
-    """One sensor's readings in time order: `values` is (rows, columns), NaN for a gap."""
-
-    name: str
-    times: Float64
-    values: Float64
-    duplicates: int
-
-
-def read_csv(path: str | Path) -> Table:
-    """Read a CSV's header and rows; raise `UserError` for a missing or malformed file."""
-    p = Path(path)
-    try:
-        with p.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = [h.strip() for h in next(reader, [])]
-            if not header:
-                raise UserError(f"{p} is empty: expected a header line such as time,value")
-            rows: list[list[str]] = []
-            lines: list[int] = []
-            for row in reader:
-                if not any(c.strip() for c in row):
-                    continue
-                if len(row) != len(header):
-                    raise UserError(
-                        f"{p} line {reader.line_num} has {len(row)} fields, "
-                        f"the header has {len(header)}"
-                    )
-                rows.append([c.strip() for c in row])
-                lines.append(reader.line_num)
-    except FileNotFoundError:
-        raise UserError(f"data file {p} does not exist") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{p} is not UTF-8 text") from None
-    except csv.Error as exc:
-        raise UserError(f"{p} is not valid CSV: {exc}") from None
-    except OSError as exc:
-        raise UserError(f"cannot read {p}: {exc.strerror}") from None
-    if not rows:
-        raise UserError(f"{p} has a header but no data rows")
-    if len(set(header)) != len(header):
-        raise UserError(f"{p} has repeated column names: {', '.join(header)}")
-    lower = [h.lower() for h in header]
-    time_col = next((lower.index(n) for n in lower if n in TIME_NAMES), 0)
-    sensor_col = header.index(SENSOR_COLUMN) if SENSOR_COLUMN in header else None
-    return Table(p, header, time_col, sensor_col, rows, lines)
-
-
-def numeric_columns(table: Table) -> list[str]:
-    """Value columns whose first non-empty cell is a number: the default features."""
-    found = []
-    for name in table.value_columns:
-        i = table.header.index(name)
-        first = next((r[i] for r in table.rows if r[i].lower() not in MISSING), None)
-        if first is not None and _is_number(first):
-            found.append(name)
-    return found
-
-
-def resolve_columns(
-    table: Table, features: Sequence[str] | None, targets: Sequence[str] | None
-) -> tuple[list[str], list[str]]:
-    """Features (default: every numeric column) and targets (default: the features)."""
-    feats = list(features) if features else numeric_columns(table)
-    if not feats:
-        raise UserError(f"{table.path} has no numeric value columns")
-    tgts = list(targets) if targets else list(feats)
-    available = ", ".join(table.value_columns)
-    for name in dict.fromkeys([*feats, *tgts]):
-        if name not in table.value_columns:
-            role = "the time or sensor_id column" if name in table.header else "not a column"
-            raise UserError(f"{table.path.name}: {name!r} is {role} (value columns: {available})")
-        if not re.match(FEATURE_PATTERN, name):
-            raise UserError(
-                f"{table.path.name}: column {name!r} cannot name a feature "
-                "(letters, digits, _ and ., starting with a letter or _): rename it"
-            )
-    return feats, tgts
-
-
-def load_series(table: Table, columns: Sequence[str]) -> list[Series]:
-    """Parse times and the given columns, group by sensor, sort by time, drop repeated times.
-
-    A repeated timestamp keeps its first row, as the daemon does with live readings.
-    """
-    times = _parse_times(table)
-    values = np.column_stack([_parse_column(table, c) for c in columns])
-    names, sensor = _sensor_ids(table)
-    order = np.lexsort((times, sensor))  # by sensor, then time; stable, so file order on ties
-    bounds = np.cumsum(np.bincount(sensor, minlength=len(names)))[:-1]
-    out = []
-    for name, idx in zip(names, np.split(order, bounds), strict=True):
-        keep = np.ones(idx.size, dtype=bool)
-        keep[1:] = np.diff(times[idx]) > 0
-        out.append(Series(name, times[idx[keep]], values[idx[keep]], int((~keep).sum())))
-    return out
-
-
-def _sensor_ids(table: Table) -> tuple[list[str], NDArray[np.intp]]:
-    """Sensor names in order of first appearance, and each row's index into them."""
-    if table.sensor_column is None:
-        return [table.path.stem], np.zeros(len(table.rows), dtype=np.intp)
-    ids = np.array([r[table.sensor_column] for r in table.rows])
-    if (ids == "").any():
-        line = table.lines[int(np.flatnonzero(ids == "")[0])]
-        raise UserError(f"{table.path.name} line {line}: empty sensor_id")
-    names, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
-    by_first = np.argsort(first)
-    rank = np.empty_like(by_first)
-    rank[by_first] = np.arange(by_first.size)
-    return [str(n) for n in names[by_first]], rank[inverse]
 
 
 def cadence(times: Float64) -> float | None:
@@ -321,74 +203,3 @@ def _common(cadences: list[float]) -> float | None:
     if not cadences or max(cadences) > 1.1 * min(cadences):
         return None
     return float(np.median(cadences))
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _parse_column(table: Table, name: str) -> Float64:
-    i = table.header.index(name)
-    cells = ["nan" if r[i].lower() in MISSING else r[i] for r in table.rows]
-    try:
-        out = np.array(cells, dtype=np.float64)
-    except ValueError:
-        out = None
-    if out is not None and not np.isinf(out).any():
-        return out
-    for row, text in enumerate(cells):
-        if not _is_number(text) or np.isinf(float(text)):
-            raise UserError(
-                f"{table.path.name} line {table.lines[row]}, column {name!r}: "
-                f"{text!r} is not a finite number"
-            )
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _parse_times(table: Table) -> Float64:
-    i = table.time_column
-    cells = [r[i] for r in table.rows]
-    parse = _time_parser(next((c for c in cells if c), ""))
-    out = np.empty(len(cells))
-    for row, text in enumerate(cells):
-        try:
-            out[row] = parse(text)
-        except (ValueError, OverflowError):
-            raise UserError(
-                f"{table.path.name} line {table.lines[row]}: cannot read time "
-                f"{text!r} in column {table.header[i]!r} (epoch seconds, ISO-8601 or YYYYMMDD)"
-            ) from None
-    return out
-
-
-def _time_parser(sample: str) -> Callable[[str], float]:
-    """Pick the column's time format from its first value; 8 digits that make a date are one."""
-    try:
-        _parse_yyyymmdd(sample)
-        return _parse_yyyymmdd
-    except ValueError:
-        return _parse_epoch if _is_number(sample) else _parse_iso
-
-
-def _parse_yyyymmdd(text: str) -> float:
-    if not _YYYYMMDD.match(text):
-        raise ValueError(text)
-    return datetime.strptime(text, "%Y%m%d").replace(tzinfo=UTC).timestamp()
-
-
-def _parse_epoch(text: str) -> float:
-    value = float(text)
-    if not np.isfinite(value):
-        raise ValueError(text)
-    return value
-
-
-def _parse_iso(text: str) -> float:
-    stamp = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=UTC)
-    return stamp.timestamp()
