@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sensorcast import __version__
@@ -59,59 +60,84 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from sensorcast.models import train
-
-    code: int = train.run(args)
-    return code
-
-
-def cmd_inspect(args: argparse.Namespace) -> int:
-    from sensorcast.models import report
-
-    code: int = report.run_inspect(args.bundle)
-    return code
-
-
-def _add_config_args(p: argparse.ArgumentParser) -> None:
+def _configure_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML config file (or SENSORCAST_CONFIG)")
     p.add_argument("--model", metavar="DIR", help="model bundle directory (model.path)")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log.level")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _configure_inspect(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", metavar="BUNDLE_DIR")
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from sensorcast.models.report import run_inspect
+
+    code: int = run_inspect(args.bundle)
+    return code
+
+
+Configure = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace], int]
+
+
+def _module(name: str) -> Callable[[], tuple[Configure, Run]]:
+    """A command implemented by a module with `configure_parser` and `run`, imported late."""
+
+    def load() -> tuple[Configure, Run]:
+        mod = importlib.import_module(name)
+        return mod.configure_parser, mod.run
+
+    return load
+
+
+COMMANDS: dict[str, tuple[str, Callable[[], tuple[Configure, Run]]]] = {
+    "run": ("run the daemon in the foreground", lambda: (_configure_run, cmd_run)),
+    "check-config": (
+        "validate the configuration and print it",
+        lambda: (_configure_run, cmd_check_config),
+    ),
+    "train": (
+        "train a model bundle from a CSV file (needs [train])",
+        _module("sensorcast.models.train"),
+    ),
+    "inspect": (
+        "print a bundle's metadata and metrics",
+        lambda: (_configure_inspect, _inspect),
+    ),
+    "demo": (
+        "a private broker, simulated sensors, the daemon and a live view",
+        _module("sensorcast.demo"),
+    ),
+    "record": ("append incoming readings to a training CSV", _module("sensorcast.record")),
+    "bench": (
+        "measure throughput, latency, memory and start-up here",
+        _module("sensorcast.bench"),
+    ),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only `command`'s module is imported (all of them when None)."""
     parser = argparse.ArgumentParser(
         prog="sensorcast", description="Streaming sensor forecasts over MQTT."
     )
     parser.add_argument("--version", action="version", version=f"sensorcast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("run", help="run the daemon in the foreground")
-    _add_config_args(p)
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("check-config", help="validate the configuration and print it")
-    _add_config_args(p)
-    p.set_defaults(func=cmd_check_config)
-
-    p = sub.add_parser("train", help="train a model bundle from a CSV file (needs [train])")
-    try:
-        from sensorcast.models import train
-
-        train.configure_parser(p)
-    except ImportError:  # pragma: no cover - module absent in a broken install
-        pass
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("inspect", help="print a bundle's metadata and metrics")
-    p.add_argument("bundle", metavar="BUNDLE_DIR")
-    p.set_defaults(func=cmd_inspect)
+    for name, (help_text, load) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if command is None or command == name:
+            configure, run = load()
+            configure(p)
+            p.set_defaults(func=run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args_list = list(sys.argv[1:] if argv is None else argv)
+        command = next((a for a in args_list if a in COMMANDS), "")
+        args = build_parser(command).parse_args(args_list)
         code: int = args.func(args)
         return code
     except ConfigError as exc:

@@ -93,3 +93,13 @@ def run_daemon() -> Iterator[Callable[..., RunningService]]:
     for r in running:
         if r.thread.is_alive():
             r.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_user_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own SENSORCAST_* settings must not leak into the tests."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("SENSORCAST_"):
+            monkeypatch.delenv(name)

@@ -1,0 +1,305 @@
+"""`sensorcast record`: subscribe like `run` and append readings to a training CSV.
+
+The rows are the long training format, `time,sensor_id,<feature>...`, that
+`sensorcast train` reads: time in epoch seconds (the reading's `ts`, else the
+receive time). Topics, payloads and the time rules are the daemon's own (same
+settings, `TopicTemplate`, `PayloadParser`; a reading not newer than its
+sensor's last is dropped as stale), so what is recorded is what `run` would
+see. The recorder uses its own client id and a clean session, so it never
+takes over the daemon's persistent session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import ssl
+import sys
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from sensorcast.config import MQTTConfig, load_settings
+from sensorcast.errors import UserError
+from sensorcast.models.bundle import load_bundle
+from sensorcast.mqttio import PROTOCOL_HINT
+from sensorcast.readings import Drop, PayloadParser
+from sensorcast.service import DropLog
+from sensorcast.topics import TopicTemplate
+
+log = logging.getLogger(__name__)
+
+FLUSH_EVERY = 0.5
+"""Seconds between writes to the file: a killed recorder loses at most this much."""
+CLIENT_SUFFIX = "-record"
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    """Add `sensorcast record`'s options to `p`."""
+    p.add_argument("--out", type=Path, required=True, metavar="FILE.csv", help="CSV to append to")
+    p.add_argument("--config", metavar="FILE", help="TOML config file (or SENSORCAST_CONFIG)")
+    p.add_argument("--model", metavar="DIR", help="model bundle whose features to record")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log.level")
+    p.add_argument(
+        "--duration", type=float, default=0, metavar="S", help="stop after S seconds (0: never)"
+    )
+    p.add_argument(
+        "--count", type=int, default=0, metavar="N", help="stop after N readings (0: never)"
+    )
+
+
+def csv_header(features: list[str]) -> list[str]:
+    """The long training format's columns for a model's features."""
+    return ["time", "sensor_id", *features]
+
+
+def open_csv(path: Path, header: list[str]) -> TextIO:
+    """Open `path` for appending: write the header if it is new or empty, refuse another one.
+
+    An unfinished last line (a killed writer) is cut off, so new rows start on a line.
+    """
+    try:
+        with path.open("a+b") as f:
+            f.seek(0)
+            first = f.readline()
+            end = f.seek(0, 2)
+            found = first.decode("utf-8-sig", "replace").strip()
+            if first and [c.strip() for c in found.split(",")] != header:
+                raise UserError(
+                    f"{path} has the header {found!r}, but this model records "
+                    f"{','.join(header)!r}: choose another --out file"
+                )
+            if end:
+                f.seek(end - 1)
+                if f.read(1) != b"\n":
+                    _cut_unfinished_line(f, path, end)
+        out = path.open("a", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+    if out.tell() == 0:
+        out.write(",".join(header) + "\n")
+        out.flush()
+    return out
+
+
+def _cut_unfinished_line(f: Any, path: Path, end: int) -> None:
+    """Truncate after the last newline, searching back in chunks; a lone header gets one."""
+    pos = end
+    while pos > 0:
+        start = max(0, pos - 65536)
+        f.seek(start)
+        newline = f.read(pos - start).rfind(b"\n")
+        if newline >= 0:
+            keep = start + newline + 1
+            f.truncate(keep)
+            log.warning("%s ended in an unfinished line; removed it (%d bytes)", path, end - keep)
+            return
+        pos = start
+    f.write(b"\n")
+
+
+def _format_row(ts: float, sensor_id: str, values: tuple[float, ...]) -> str:
+    return ",".join([repr(ts), sensor_id, *(repr(v) for v in values)]) + "\n"
+
+
+class Recorder:
+    """Turns messages into CSV lines (network thread) and writes them out (main thread)."""
+
+    def __init__(
+        self,
+        topic: TopicTemplate,
+        parser: PayloadParser,
+        *,
+        max_sensors: int,
+        count: int,
+        drop_interval: float,
+    ) -> None:
+        self.topic = topic
+        self.parser = parser
+        self.max_sensors = max_sensors
+        self.count = count
+        self.recorded = 0
+        self.dropped: Counter[Drop] = Counter()
+        self.done = threading.Event()
+        self._last: OrderedDict[str, float] = OrderedDict()
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._drop_log = DropLog(drop_interval)
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        """Parse one message like the daemon does; never raises into the network loop."""
+        try:
+            self._take(topic, payload, time.time())
+        except Exception:
+            log.exception("unexpected error recording a message on %r", topic[:200])
+
+    def _take(self, topic: str, payload: bytes, received: float) -> None:
+        if self.done.is_set():
+            return
+        sensor_id = self.topic.sensor_id(topic)
+        if sensor_id is None:
+            return self._drop(Drop.BAD_SENSOR_ID, topic)
+        reading = self.parser.parse(payload)
+        if isinstance(reading, Drop):
+            return self._drop(reading, topic)
+        ts = received if reading.ts is None else reading.ts
+        with self._lock:
+            last = self._last.pop(sensor_id, None)
+            if last is not None and ts <= last:
+                self._last[sensor_id] = last
+                return self._drop(Drop.STALE, topic)
+            self._last[sensor_id] = ts
+            if len(self._last) > self.max_sensors:
+                self._last.popitem(last=False)
+            self._lines.append(_format_row(ts, sensor_id, reading.values))
+            self.recorded += 1
+            if self.count and self.recorded >= self.count:
+                self.done.set()
+        return None
+
+    def _drop(self, reason: Drop, topic: str) -> None:
+        self.dropped[reason] += 1
+        self._drop_log(reason, topic)
+
+    def write(self, out: TextIO) -> None:
+        """Append what was taken since the last call, and flush it to the OS."""
+        with self._lock:
+            lines, self._lines = self._lines, []
+        if lines:
+            out.write("".join(lines))
+            out.flush()
+
+
+def make_client(cfg: MQTTConfig, recorder: Recorder, subscription: str) -> mqtt.Client:
+    """A clean-session client with the daemon's broker, credentials and TLS, and its own id."""
+    v5 = cfg.protocol == "5"
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=cfg.client_id[: 64 - len(CLIENT_SUFFIX)] + CLIENT_SUFFIX,
+        protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+        clean_session=None if v5 else True,
+    )
+    client.reconnect_delay_set(cfg.reconnect_min, cfg.reconnect_max)
+    if cfg.username is not None:
+        password = cfg.password.get_secret_value() if cfg.password else None
+        client.username_pw_set(cfg.username, password)
+    if cfg.tls.enabled:
+        client.tls_set(
+            ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
+            certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
+            keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+    endpoint = f"{cfg.host}:{cfg.port}"
+
+    def on_connect(c: mqtt.Client, u: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            hint = f"; {PROTOCOL_HINT}" if v5 and reason.value in (1, 132) else ""
+            log.error("broker %s refused the connection: %s%s", endpoint, reason, hint)
+            return
+        c.subscribe(subscription, qos=cfg.qos)
+
+    def on_subscribe(c: mqtt.Client, u: Any, mid: int, reasons: Any, props: Any) -> None:
+        if any(r.is_failure for r in reasons):
+            log.error("broker %s refused the subscription to %s", endpoint, subscription)
+        else:
+            log.info("recording %s from %s", subscription, endpoint)
+
+    def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = ""
+        recorder.on_message(topic, bytes(msg.payload))
+
+    def on_connect_fail(c: mqtt.Client, u: Any) -> None:
+        if not warned.is_set():
+            log.warning("broker %s unreachable; retrying", endpoint)
+            warned.set()
+
+    warned = threading.Event()
+    client.on_connect = on_connect
+    client.on_connect_fail = on_connect_fail
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    return client
+
+
+def run(args: argparse.Namespace) -> int:
+    """Record until SIGINT/SIGTERM, `--duration` or `--count`; 0 after a clean stop."""
+    overrides: dict[str, Any] = {}
+    if args.model:
+        overrides["model"] = {"path": args.model}
+    if args.log_level:
+        overrides["log"] = {"level": args.log_level}
+    settings = load_settings(args.config, **overrides)
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=settings.log.level, stream=sys.stderr, format=fmt, force=True)
+    logging.getLogger("sensorcast").setLevel(settings.log.level)
+    if args.duration < 0 or args.count < 0:
+        raise UserError("--duration and --count must be 0 (no limit) or more")
+    meta = load_bundle(settings.model.path).meta
+    topic = TopicTemplate(settings.input.topic, allow_wildcards=True)
+    cfg = settings.input
+    try:
+        parser = PayloadParser(
+            meta.features, fields=cfg.fields, ts_field=cfg.ts_field, max_bytes=cfg.max_payload_bytes
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    recorder = Recorder(
+        topic,
+        parser,
+        max_sensors=cfg.max_sensors,
+        count=args.count,
+        drop_interval=settings.log.drop_interval,
+    )
+    out = open_csv(args.out, csv_header(meta.features))
+    client = make_client(settings.mqtt, recorder, topic.subscription)
+    stop = recorder.done
+    restore = _install_signals(stop)
+    try:
+        client.connect_async(settings.mqtt.host, settings.mqtt.port, settings.mqtt.keepalive)
+        client.loop_start()
+        deadline = time.monotonic() + args.duration if args.duration else float("inf")
+        while not stop.wait(FLUSH_EVERY) and time.monotonic() < deadline:
+            recorder.write(out)
+        stop.set()
+        client.disconnect()
+        client.loop_stop()
+    finally:
+        recorder.write(out)
+        out.close()
+        restore()
+    dropped = ", ".join(f"{r.value} {n}" for r, n in recorder.dropped.most_common())
+    print(
+        f"recorded {recorder.recorded} readings to {args.out}"
+        + (f"; dropped {recorder.dropped.total()} ({dropped})" if dropped else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _install_signals(stop: threading.Event) -> Callable[[], None]:
+    """SIGINT and SIGTERM set `stop`; returns what puts the previous handlers back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore

@@ -1,0 +1,160 @@
+"""What `sensorcast demo` shows: readings against forecasts, scored as an MQTT subscriber sees them.
+
+`Scoreboard` keeps, per sensor, the latest reading, the one-step forecast made
+earlier for that reading's time (matched on the forecast's `at`), the next
+forecast, and the running mean absolute error of the model and of the
+persistence baseline (the last value) over the same readings.
+`ScoreboardClient` feeds it from the broker like any other consumer would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from sensorcast.topics import TopicTemplate
+
+MATCH_TOLERANCE = 0.3
+"""A forecast's `at` matches a reading within this fraction of the reading interval."""
+
+
+@dataclass
+class SensorScore:
+    """One sensor's latest values and error sums (model and persistence on the same readings)."""
+
+    readings: int = 0
+    forecasts: int = 0
+    value: float | None = None
+    ts: float | None = None
+    predicted: float | None = None
+    next_value: float | None = None
+    next_at: float | None = None
+    model_err: float = 0.0
+    last_err: float = 0.0
+    scored: int = 0
+    pending: dict[float, float] = field(default_factory=dict)
+
+    @property
+    def mae_model(self) -> float | None:
+        return self.model_err / self.scored if self.scored else None
+
+    @property
+    def mae_last(self) -> float | None:
+        return self.last_err / self.scored if self.scored else None
+
+
+class Scoreboard:
+    """Thread-safe per-sensor scores; fed on the MQTT thread, read by the view."""
+
+    def __init__(self, sensors: list[str]) -> None:
+        self.lock = threading.Lock()
+        self.scores = {s: SensorScore() for s in sensors}
+
+    def reading(self, sensor_id: str, ts: float, value: float) -> None:
+        with self.lock:
+            s = self.scores.setdefault(sensor_id, SensorScore())
+            if s.ts is not None and ts <= s.ts:
+                return
+            step = ts - s.ts if s.ts is not None else 1.0
+            tolerance = MATCH_TOLERANCE * step
+            s.predicted = None
+            for at in sorted(s.pending):
+                if at < ts - tolerance:
+                    del s.pending[at]
+                elif at <= ts + tolerance:
+                    s.predicted = s.pending.pop(at)
+            if s.predicted is not None and s.value is not None:
+                s.model_err += abs(s.predicted - value)
+                s.last_err += abs(s.value - value)
+                s.scored += 1
+            s.readings += 1
+            s.value, s.ts = value, ts
+
+    def forecast(self, sensor_id: str, value: float, at: float | None) -> None:
+        with self.lock:
+            s = self.scores.setdefault(sensor_id, SensorScore())
+            s.forecasts += 1
+            s.next_value, s.next_at = value, at
+            if at is not None:
+                s.pending[at] = value
+
+    def totals(self) -> tuple[int, int]:
+        """All readings and forecasts seen so far."""
+        with self.lock:
+            scores = list(self.scores.values())
+        return sum(s.readings for s in scores), sum(s.forecasts for s in scores)
+
+    def beats_persistence(self) -> tuple[int, int]:
+        """(sensors where the model's MAE is below the last value's, sensors scored)."""
+        with self.lock:
+            scored = [s for s in self.scores.values() if s.scored]
+            better = sum(1 for s in scored if s.model_err < s.last_err)
+        return better, len(scored)
+
+
+def _first_step(forecast: Any, at: Any) -> tuple[float, float | None] | None:
+    """The first forecast step's value and target time from a forecast message."""
+    if not isinstance(forecast, list) or not forecast:
+        return None
+    step = forecast[0]
+    if isinstance(step, dict):
+        step = next(iter(step.values()), None)
+    if not isinstance(step, (int, float)) or not math.isfinite(step):
+        return None
+    first_at = at[0] if isinstance(at, list) and at else None
+    return float(step), float(first_at) if isinstance(first_at, (int, float)) else None
+
+
+class ScoreboardClient:
+    """Subscribes to the demo's readings and forecasts and scores them."""
+
+    def __init__(
+        self,
+        board: Scoreboard,
+        port: int,
+        readings: TopicTemplate,
+        forecasts: TopicTemplate,
+        feature: str,
+    ) -> None:
+        self.board = board
+        self.readings = readings
+        self.forecasts = forecasts
+        self.feature = feature
+        self.subscribed = threading.Event()
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id="sensorcast-demo-view",
+            protocol=MQTTProtocolVersion.MQTTv311,
+        )
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = lambda *a: self.subscribed.set()
+        self._client.connect("127.0.0.1", port)
+        self._client.subscribe([(readings.subscription, 1), (forecasts.subscription, 1)])
+        self._client.loop_start()
+
+    def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            doc = json.loads(msg.payload)
+        except ValueError:
+            return
+        if not isinstance(doc, dict):
+            return
+        sensor = self.readings.sensor_id(msg.topic)
+        value, ts = doc.get(self.feature), doc.get("ts")
+        if sensor is not None and isinstance(value, (int, float)) and isinstance(ts, (int, float)):
+            self.board.reading(sensor, float(ts), float(value))
+            return
+        step = _first_step(doc.get("forecast"), doc.get("at"))
+        sensor = self.forecasts.sensor_id(msg.topic)
+        if sensor is not None and step is not None:
+            self.board.forecast(sensor, *step)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
