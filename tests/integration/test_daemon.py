@@ -184,3 +184,20 @@ def test_a_slow_model_does_not_break_the_keepalive(broker, client_factory, run_d
     wait_for(lambda: watch.json("forecasts/slow"), timeout=30)
     assert [p for _, p, _ in watch.received(topic)] == [b"online"]  # no will fired
     assert service.link.connected.is_set()
+
+
+def test_the_tensorflow_backend_serves_the_same_forecasts(broker, client_factory, run_daemon):
+    pytest.importorskip("tensorflow")
+    from sensorcast.runner import Forecaster
+
+    settings = daemon_settings(broker.port, model={"backend": "keras"})
+    daemon = run_daemon(settings)
+    t = daemon.service.meta.timesteps
+    sub = client_factory("forecasts/#")
+    pub = client_factory()
+    values = series(t, level=400.0, amplitude=30.0)
+    for i, v in enumerate(values):
+        pub.publish("sensors/tf/reading", {"value": v, "ts": T0 + i})
+    msg = wait_for(lambda: sub.json("forecasts/tf"))[0]
+    litert = Forecaster(load_bundle(settings.model.path)).forecast(np.array(values)[None, :, None])
+    assert msg["forecast"] == pytest.approx(litert[0, :, 0].tolist(), rel=1e-5)
