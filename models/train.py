@@ -105,6 +105,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train, evaluate, export and verify; print the metrics table. Errors are `UserError`."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF C++ chatter; errors still raise
+    try:
+        import tensorflow  # noqa: F401  (needed right after; fail early with one clear line)
+    except ImportError:
+        raise UserError("training needs TensorFlow: pip install 'sensorcast[train]'") from None
     horizon, name = _check_options(args)
     export.check_out_dir(Path(args.out))
     table, spec, prep = load_data(args, horizon)

@@ -151,3 +151,28 @@ def test_invalid_bundle_is_one_line_and_exit_1(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"sensorcast: error: model bundle {tmp_path} has no bundle.json"
     ]
+
+
+def test_training_without_tensorflow_is_one_line(tmp_path):
+    # a gateway install: make the tensorflow module unfindable for this process
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text("import sys\nsys.modules['tensorflow'] = None\n")
+    data = DEFAULT_BUNDLE.parent / "data" / "co2_maunaloa_weekly.csv"
+    env = {"PYTHONPATH": str(tmp_path)}
+    result = run_cli("train", str(data), "--out", str(tmp_path / "b"), env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "sensorcast: error: training needs TensorFlow: pip install 'sensorcast[train]'"
+    ]
+
+
+def test_output_piped_into_a_closed_reader_is_not_a_traceback():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sensorcast", "inspect", str(DEFAULT_BUNDLE)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # like `| head -0`
+    assert b"Traceback" not in proc.stderr.read()
+    proc.wait(timeout=60)
