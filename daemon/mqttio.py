@@ -56,10 +56,16 @@ class MQTTLink:
         *,
         max_queue: int = 50_000,
         retain_forecasts: bool = False,
+        client_id: str | None = None,
+        persistent: bool = True,
     ) -> None:
+        """`persistent=False`: a clean session and no status topic, for side clients such as
+        `sensorcast record` that must never take over the daemon's session."""
         self.cfg = cfg
+        self.client_id = client_id or cfg.client_id
+        self._persistent = persistent
         self.subscription = subscription
-        self.status_topic = status_topic(cfg.client_id)
+        self.status_topic = status_topic(self.client_id)
         self.metrics = metrics
         self.connected = threading.Event()
         self.subscribed = threading.Event()
@@ -79,16 +85,17 @@ class MQTTLink:
         protocol = MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=cfg.client_id,
+            client_id=self.client_id,
             protocol=protocol,
-            clean_session=None if self._v5 else False,
+            clean_session=None if self._v5 else not self._persistent,
         )
         client.max_queued_messages_set(max_queue)
         client.max_inflight_messages_set(100)
         # paho's hints say int; it computes with whatever number it is given
         client.reconnect_delay_set(cfg.reconnect_min, cfg.reconnect_max)  # type: ignore[arg-type]
         client.manual_ack_set(True)
-        client.will_set(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
+        if self._persistent:
+            client.will_set(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
         if cfg.username is not None:
             password = cfg.password.get_secret_value() if cfg.password else None
             client.username_pw_set(cfg.username, password)
@@ -114,14 +121,17 @@ class MQTTLink:
     def start(self) -> None:
         """Connect in the background; an unreachable broker is retried, never fatal."""
         props = None
-        if self._v5:
+        if self._v5 and self._persistent:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = self.cfg.session_expiry
+        clean_start: bool | int = mqtt.MQTT_CLEAN_START_FIRST_ONLY
+        if self._v5:
+            clean_start = not self._persistent
         self.client.connect_async(
             self.cfg.host,
             self.cfg.port,
             keepalive=self.cfg.keepalive,
-            clean_start=False if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            clean_start=clean_start,
             properties=props,
         )
         self.client.loop_start()
@@ -140,7 +150,7 @@ class MQTTLink:
         """Publish `offline`, flush what is queued (bounded by `timeout`), disconnect."""
         self._stopping.set()
         deadline = time.monotonic() + timeout
-        if self.connected.is_set():
+        if self.connected.is_set() and self._persistent:
             info = self.client.publish(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
             while time.monotonic() < deadline and self.connected.is_set():
                 if info.is_published() and not self.client._out_messages:
@@ -166,7 +176,8 @@ class MQTTLink:
             return
         self._connected_at = time.monotonic()
         client.subscribe(self.subscription, qos=self.cfg.qos)
-        client.publish(self.status_topic, STATUS_ONLINE, qos=1, retain=True)
+        if self._persistent:
+            client.publish(self.status_topic, STATUS_ONLINE, qos=1, retain=True)
         self.connected.set()
         self.metrics.connected.set(1)
         for listener in self.on_connected:
@@ -174,7 +185,7 @@ class MQTTLink:
         log.info(
             "connected to %s as %s (session present: %s), subscribing to %s",
             self.endpoint,
-            self.cfg.client_id,
+            self.client_id,
             flags.session_present,
             self.subscription,
         )
@@ -215,7 +226,7 @@ class MQTTLink:
                 self.endpoint,
                 lasted,
                 reason,
-                self.cfg.client_id,
+                self.client_id,
             )
         else:
             log.warning("disconnected from %s (%s); reconnecting", self.endpoint, reason)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import ssl
 import sys
 import threading
 import time
@@ -24,13 +23,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-
-from sensorcast.config import MQTTConfig, load_settings
+from sensorcast.config import load_settings
 from sensorcast.errors import UserError
+from sensorcast.metrics import Metrics
 from sensorcast.models.bundle import load_bundle
-from sensorcast.mqttio import PROTOCOL_HINT
+from sensorcast.mqttio import MQTTLink
 from sensorcast.readings import Drop, PayloadParser
 from sensorcast.service import DropLog
 from sensorcast.topics import TopicTemplate
@@ -178,61 +175,6 @@ class Recorder:
             out.flush()
 
 
-def make_client(cfg: MQTTConfig, recorder: Recorder, subscription: str) -> mqtt.Client:
-    """A clean-session client with the daemon's broker, credentials and TLS, and its own id."""
-    v5 = cfg.protocol == "5"
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=cfg.client_id[: 64 - len(CLIENT_SUFFIX)] + CLIENT_SUFFIX,
-        protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-        clean_session=None if v5 else True,
-    )
-    client.reconnect_delay_set(cfg.reconnect_min, cfg.reconnect_max)
-    if cfg.username is not None:
-        password = cfg.password.get_secret_value() if cfg.password else None
-        client.username_pw_set(cfg.username, password)
-    if cfg.tls.enabled:
-        client.tls_set(
-            ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
-            certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-            keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
-            cert_reqs=ssl.CERT_REQUIRED,
-        )
-    endpoint = f"{cfg.host}:{cfg.port}"
-
-    def on_connect(c: mqtt.Client, u: Any, flags: Any, reason: Any, props: Any) -> None:
-        if reason.is_failure:
-            hint = f"; {PROTOCOL_HINT}" if v5 and reason.value in (1, 132) else ""
-            log.error("broker %s refused the connection: %s%s", endpoint, reason, hint)
-            return
-        c.subscribe(subscription, qos=cfg.qos)
-
-    def on_subscribe(c: mqtt.Client, u: Any, mid: int, reasons: Any, props: Any) -> None:
-        if any(r.is_failure for r in reasons):
-            log.error("broker %s refused the subscription to %s", endpoint, subscription)
-        else:
-            log.info("recording %s from %s", subscription, endpoint)
-
-    def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:
-            topic = ""
-        recorder.on_message(topic, bytes(msg.payload))
-
-    def on_connect_fail(c: mqtt.Client, u: Any) -> None:
-        if not warned.is_set():
-            log.warning("broker %s unreachable; retrying", endpoint)
-            warned.set()
-
-    warned = threading.Event()
-    client.on_connect = on_connect
-    client.on_connect_fail = on_connect_fail
-    client.on_subscribe = on_subscribe
-    client.on_message = on_message
-    return client
-
-
 def run(args: argparse.Namespace) -> int:
     """Record until SIGINT/SIGTERM, `--duration` or `--count`; 0 after a clean stop."""
     overrides: dict[str, Any] = {}
@@ -263,18 +205,27 @@ def run(args: argparse.Namespace) -> int:
         drop_interval=settings.log.drop_interval,
     )
     out = open_csv(args.out, csv_header(meta.features))
-    client = make_client(settings.mqtt, recorder, topic.subscription)
+    link = MQTTLink(
+        settings.mqtt,
+        topic.subscription,
+        recorder.on_message,
+        Metrics(),
+        client_id=settings.mqtt.client_id[: 64 - len(CLIENT_SUFFIX)] + CLIENT_SUFFIX,
+        persistent=False,
+    )
     stop = recorder.done
     restore = _install_signals(stop)
     try:
-        client.connect_async(settings.mqtt.host, settings.mqtt.port, settings.mqtt.keepalive)
-        client.loop_start()
+        link.start()
         deadline = time.monotonic() + args.duration if args.duration else float("inf")
+        announced = False
         while not stop.wait(FLUSH_EVERY) and time.monotonic() < deadline:
+            if not announced and link.subscribed.is_set():
+                log.info("recording %s from %s", topic.subscription, link.endpoint)
+                announced = True
             recorder.write(out)
         stop.set()
-        client.disconnect()
-        client.loop_stop()
+        link.stop(timeout=1.0)
     finally:
         recorder.write(out)
         out.close()
