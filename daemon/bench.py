@@ -1,0 +1,229 @@
+"""`sensorcast bench`: this machine's capacity for a bundle, measured end to end over MQTT.
+
+A private mosquitto (or `--host/--port`), a load generator for N sensors, the
+daemon as its own `python -m sensorcast run` process, and a subscriber timing
+every forecast. Two phases of `--duration` seconds each: saturated (closed loop,
+about `--queue-ms` of readings in flight) for sustained readings/s, then a
+steady `--rate` for reading-to-forecast latency. The load code lives in
+`loadgen`/`benchrun` and is shared with tests/perf/compare.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sensorcast.benchprocs import Broker, Target, sensorcast_target, workdir
+from sensorcast.benchrun import Load, Result, measure, prefill_snapshot
+from sensorcast.errors import UserError
+
+__all__ = ["Broker", "Load", "Result", "Target", "format_table", "measure", "run"]
+
+PREFILL_ABOVE = 200_000
+"""Warm-up readings beyond which the daemon starts from a snapshot of full windows instead."""
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    """The options of `sensorcast bench`."""
+    p.add_argument("--sensors", type=int, default=1000, help="simulated sensors (default 1000)")
+    p.add_argument(
+        "--rate", type=float, default=2000.0, help="readings/s of the latency phase (2000)"
+    )
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per phase (default 10)")
+    p.add_argument("--bundle", metavar="DIR", help="model bundle (default: the shipped one)")
+    p.add_argument("--backend", choices=["litert", "keras"], default="litert")
+    p.add_argument("--max-batch", type=int, default=256, help="inference.max_batch (256)")
+    p.add_argument("--max-wait-ms", type=float, default=0.0, help="inference.max_wait_ms (0)")
+    p.add_argument("--host", help="use this broker instead of starting mosquitto")
+    p.add_argument("--port", type=int, default=1883, help="port of --host (1883)")
+    p.add_argument(
+        "--tcp-nodelay", action="store_true", help="start mosquitto with set_tcp_nodelay true"
+    )
+    p.add_argument(
+        "--prefill",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="start the daemon from a snapshot of full windows (default: when warm-up "
+        f"would exceed {PREFILL_ABOVE} readings)",
+    )
+    p.add_argument("--queue-ms", type=float, default=100.0, help="work in flight when saturated")
+    p.add_argument("--no-throughput", action="store_true", help="skip the saturated phase")
+    p.add_argument("--no-latency", action="store_true", help="skip the steady-rate phase")
+    p.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="any other daemon setting, e.g. mqtt.protocol=3.1.1 (repeatable)",
+    )
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+
+def _fmt(v: float, spec: str) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def format_table(results: Sequence[Result]) -> str:
+    """Results side by side: one column per system, one row per measure."""
+    rows: list[tuple[str, list[str]]] = [
+        ("start-up to subscribed (s)", [_fmt(r.startup_s, ".2f") for r in results]),
+        ("sustained readings/s (answered)", [_fmt(r.readings_per_s, ",.0f") for r in results]),
+        ("  readings sent/s", [_fmt(r.sent_per_s, ",.0f") for r in results]),
+        ("  answered (%)", [_fmt(100 * r.delivered, ".1f") for r in results]),
+        ("  CPU used (cores)", [_fmt(r.cpu_cores, ".2f") for r in results]),
+        ("  load generator CPU (cores)", [_fmt(r.bench_cpu_cores, ".2f") for r in results]),
+        ("latency at (readings/s)", [_fmt(r.latency_rate, ",.0f") for r in results]),
+        ("  p50 (ms)", [_fmt(r.p50_ms, ".2f") for r in results]),
+        ("  p99 (ms)", [_fmt(r.p99_ms, ".2f") for r in results]),
+        ("  max (ms)", [_fmt(r.max_ms, ".1f") for r in results]),
+        ("  unanswered", [str(r.latency_missing) for r in results]),
+        ("RSS peak at start-up (MB)", [_fmt(r.rss_start_mb, ".1f") for r in results]),
+        ("RSS peak (MB)", [_fmt(r.rss_peak_mb, ".1f") for r in results]),
+        ("RSS at end (MB)", [_fmt(r.rss_end_mb, ".1f") for r in results]),
+    ]
+    names = [r.name for r in results]
+    width = max(len(label) for label, _ in rows)
+    cols = [max(len(n), *(len(cells[i]) for _, cells in rows)) for i, n in enumerate(names)]
+
+    def line(label: str, cells: Sequence[str]) -> str:
+        padded = (s.rjust(c) for s, c in zip(cells, cols, strict=True))
+        return "  ".join([label.ljust(width), *padded])
+
+    return "\n".join([line("", names), *(line(label, cells) for label, cells in rows)])
+
+
+def daemon_counters(result: Result) -> str:
+    """The daemon's own account of the run, from its Prometheus counters."""
+    m = result.daemon
+    if not m:
+        return ""
+
+    def get(name: str) -> int:
+        return int(m.get(name, 0))
+
+    dropped = {
+        reason: get(f'sensorcast_forecasts_dropped_total{{reason="{reason}"}}')
+        for reason in ("superseded", "queue_full", "error", "not_finite")
+    }
+    forecasts = get("sensorcast_forecasts_total")
+    windows = forecasts + sum(dropped.values())
+    share = f" ({100 * forecasts / windows:.1f}% of {windows} windows)" if windows else ""
+    lost = ", ".join(f"{k} {v}" for k, v in dropped.items() if v) or "none"
+    batches = m.get("sensorcast_batch_size_count", 0.0)
+    per_batch = ""
+    if batches:
+        size = m.get("sensorcast_batch_size_sum", 0.0) / batches
+        model_ms = 1000 * m.get("sensorcast_inference_seconds_sum", 0.0) / batches
+        per_batch = f"; {batches:.0f} model calls, {size:.1f} windows and {model_ms:.2f} ms each"
+    return (
+        f"daemon: {get('sensorcast_readings_total')} readings accepted, "
+        f"{forecasts} forecasts published{share}; not published: {lost}{per_batch}"
+    )
+
+
+def _overrides(pairs: Sequence[str]) -> dict[str, str]:
+    """`--set section.key=value` as the daemon's environment variables."""
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {pair!r}: expected KEY=VALUE, e.g. mqtt.protocol=3.1.1")
+        env["SENSORCAST_" + key.strip().upper().replace(".", "__")] = value
+    return env
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark with parsed `configure_parser` arguments; print the report."""
+    try:
+        result = _run(args)
+    except (UserError, FileNotFoundError, RuntimeError, ConnectionError, TimeoutError) as exc:
+        print(f"sensorcast bench: error: {exc}", file=sys.stderr)
+        return 1
+    print(format_table([result]))
+    counters = daemon_counters(result)
+    if counters:
+        print(counters)
+    for note in result.notes:
+        print(f"note: {note}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> Result:
+    from sensorcast.models import DEFAULT_BUNDLE
+    from sensorcast.models.bundle import load_bundle
+
+    bundle = Path(args.bundle) if args.bundle else DEFAULT_BUNDLE
+    meta = load_bundle(bundle).meta
+    if args.sensors < 1 or args.duration <= 0 or args.rate <= 0:
+        raise UserError("--sensors, --duration and --rate must be positive")
+    overrides = _overrides(args.set)
+    wd = workdir()
+    broker: Broker | None = None
+    try:
+        if args.host:
+            host, port = args.host, args.port
+        else:
+            broker = Broker(nodelay=args.tcp_nodelay, workdir=wd).start()
+            host, port = broker.host, broker.port
+        prefill = args.prefill
+        if prefill is None:
+            prefill = args.sensors * (meta.timesteps - 1) > PREFILL_ABOVE
+        state_dir, rounds = None, 0
+        if prefill:
+            state_dir = wd / "state"
+            rounds = prefill_snapshot(state_dir, bundle, args.sensors)
+
+        def make(prefix: str) -> Target:
+            target = sensorcast_target(
+                host=host,
+                port=port,
+                prefix=prefix,
+                bundle=bundle,
+                timesteps=meta.timesteps,
+                backend=args.backend,
+                max_batch=args.max_batch,
+                max_wait_ms=args.max_wait_ms,
+                state_dir=state_dir,
+                max_sensors=max(args.sensors, 100_000),
+            )
+            target.env.update(overrides)
+            return target
+
+        load = Load(
+            sensors=args.sensors,
+            rate=args.rate,
+            duration=args.duration,
+            queue_s=args.queue_ms / 1000,
+            # a broker of unknown configuration: mosquitto queues 1000 messages by default
+            warmup_ahead=500 if args.host else 100_000,
+            throughput=not args.no_throughput,
+            latency=not args.no_latency,
+        )
+        print(
+            f"bench: {meta.model_id} ({args.backend}), {args.sensors} sensors, broker "
+            f"{host}:{port}{' (prefilled windows)' if prefill else ''}",
+            file=sys.stderr,
+        )
+        result = measure(
+            make,
+            host=host,
+            port=port,
+            features=meta.features,
+            load=load,
+            logdir=wd,
+            prefilled_rounds=rounds,
+            progress=lambda msg: print(f"bench: {msg}", file=sys.stderr),
+        )
+    finally:
+        if broker is not None:
+            broker.stop()
+    shutil.rmtree(wd, ignore_errors=True)
+    return result

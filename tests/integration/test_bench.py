@@ -1,0 +1,56 @@
+"""`sensorcast bench` end to end on a few sensors: it runs and reports forecasts (no timing)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from sensorcast import bench
+from sensorcast.models import DEFAULT_BUNDLE
+
+
+def bench_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    bench.configure_parser(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_bench_runs_and_reports_forecasts(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    out = tmp_path / "bench.json"
+    args = bench_args(
+        "--sensors", "3", "--duration", "1", "--rate", "200",
+        "--bundle", str(DEFAULT_BUNDLE), "--json", str(out),
+    )  # fmt: skip
+    assert bench.run(args) == 0
+    result = json.loads(out.read_text())
+    assert result["readings_per_s"] > 0
+    assert result["p50_ms"] > 0 and result["p99_ms"] >= result["p50_ms"]
+    assert result["latency_missing"] == 0
+    assert result["startup_s"] > 0 and result["rss_peak_mb"] > 0
+    daemon = result["daemon"]
+    assert daemon["sensorcast_forecasts_total"] > 0
+    assert daemon["sensorcast_readings_total"] >= daemon["sensorcast_forecasts_total"]
+    printed = capsys.readouterr().out
+    assert "sustained readings/s" in printed and "forecasts published" in printed
+
+
+def test_bench_with_prefilled_windows_needs_no_warm_up(tmp_path: Path):
+    out = tmp_path / "bench.json"
+    args = bench_args(
+        "--sensors", "50", "--duration", "1", "--prefill", "--no-latency",
+        "--bundle", str(DEFAULT_BUNDLE), "--json", str(out),
+    )  # fmt: skip
+    assert bench.run(args) == 0
+    daemon = json.loads(out.read_text())["daemon"]
+    # every reading answered: the windows were full from the snapshot on
+    assert daemon["sensorcast_forecasts_total"] == daemon["sensorcast_readings_total"] > 0
+
+
+def test_bench_reports_a_bad_setting_in_one_line(capsys: pytest.CaptureFixture[str]):
+    args = bench_args("--duration", "1", "--set", "no-equals-sign")
+    assert bench.run(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "KEY=VALUE" in err
