@@ -36,6 +36,9 @@ STATUS_ONLINE = b"online"
 STATUS_OFFLINE = b"offline"
 PROTOCOL_HINT = "set mqtt.protocol (SENSORCAST_MQTT__PROTOCOL) to 3.1.1 for this broker"
 _UNSUPPORTED_PROTOCOL = {1, 132}  # v3.1.1 return code 1; v5 reason 0x84
+DEFAULT_RECEIVE_MAXIMUM = 20
+"""QoS 1 publishes in flight at once: mosquitto's Receive Maximum (paho does not read the
+broker's value, and cannot change the limit on a live connection)."""
 STABLE_AFTER = 10.0
 """Seconds a connection must last before the reconnect backoff starts again from the minimum."""
 
@@ -89,8 +92,11 @@ class MQTTLink:
             protocol=protocol,
             clean_session=None if self._v5 else not self._persistent,
         )
+        # An exception in any callback is logged, never allowed to end the network thread.
+        client.suppress_exceptions = True
+        client.enable_logger(logging.getLogger("sensorcast.paho"))
         client.max_queued_messages_set(max_queue)
-        client.max_inflight_messages_set(100)
+        client.max_inflight_messages_set(DEFAULT_RECEIVE_MAXIMUM)
         # paho's hints say int; it computes with whatever number it is given
         client.reconnect_delay_set(cfg.reconnect_min, cfg.reconnect_max)  # type: ignore[arg-type]
         client.manual_ack_set(True)
@@ -124,9 +130,8 @@ class MQTTLink:
         if self._v5 and self._persistent:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = self.cfg.session_expiry
-        clean_start: bool | int = mqtt.MQTT_CLEAN_START_FIRST_ONLY
-        if self._v5:
-            clean_start = not self._persistent
+        # v3.1.1 takes its clean session from the constructor; v5 from clean_start here
+        clean_start = (not self._persistent) if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY
         self.client.connect_async(
             self.cfg.host,
             self.cfg.port,

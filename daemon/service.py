@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from sensorcast.accuracy import OnlineAccuracy
 from sensorcast.buffer import SensorTable, Window
 from sensorcast.config import Settings
 from sensorcast.discovery import HomeAssistantDiscovery
@@ -89,6 +90,13 @@ class Service:
             max_queue=settings.output.max_queue,
             retain_forecasts=settings.output.retain,
         )
+        self.accuracy = OnlineAccuracy(
+            self.metrics.registry,
+            bundle.meta.features,
+            bundle.meta.targets,
+            bundle.meta.model_id,
+            settings.input.max_sensors,
+        )
         self.worker = InferenceWorker(
             self.queue,
             model,
@@ -97,6 +105,7 @@ class Service:
             self.metrics,
             max_batch=settings.inference.max_batch,
             max_wait=settings.inference.max_wait_ms / 1000,
+            accuracy=self.accuracy,
         )
         self.stuck_after = 30.0
         """Seconds a batch may take while windows wait before the watchdog is withheld."""
@@ -164,10 +173,13 @@ class Service:
             return self._drop(reading, topic)
         ts = received if reading.ts is None else reading.ts
         with self.lock:
+            previous = self.table.last_ts(sensor_id)
             result = self.table.push(sensor_id, ts, reading.values, received)
         if isinstance(result, Drop):
             return self._drop(result, topic)
         self.metrics.readings.inc()
+        if previous is not None:
+            self.accuracy.observe(sensor_id, previous, reading.values)
         if isinstance(result, Window):
             self.queue.put(result, received)
             if self.discovery is not None:
@@ -290,6 +302,7 @@ class Service:
                 self.table = self._make_table(bundle.meta)
                 self.queue.clear()
         self._set_model_info(bundle.meta)
+        self.accuracy.configure(bundle.meta.features, bundle.meta.targets, bundle.meta.model_id)
         if self.discovery is not None:
             self.discovery.meta = bundle.meta
             self.discovery.forget()

@@ -146,3 +146,26 @@ def test_home_assistant_discovery(broker, client_factory, run_daemon):
     # a subscriber that comes later (Home Assistant restarting) still finds it
     late = client_factory("homeassistant/#")
     assert wait_for(lambda: late.received("homeassistant/")) == [(topic, payload, True)]
+
+
+def test_online_accuracy_scores_each_forecast_when_its_reading_arrives(
+    broker, client_factory, run_daemon
+):
+    daemon = run_daemon(daemon_settings(broker.port))
+    service = daemon.service
+    model = service.meta.model_id
+    sub = client_factory("forecasts/#")
+    pub = client_factory()
+    t = service.meta.timesteps
+    values = [50.0 + (i % 4) for i in range(t + 1)]
+    for i in range(t):
+        pub.publish("sensors/acc/reading", {"value": values[i], "ts": 1e9 + 60 * i})
+    forecast = wait_for(lambda: sub.json("forecasts/acc"))[0]["forecast"][0]
+    pub.publish("sensorcast-noise/x", b"1")  # unrelated traffic changes nothing
+    pub.publish("sensors/acc/reading", {"value": values[t], "ts": 1e9 + 60 * t})
+    labels = {"model": model, "target": "value"}
+    wait_for(lambda: service.metrics.value("sensorcast_online_scored_total", model=model) == 1)
+    mae = service.metrics.value("sensorcast_online_mae", **labels)
+    assert mae == pytest.approx(abs(values[t] - forecast), rel=1e-5)
+    persistence = service.metrics.value("sensorcast_online_persistence_mae", **labels)
+    assert persistence == pytest.approx(abs(values[t] - values[t - 1]))
