@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from sensorcast.topics import TopicTemplate
+
 FLOAT32_MAX = 3.4028234663852886e38
 MAX_TS = 253402300799.0  # 9999-12-31T23:59:59Z
 
@@ -115,6 +117,22 @@ def _lookup(obj: Mapping[str, Any], path: tuple[str, ...]) -> Any:
 
 
 _MISSING = object()
+
+
+def read_message(
+    topics: TopicTemplate, parser: PayloadParser, topic: str, payload: bytes, received: float
+) -> tuple[str, float, Reading] | Drop:
+    """(sensor id, timestamp, reading) of one message, or why it is dropped.
+
+    The timestamp is the reading's own, else `received`. Used by `run` and `record` alike.
+    """
+    sensor_id = topics.sensor_id(topic)
+    if sensor_id is None:
+        return Drop.BAD_SENSOR_ID
+    reading = parser.parse(payload)
+    if isinstance(reading, Drop):
+        return reading
+    return sensor_id, received if reading.ts is None else reading.ts, reading
 
 
 class PayloadParser:

@@ -28,7 +28,7 @@ from sensorcast.errors import UserError
 from sensorcast.metrics import Metrics
 from sensorcast.models.bundle import load_bundle
 from sensorcast.mqttio import MQTTLink
-from sensorcast.readings import Drop, PayloadParser
+from sensorcast.readings import Drop, PayloadParser, read_message
 from sensorcast.service import DropLog
 from sensorcast.topics import TopicTemplate
 
@@ -141,13 +141,10 @@ class Recorder:
     def _take(self, topic: str, payload: bytes, received: float) -> None:
         if self.done.is_set():
             return
-        sensor_id = self.topic.sensor_id(topic)
-        if sensor_id is None:
-            return self._drop(Drop.BAD_SENSOR_ID, topic)
-        reading = self.parser.parse(payload)
-        if isinstance(reading, Drop):
-            return self._drop(reading, topic)
-        ts = received if reading.ts is None else reading.ts
+        message = read_message(self.topic, self.parser, topic, payload, received)
+        if isinstance(message, Drop):
+            return self._drop(message, topic)
+        sensor_id, ts, reading = message
         with self._lock:
             last = self._last.pop(sensor_id, None)
             if last is not None and ts <= last:

@@ -27,7 +27,7 @@ from sensorcast.handoff import ReadyQueue
 from sensorcast.metrics import Metrics
 from sensorcast.models.bundle import Bundle, BundleMeta, load_bundle
 from sensorcast.mqttio import MQTTLink
-from sensorcast.readings import Drop, PayloadParser
+from sensorcast.readings import Drop, PayloadParser, read_message
 from sensorcast.runner import Forecaster
 from sensorcast.state import load_snapshot, save_snapshot
 from sensorcast.systemd import Notifier
@@ -165,13 +165,10 @@ class Service:
             log.exception("unexpected error handling a message on %r", topic[:200])
 
     def _ingest(self, topic: str, payload: bytes, received: float) -> None:
-        sensor_id = self.input.sensor_id(topic)
-        if sensor_id is None:
-            return self._drop(Drop.BAD_SENSOR_ID, topic)
-        reading = self.parser.parse(payload)
-        if isinstance(reading, Drop):
-            return self._drop(reading, topic)
-        ts = received if reading.ts is None else reading.ts
+        message = read_message(self.input, self.parser, topic, payload, received)
+        if isinstance(message, Drop):
+            return self._drop(message, topic)
+        sensor_id, ts, reading = message
         with self.lock:
             previous = self.table.last_ts(sensor_id)
             result = self.table.push(sensor_id, ts, reading.values, received)
