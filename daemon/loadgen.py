@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from sensorcast.benchwire import PUBLISH, SUBACK, WireClient, split_publish, varint
@@ -138,6 +138,23 @@ class Collector:
                 self.progress.wait(timeout)
 
 
+def paced_batches(rate: float, duration: float, start: float) -> Iterator[tuple[float, int]]:
+    """(now, how many to send now) so that `rate` items/s go out for `duration` s from `start`.
+
+    Sleeps until the next item is due; sends what fell due at once when behind.
+    """
+    total = max(1, int(rate * duration))
+    done = 0
+    while done < total:
+        now = time.perf_counter()
+        due = min(total, int((now - start) * rate) + 1) - done
+        if due <= 0:
+            time.sleep(max(0.0, start + done / rate - now))
+            continue
+        yield now, due
+        done += due
+
+
 @dataclass
 class Sent:
     """What one generator phase sent: reading numbers [first, last) and their send times."""
@@ -238,19 +255,11 @@ class Generator:
         """Send at `rate` readings/s for `duration` s, recording each reading's send time."""
         start = time.perf_counter()
         sent = Sent(self.k, self.k, start, start)
-        total = max(1, int(rate * duration))
-        done = 0
-        while done < total:
-            now = time.perf_counter()
-            due = min(total, int((now - start) * rate) + 1) - done
-            if due <= 0:
-                time.sleep(max(0.0, start + done / rate - now))
-                continue
+        for now, due in paced_batches(rate, duration, start):
             k = self.k
             self._send(due)
             for j in range(k, k + due):
                 sent.times[j] = now
-            done += due
         sent.last, sent.ended = self.k, time.perf_counter()
         return sent
 

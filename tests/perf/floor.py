@@ -19,6 +19,8 @@ from typing import IO
 
 import numpy as np
 
+from sensorcast.loadgen import paced_batches
+
 PAYLOAD = '{"value":21.500,"ts":1700000000.0}'
 
 
@@ -77,17 +79,10 @@ def floor_latency(port: int, rate: float, duration: float) -> tuple[float, float
     reader.start()
     pub = _pub(port, topic, subprocess.PIPE)
     assert pub.stdin is not None
-    total, done, start = int(rate * duration), 0, time.perf_counter()
-    while done < total:
-        now = time.perf_counter()
-        due = min(total, int((now - start) * rate) + 1) - done
-        if due <= 0:
-            time.sleep(max(0.0, start + done / rate - now))
-            continue
+    for _, due in paced_batches(rate, duration, time.perf_counter()):
         stamp = f"{time.time():.6f}\n"
         pub.stdin.write(stamp * due)
         pub.stdin.flush()
-        done += due
     pub.stdin.close()
     pub.wait(10)
     time.sleep(0.5)
