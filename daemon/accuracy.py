@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from sensorcast.metrics import Metrics
 
 ROLLING_WEIGHT = 0.01
 """Weight of the newest error in the rolling means (about the last 100 forecasts)."""
@@ -34,30 +35,15 @@ class OnlineAccuracy:
 
     def __init__(
         self,
-        registry: CollectorRegistry,
+        metrics: Metrics,
         features: list[str],
         targets: list[str],
         model_id: str,
         max_sensors: int,
     ) -> None:
-        self._mae = Gauge(
-            "sensorcast_online_mae",
-            "Rolling MAE of the first forecast step against the realised reading",
-            ["model", "target"],
-            registry=registry,
-        )
-        self._persistence = Gauge(
-            "sensorcast_online_persistence_mae",
-            "Rolling MAE of repeating the last reading, on the same readings",
-            ["model", "target"],
-            registry=registry,
-        )
-        self._scored = Counter(
-            "sensorcast_online_scored",
-            "Forecasts scored against their realised reading",
-            ["model"],
-            registry=registry,
-        )
+        self._mae = metrics.online_mae
+        self._persistence = metrics.online_persistence_mae
+        self._scored = metrics.online_scored
         self._expected: dict[str, Expected] = {}
         self._lock = threading.Lock()
         self.max_sensors = max_sensors

@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from sensorcast.readings import Drop
+from sensorcast.drops import Drop
 
 CADENCE_ALPHA = 0.2
 """Weight of the newest interval in the per-sensor cadence estimate."""

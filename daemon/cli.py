@@ -5,56 +5,40 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sensorcast import __version__
 from sensorcast.errors import ConfigError, UserError
 
 if TYPE_CHECKING:
-    from sensorcast.config import Settings
+    pass
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h; systemd's RestartPreventExitStatus
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s", force=True
-    )
-    logging.getLogger("sensorcast").setLevel(level)
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    from sensorcast.config import load_settings
-
-    overrides: dict[str, Any] = {}
-    if getattr(args, "model", None):
-        overrides["model"] = {"path": args.model}
-    if getattr(args, "log_level", None):
-        overrides["log"] = {"level": args.log_level}
-    return load_settings(args.config, **overrides)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
+    from sensorcast.config import settings_from_args
+    from sensorcast.logs import setup_logging
     from sensorcast.service import Service
+    from sensorcast.signals import capture_signals
 
-    settings: Settings = _settings(args)
-    _setup_logging(settings.log.level)
-    service = Service(settings, reload_settings=lambda: _settings(args))
-    service.install_signal_handlers()
-    return service.run()
+    settings = settings_from_args(args)
+    setup_logging(settings.log.level)
+    service = Service(settings, reload_settings=lambda: settings_from_args(args))
+    with capture_signals(service.on_signal, Service.SIGNALS):
+        return service.run()
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from sensorcast.config import effective_config
+    from sensorcast.config import effective_config, settings_from_args
     from sensorcast.models.bundle import load_bundle
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     bundle = load_bundle(settings.model.path)
     print(json.dumps(effective_config(settings), indent=2))
     print(f"model bundle OK: {bundle.meta.model_id}", file=sys.stderr)
@@ -108,12 +92,12 @@ COMMANDS: dict[str, tuple[str, Callable[[], tuple[Configure, Run]]]] = {
     ),
     "demo": (
         "a private broker, simulated sensors, the daemon and a live view",
-        _module("sensorcast.demo"),
+        _module("sensorcast.demo.command"),
     ),
     "record": ("append incoming readings to a training CSV", _module("sensorcast.record")),
     "bench": (
         "measure throughput, latency, memory and start-up here",
-        _module("sensorcast.bench"),
+        _module("sensorcast.bench.command"),
     ),
 }
 

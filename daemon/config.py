@@ -293,6 +293,17 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         _toml_file.reset(token)
 
 
+def settings_from_args(args: Any) -> Settings:
+    """`load_settings` with the command line's `--config`, `--model` and `--log-level`
+    (attributes of an argparse namespace; absent ones are ignored)."""
+    overrides: dict[str, Any] = {}
+    if getattr(args, "model", None):
+        overrides["model"] = {"path": args.model}
+    if getattr(args, "log_level", None):
+        overrides["log"] = {"level": args.log_level}
+    return load_settings(getattr(args, "config", None), **overrides)
+
+
 def effective_config(settings: Settings) -> dict[str, Any]:
     """The configuration as a plain dict, secrets masked, for `check-config`."""
     data = settings.model_dump(mode="json")

@@ -35,7 +35,7 @@ class ReadyQueue:
 
     def __init__(self, max_pending: int) -> None:
         self.max_pending = max_pending
-        self.superseded = 0
+        self._superseded = 0
         self._items: deque[Pending] = deque()
         self._latest: dict[str, Pending] = {}
         self._cond = threading.Condition()
@@ -55,7 +55,7 @@ class ReadyQueue:
                 if waiting is not None:
                     waiting.window = window
                     waiting.received = received
-                    self.superseded += 1
+                    self._superseded += 1
                     return
             entry = Pending(window, received)
             self._items.append(entry)
@@ -90,6 +90,12 @@ class ReadyQueue:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+    def take_superseded(self) -> int:
+        """Windows replaced by a newer one of the same sensor since the last call."""
+        with self._cond:
+            n, self._superseded = self._superseded, 0
+            return n
 
     def clear(self) -> int:
         with self._cond:

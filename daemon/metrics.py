@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
-from sensorcast.readings import Drop
+from sensorcast.drops import Drop
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+FORECAST_DROPS = ("superseded", "queue_full", "error", "not_finite", "shape")
+"""Why a forecast was not published: coalesced away under overload, the outbound queue was
+full, the model call failed, a non-finite value, a window of another bundle's shape."""
 
 
 class Metrics:
@@ -24,13 +27,16 @@ class Metrics:
         self.forecasts = Counter("sensorcast_forecasts", "Forecasts published", registry=r)
         self.forecasts_dropped = Counter(
             "sensorcast_forecasts_dropped",
-            "Forecasts not published, by reason (superseded, queue_full, error)",
+            "Forecasts not published, by reason",
             ["reason"],
             registry=r,
         )
         self.sensors = Gauge("sensorcast_sensors", "Sensors tracked", registry=r)
         self.evicted = Counter("sensorcast_sensors_evicted", "Sensors evicted", registry=r)
         self.gap_resets = Counter("sensorcast_gap_resets", "Windows reset by a gap", registry=r)
+        self.gap_fills = Counter(
+            "sensorcast_gap_fills", "Gaps filled by repeating the last reading", registry=r
+        )
         self.connected = Gauge("sensorcast_broker_connected", "1 while connected", registry=r)
         self.batch_size = Histogram(
             "sensorcast_batch_size", "Windows per model call", buckets=BATCH_BUCKETS, registry=r
@@ -48,7 +54,27 @@ class Metrics:
             registry=r,
         )
         self.model = Info("sensorcast_model", "The bundle being served", registry=r)
+        self.online_mae = Gauge(
+            "sensorcast_online_mae",
+            "Rolling MAE of the first forecast step against the realised reading",
+            ["model", "target"],
+            registry=r,
+        )
+        self.online_persistence_mae = Gauge(
+            "sensorcast_online_persistence_mae",
+            "Rolling MAE of repeating the last reading, on the same readings",
+            ["model", "target"],
+            registry=r,
+        )
+        self.online_scored = Counter(
+            "sensorcast_online_scored",
+            "Forecasts scored against their realised reading",
+            ["model"],
+            registry=r,
+        )
         self._drop = {reason: self.dropped.labels(reason.value) for reason in Drop}
+        for reason in FORECAST_DROPS:  # every label from the start, so rates work at once
+            self.forecasts_dropped.labels(reason)
 
     def drop(self, reason: Drop) -> None:
         self._drop[reason].inc()

@@ -147,6 +147,15 @@ class MQTTLink:
         info = self.client.publish(topic, payload, qos=1, retain=keep)
         return info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
 
+    def alive(self) -> bool:
+        """paho's network thread is running (it reconnects by itself while it does)."""
+        thread = getattr(self.client, "_thread", None)
+        return thread is not None and bool(thread.is_alive())
+
+    def flushed(self) -> bool:
+        """Nothing is waiting to be sent or acknowledged."""
+        return not self.client._out_messages
+
     def stop_input(self) -> None:
         """Stop taking readings; later ones stay unacknowledged for the next session."""
         self._accepting = False
@@ -158,7 +167,7 @@ class MQTTLink:
         if self.connected.is_set() and self._persistent:
             info = self.client.publish(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
             while time.monotonic() < deadline and self.connected.is_set():
-                if info.is_published() and not self.client._out_messages:
+                if info.is_published() and self.flushed():
                     break
                 time.sleep(0.01)
         self.client.disconnect()

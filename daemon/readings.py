@@ -12,30 +12,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
+from sensorcast.drops import Drop
 from sensorcast.topics import TopicTemplate
 
 FLOAT32_MAX = 3.4028234663852886e38
 MAX_TS = 253402300799.0  # 9999-12-31T23:59:59Z
-
-
-class Drop(StrEnum):
-    """Why an incoming message was not accepted; the label of the drop counter."""
-
-    TOO_LARGE = "too_large"
-    NOT_UTF8 = "not_utf8"
-    NOT_JSON = "not_json"
-    TOO_DEEP = "too_deep"
-    WRONG_TYPE = "wrong_type"
-    MISSING_FEATURE = "missing_feature"
-    NOT_FINITE = "not_finite"
-    OVERFLOW = "overflow"
-    BAD_TS = "bad_ts"
-    BAD_SENSOR_ID = "bad_sensor_id"
-    STALE = "stale"
-    EVICTED = "evicted"
 
 
 class _Reject(Exception):

@@ -13,23 +13,22 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any, TextIO
 
-from sensorcast.config import load_settings
+from sensorcast.config import settings_from_args
+from sensorcast.drops import Drop, DropLog
 from sensorcast.errors import UserError
+from sensorcast.logs import setup_logging
 from sensorcast.metrics import Metrics
 from sensorcast.models.bundle import load_bundle
 from sensorcast.mqttio import MQTTLink
-from sensorcast.readings import Drop, PayloadParser, read_message
-from sensorcast.service import DropLog
+from sensorcast.readings import PayloadParser, read_message
+from sensorcast.signals import capture_signals
 from sensorcast.topics import TopicTemplate
 
 log = logging.getLogger(__name__)
@@ -174,15 +173,8 @@ class Recorder:
 
 def run(args: argparse.Namespace) -> int:
     """Record until SIGINT/SIGTERM, `--duration` or `--count`; 0 after a clean stop."""
-    overrides: dict[str, Any] = {}
-    if args.model:
-        overrides["model"] = {"path": args.model}
-    if args.log_level:
-        overrides["log"] = {"level": args.log_level}
-    settings = load_settings(args.config, **overrides)
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=settings.log.level, stream=sys.stderr, format=fmt, force=True)
-    logging.getLogger("sensorcast").setLevel(settings.log.level)
+    settings = settings_from_args(args)
+    setup_logging(settings.log.level)
     if args.duration < 0 or args.count < 0:
         raise UserError("--duration and --count must be 0 (no limit) or more")
     meta = load_bundle(settings.model.path).meta
@@ -211,22 +203,21 @@ def run(args: argparse.Namespace) -> int:
         persistent=False,
     )
     stop = recorder.done
-    restore = _install_signals(stop)
     try:
-        link.start()
-        deadline = time.monotonic() + args.duration if args.duration else float("inf")
-        announced = False
-        while not stop.wait(FLUSH_EVERY) and time.monotonic() < deadline:
-            if not announced and link.subscribed.is_set():
-                log.info("recording %s from %s", topic.subscription, link.endpoint)
-                announced = True
-            recorder.write(out)
-        stop.set()
-        link.stop(timeout=1.0)
+        with capture_signals(lambda sig: stop.set()):
+            link.start()
+            deadline = time.monotonic() + args.duration if args.duration else float("inf")
+            announced = False
+            while not stop.wait(FLUSH_EVERY) and time.monotonic() < deadline:
+                if not announced and link.subscribed.is_set():
+                    log.info("recording %s from %s", topic.subscription, link.endpoint)
+                    announced = True
+                recorder.write(out)
+            stop.set()
+            link.stop(timeout=1.0)
     finally:
         recorder.write(out)
         out.close()
-        restore()
     dropped = ", ".join(f"{r.value} {n}" for r, n in recorder.dropped.most_common())
     print(
         f"recorded {recorder.recorded} readings to {args.out}"
@@ -234,20 +225,3 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
-
-
-def _install_signals(stop: threading.Event) -> Callable[[], None]:
-    """SIGINT and SIGTERM set `stop`; returns what puts the previous handlers back."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore

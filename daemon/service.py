@@ -15,24 +15,22 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
 from sensorcast.accuracy import OnlineAccuracy
 from sensorcast.buffer import SensorTable, Window
 from sensorcast.config import Settings
 from sensorcast.discovery import HomeAssistantDiscovery
+from sensorcast.drops import Drop, DropLog
 from sensorcast.errors import UserError
-from sensorcast.forecasts import ForecastEncoder
 from sensorcast.handoff import ReadyQueue
+from sensorcast.inference import InferenceWorker, ServedBundle
 from sensorcast.metrics import Metrics
 from sensorcast.models.bundle import Bundle, BundleMeta, load_bundle
 from sensorcast.mqttio import MQTTLink
-from sensorcast.readings import Drop, PayloadParser, read_message
-from sensorcast.runner import Forecaster
+from sensorcast.readings import PayloadParser, read_message
 from sensorcast.state import load_snapshot, save_snapshot
 from sensorcast.systemd import Notifier
 from sensorcast.topics import TopicTemplate
-from sensorcast.worker import InferenceWorker, Model
 
 log = logging.getLogger(__name__)
 
@@ -40,29 +38,8 @@ TICK = 0.5
 """Seconds between housekeeping rounds of the main thread."""
 
 
-class DropLog:
-    """Logs dropped input at most once per `interval` seconds per reason, with counts."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._last: dict[Drop, float] = {}
-        self._suppressed: dict[Drop, int] = {}
-
-    def __call__(self, reason: Drop, topic: str) -> None:
-        now = time.monotonic()
-        last = self._last.get(reason)
-        if last is not None and now - last < self.interval:
-            self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
-            return
-        self._last[reason] = now
-        more = self._suppressed.pop(reason, 0)
-        extra = f" (and {more} more since the last report)" if more else ""
-        log.warning("dropped a reading on %r: %s%s", topic[:200], reason.value, extra)
-
-
-def build_model(bundle: Bundle, settings: Settings) -> Model:
-    forecaster = Forecaster(bundle, backend=settings.model.backend, threads=settings.model.threads)
-    return Model(forecaster=forecaster, encoder=ForecastEncoder(bundle.meta))
+def _served(bundle: Bundle, settings: Settings) -> ServedBundle:
+    return ServedBundle.load(bundle, settings.model.backend, settings.model.threads)
 
 
 class Service:
@@ -75,7 +52,7 @@ class Service:
         self.notifier = Notifier()
         bundle = load_bundle(settings.model.path)
         self.meta: BundleMeta = bundle.meta
-        model = build_model(bundle, settings)
+        served = _served(bundle, settings)
         self.input = TopicTemplate(settings.input.topic, allow_wildcards=True)
         self.output = TopicTemplate(settings.output.topic, allow_wildcards=False)
         self.parser = self._make_parser(bundle.meta)
@@ -91,7 +68,7 @@ class Service:
             retain_forecasts=settings.output.retain,
         )
         self.accuracy = OnlineAccuracy(
-            self.metrics.registry,
+            self.metrics,
             bundle.meta.features,
             bundle.meta.targets,
             bundle.meta.model_id,
@@ -99,7 +76,7 @@ class Service:
         )
         self.worker = InferenceWorker(
             self.queue,
-            model,
+            served,
             self.link.publish,
             self.output,
             self.metrics,
@@ -194,14 +171,15 @@ class Service:
     def request_reload(self, *_: object) -> None:
         self._reload_requested.set()
 
-    def install_signal_handlers(self) -> None:
-        def on_exit(signum: int, frame: FrameType | None) -> None:
-            log.info("received %s, stopping", signal.Signals(signum).name)
-            self.should_exit.set()
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    """What `sensorcast run` handles: stop on the first two, reload on SIGHUP."""
 
-        signal.signal(signal.SIGTERM, on_exit)
-        signal.signal(signal.SIGINT, on_exit)
-        signal.signal(signal.SIGHUP, lambda s, f: self.request_reload())
+    def on_signal(self, sig: signal.Signals) -> None:
+        if sig == signal.SIGHUP:
+            self.request_reload()
+        else:
+            log.info("received %s, stopping", sig.name)
+            self.should_exit.set()
 
     def start(self) -> None:
         """Restore state and start the worker and the connection (non-blocking)."""
@@ -247,8 +225,7 @@ class Service:
 
     def healthy(self) -> bool:
         """The network thread is alive and the worker is not stuck on a batch."""
-        thread = getattr(self.link.client, "_thread", None)
-        net_ok = thread is not None and thread.is_alive()
+        net_ok = self.link.alive()
         busy_since = self.worker.busy_since
         stuck = busy_since is not None and time.monotonic() - busy_since > self.stuck_after
         return net_ok and self.worker.is_alive() and not stuck
@@ -260,11 +237,12 @@ class Service:
                 self.table.evicted += self.table.evict_idle(time.time() - ttl)
             evicted, self.table.evicted = self.table.evicted, 0
             gaps, self.table.gap_resets = self.table.gap_resets, 0
+            fills, self.table.gap_fills = self.table.gap_fills, 0
             self.metrics.sensors.set(len(self.table))
         self.metrics.evicted.inc(evicted)
         self.metrics.gap_resets.inc(gaps)
-        superseded, self.queue.superseded = self.queue.superseded, 0
-        self.metrics.forecasts_dropped.labels("superseded").inc(superseded)
+        self.metrics.gap_fills.inc(fills)
+        self.metrics.forecasts_dropped.labels("superseded").inc(self.queue.take_superseded())
 
     def snapshot(self) -> None:
         state_dir = self.settings.state.dir
@@ -282,7 +260,7 @@ class Service:
         try:
             settings = self._reload_settings() if self._reload_settings else self.settings
             bundle = load_bundle(settings.model.path)
-            model = build_model(bundle, settings)
+            served = _served(bundle, settings)
             parser = self._make_parser(bundle.meta)
         except UserError as exc:
             log.error("reload failed, still serving %s: %s", self.meta.model_id, exc)
@@ -291,7 +269,7 @@ class Service:
         old = self.meta
         same_shape = old.timesteps == bundle.meta.timesteps and old.features == bundle.meta.features
         with self.lock:
-            self.worker.swap(model)
+            self.worker.swap(served)
             self.parser = parser
             self.meta = bundle.meta
             self.settings.model = settings.model

@@ -35,7 +35,7 @@ class ModelShape:
         return "stacked" if self.layers > 1 else "many_to_one"
 
 
-def build_model(shape: ModelShape) -> keras.Model:
+def build_network(shape: ModelShape) -> keras.Model:
     """Many-to-one: LSTM -> Dense(H*K) -> Reshape; stacked: more LSTMs below; seq2seq: per step."""
     import keras
     from keras import layers

@@ -109,7 +109,7 @@ def export_bundle(
 
 def verify_parity(path: Path, windows: NDArray[np.float64], targets: NDArray[np.float64]) -> float:
     """Load the bundle as the daemon does; LiteRT must match `model.keras` on the windows."""
-    from sensorcast.runner import Forecaster
+    from sensorcast.models.runtime import Forecaster
 
     bundle = load_bundle(path)
     reference = Forecaster(bundle, backend="keras").forecast(windows)

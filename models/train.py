@@ -22,7 +22,7 @@ import numpy as np
 
 from sensorcast.errors import UserError
 from sensorcast.models import dataset, export, report
-from sensorcast.models.build import ModelShape, build_model
+from sensorcast.models.build import ModelShape, build_network
 from sensorcast.models.bundle import NAME_PATTERN, Normalisation
 from sensorcast.models.preprocess import Scaler
 
@@ -172,7 +172,7 @@ def fit(
              f"{MAX_TRAIN_Z:g}")  # fmt: skip
     keras.utils.set_random_seed(args.seed)
     tf.config.experimental.enable_op_determinism()  # same seed, same bundle
-    model = build_model(shape)
+    model = build_network(shape)
     model.compile(optimizer=keras.optimizers.Adam(), loss="mse")
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=args.patience, restore_best_weights=True

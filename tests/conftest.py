@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,9 +10,10 @@ import pytest
 
 from sensorcast.config import Settings, load_settings
 from sensorcast.models import DEFAULT_BUNDLE
+from sensorcast.sandbox import ServiceThread
 from sensorcast.service import Service
 
-from .mqtt_helpers import Client, Mosquitto, wait_for
+from .mqtt_helpers import Client, Mosquitto
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,41 +57,21 @@ def daemon_settings(port: int, **sections: Any) -> Settings:
     return load_settings(None, **base)
 
 
-class RunningService:
-    """A `Service` running its main loop on a thread, as `sensorcast run` would."""
-
-    def __init__(self, service: Service) -> None:
-        self.service = service
-        self.exit_code: int | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        self.exit_code = self.service.run()
-
-    def start(self, wait_subscribed: bool = True) -> RunningService:
-        self.thread.start()
-        if wait_subscribed:
-            wait_for(self.service.link.subscribed.is_set, timeout=15)
-        return self
-
-    def stop(self) -> int | None:
-        self.service.request_exit()
-        self.thread.join(timeout=30)
-        return self.exit_code
-
-
 @pytest.fixture
-def run_daemon() -> Iterator[Callable[..., RunningService]]:
-    running: list[RunningService] = []
+def run_daemon() -> Iterator[Callable[..., ServiceThread]]:
+    running: list[ServiceThread] = []
 
-    def start(settings: Settings, wait_subscribed: bool = True) -> RunningService:
-        r = RunningService(Service(settings)).start(wait_subscribed)
+    def start(settings: Settings, wait_subscribed: bool = True) -> ServiceThread:
+        r = ServiceThread(Service(settings))
+        r.start()
         running.append(r)
+        if wait_subscribed and not r.wait_subscribed():
+            raise TimeoutError(f"the daemon did not subscribe: {r.error}")
         return r
 
     yield start
     for r in running:
-        if r.thread.is_alive():
+        if r.is_alive():
             r.stop()
 
 

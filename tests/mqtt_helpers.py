@@ -1,28 +1,19 @@
-"""Test helpers: a real mosquitto on a free port, and small MQTT clients for tests."""
+"""Test helpers: small MQTT clients, polling; the broker is `sensorcast.sandbox.Mosquitto`."""
 
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+from sensorcast.sandbox import Mosquitto, free_port
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["Client", "Mosquitto", "free_port", "wait_for"]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
@@ -35,55 +26,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         if time.monotonic() > deadline:
             raise TimeoutError(f"condition not met within {timeout}s")
         time.sleep(interval)
-
-
-class Mosquitto:
-    """A private mosquitto on 127.0.0.1 that a test can stop, kill and restart on one port."""
-
-    def __init__(self, *, persistence: bool = False, extra: str = "") -> None:
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="sensorcast-mosq-"))
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
-            "set_tcp_nodelay true",
-            "max_queued_messages 100000",
-        ]
-        if persistence:
-            lines += ["persistence true", f"persistence_location {self.dir}/"]
-        self.conf = self.dir / "mosquitto.conf"
-        self.conf.write_text("\n".join(lines) + "\n" + extra)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Mosquitto:
-        log = (self.dir / "mosquitto.log").open("ab")
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log)
-        wait_for(self._accepting, timeout=10)
-        return self
-
-    def _accepting(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"mosquitto exited: {(self.dir / 'mosquitto.log').read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        """Clean stop (SIGTERM): mosquitto saves its persistence file."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def close(self) -> None:
-        self.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Client:

@@ -1,13 +1,7 @@
-"""Run a `sensorcast` subcommand as a real process and follow its output line by line.
-
-Until a command is wired into `sensorcast.cli`, its module's `configure_parser`
-and `run` are driven the way the CLI drives them (same exit codes); once it is
-wired, the real `python -m sensorcast COMMAND` runs instead.
-"""
+"""Run a `sensorcast` subcommand as a real process and follow its output line by line."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -18,45 +12,14 @@ from ..mqtt_helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
-RUNNER = """
-import argparse, importlib, sys
-from sensorcast.errors import ConfigError, UserError
-name = sys.argv[1]
-parser = argparse.ArgumentParser(prog="sensorcast " + name)
-module = importlib.import_module("sensorcast." + name)
-module.configure_parser(parser)
-try:
-    sys.exit(module.run(parser.parse_args(sys.argv[2:])))
-except ConfigError as exc:
-    print(f"sensorcast: config error: {exc}", file=sys.stderr)
-    sys.exit(78)
-except UserError as exc:
-    print(f"sensorcast: error: {exc}", file=sys.stderr)
-    sys.exit(1)
-except KeyboardInterrupt:
-    sys.exit(130)
-"""
-
-
-def wired(name: str) -> bool:
-    """Whether `sensorcast NAME` exists in the CLI."""
-    from sensorcast.cli import build_parser
-
-    for action in build_parser()._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return name in action.choices
-    return False
-
-
 class Command:
     """`sensorcast NAME ARGS...` as a child process; stdout and stderr are collected."""
 
     def __init__(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
-        head = ["-m", "sensorcast", name] if wired(name) else ["-c", RUNNER, name]
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, *head, *args],
+            [sys.executable, "-m", "sensorcast", name, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

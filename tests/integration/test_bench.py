@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sensorcast import bench
+from sensorcast.bench import command as bench
 from sensorcast.models import DEFAULT_BUNDLE
 
 

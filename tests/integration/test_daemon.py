@@ -167,7 +167,7 @@ def test_a_slow_model_does_not_break_the_keepalive(broker, client_factory, run_d
     settings = daemon_settings(broker.port, mqtt={"keepalive": 5})
     daemon = run_daemon(settings)
     service = daemon.service
-    runner = service.worker._model.forecaster.runner
+    runner = service.worker._served.forecaster.backend
     fast_predict = runner.predict
 
     def slow_predict(x: Any) -> Any:
@@ -188,7 +188,7 @@ def test_a_slow_model_does_not_break_the_keepalive(broker, client_factory, run_d
 
 def test_the_tensorflow_backend_serves_the_same_forecasts(broker, client_factory, run_daemon):
     pytest.importorskip("tensorflow")
-    from sensorcast.runner import Forecaster
+    from sensorcast.models.runtime import Forecaster
 
     settings = daemon_settings(broker.port, model={"backend": "keras"})
     daemon = run_daemon(settings)

@@ -78,7 +78,7 @@ def test_watchdog_is_withheld_while_inference_hangs(
     service = daemon.service
     service.stuck_after = 1.0
     wait_for(lambda: notify_socket.saw("WATCHDOG=1"))
-    runner = service.worker._model.forecaster.runner
+    runner = service.worker._served.forecaster.backend
     fast = runner.predict
     release = time.monotonic() + 6
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from floor import available, floor_latency, floor_rate
 
-from sensorcast.bench import Broker, Load, Result, Target, format_table, measure
-from sensorcast.benchprocs import sensorcast_target, workdir
+from sensorcast.bench.command import Load, Result, Target, format_table, measure, start_broker
+from sensorcast.bench.systems import sensorcast_target, workdir
 from sensorcast.models import DEFAULT_BUNDLE
 from sensorcast.models.bundle import BundleMeta, load_bundle
 
@@ -132,7 +132,7 @@ def main() -> int:
     wd = workdir()
     passes: list[dict[str, Result]] = []
     for nodelay in (False, True):
-        broker = Broker(nodelay=nodelay, workdir=wd).start()
+        broker = start_broker(nodelay)
         results: dict[str, Result] = {}
         try:
             floor = Result("mosquitto C clients")
@@ -151,7 +151,7 @@ def main() -> int:
                     logdir=wd, progress=lambda m: print(f"compare: {m}", file=sys.stderr),
                 )  # fmt: skip
         finally:
-            broker.stop()
+            broker.close()
         passes.append(results)
         setting = "true" if nodelay else "false"
         print(f"\nmosquitto set_tcp_nodelay {setting}, {args.sensors} sensors, {meta.model_id}")

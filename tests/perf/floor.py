@@ -19,7 +19,7 @@ from typing import IO
 
 import numpy as np
 
-from sensorcast.loadgen import paced_batches
+from sensorcast.bench.load import paced_batches
 
 PAYLOAD = '{"value":21.500,"ts":1700000000.0}'
 

@@ -13,7 +13,7 @@ from sensorcast.models import dataset
 from sensorcast.models.bundle import Bundle, load_bundle
 from sensorcast.models.export import target_scale
 from sensorcast.models.preprocess import Scaler
-from sensorcast.runner import Forecaster
+from sensorcast.models.runtime import Forecaster
 
 from .conftest import SHAPES, BundleCache, Trained
 

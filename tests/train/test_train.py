@@ -12,7 +12,7 @@ pytest.importorskip("tensorflow")
 
 from sensorcast.errors import UserError
 from sensorcast.models import export, report, train
-from sensorcast.models.build import ModelShape, build_model
+from sensorcast.models.build import ModelShape, build_network
 from sensorcast.models.bundle import load_bundle
 
 from .conftest import SHAPES, BundleCache, train_args
@@ -88,7 +88,7 @@ def test_failed_export_leaves_the_previous_bundle(
         raise export.ExportError("model.tflite disagrees with model.keras")
 
     monkeypatch.setattr(export, "verify_parity", disagree)
-    model = build_model(ModelShape(timesteps=12, features=1, horizon=2, targets=1, units=4))
+    model = build_network(ModelShape(timesteps=12, features=1, horizon=2, targets=1, units=4))
     fields = load_bundle(previous).meta.model_dump(exclude={"files", "content_hash"})
     del fields["schema_version"]
     windows = np.zeros((4, 12, 1))

@@ -9,13 +9,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from sensorcast.accuracy import OnlineAccuracy
+from sensorcast.metrics import Metrics
 
 
 def make(targets: list[str] | None = None) -> tuple[OnlineAccuracy, CollectorRegistry]:
-    registry = CollectorRegistry()
+    metrics = Metrics()
     features = ["temperature", "humidity"]
-    acc = OnlineAccuracy(registry, features, targets or ["temperature"], "m@1", max_sensors=10)
-    return acc, registry
+    acc = OnlineAccuracy(metrics, features, targets or ["temperature"], "m@1", max_sensors=10)
+    return acc, metrics.registry
 
 
 def value(registry: CollectorRegistry, name: str, target: str = "temperature") -> float | None:
@@ -55,8 +56,9 @@ def test_rolling_mean_moves_slowly_and_each_forecast_counts_once():
 
 
 def test_targets_that_are_not_features_are_not_scored():
-    registry = CollectorRegistry()
-    acc = OnlineAccuracy(registry, ["temperature"], ["co2"], "m@1", max_sensors=10)
+    metrics = Metrics()
+    registry = metrics.registry
+    acc = OnlineAccuracy(metrics, ["temperature"], ["co2"], "m@1", max_sensors=10)
     acc.expect("s", 1.0, np.array([[500.0]]), np.array([[20.0]]))
     acc.observe("s", 1.0, (21.0,))
     assert registry.get_sample_value("sensorcast_online_scored_total", {"model": "m@1"}) == 0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sensorcast.buffer import CADENCE_ALPHA, SensorTable, Window
-from sensorcast.readings import Drop
+from sensorcast.drops import Drop
 
 
 def feed(table: SensorTable, sid: str, readings: list[tuple[float, float]]) -> list[object]:

@@ -7,7 +7,7 @@ import pytest
 
 from sensorcast.models import DATA_DIR, DEFAULT_BUNDLE, dataset
 from sensorcast.models.bundle import Bundle, load_bundle
-from sensorcast.runner import Forecaster
+from sensorcast.models.runtime import Forecaster
 
 REAL_SERIES = ("co2_maunaloa", "room_temperature", "room_humidity", "room_light", "room_co2")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sensorcast.fleet import CATALOGUE, DAY_S, make_fleet
+from sensorcast.demo.fleet import CATALOGUE, DAY_S, make_fleet
 
 RANGES = {
     "office-temp": (15, 28),

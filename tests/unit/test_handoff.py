@@ -60,7 +60,7 @@ def test_below_max_pending_every_window_of_a_sensor_is_kept() -> None:
         q.put(win("a", v), 0.0)
     batch = q.take(10)
     assert [p.window.values[0, 0] for p in batch] == [0.0, 1.0, 2.0]
-    assert q.superseded == 0
+    assert q.take_superseded() == 0
 
 
 def test_take_blocks_until_put() -> None:
@@ -106,7 +106,7 @@ def test_coalescing_beyond_max_pending_replaces_waiting_window_in_place() -> Non
     q.put(win("a", 2.0, ts=2.0), 13.0)  # full: a's waiting window is replaced
     q.put(win("a", 3.0, ts=3.0), 14.0)
     assert len(q) == 3
-    assert q.superseded == 2
+    assert q.take_superseded() == 2
     batch = q.take(10)
     assert ids(batch) == ["a", "b", "c"]  # a keeps its place in line
     a = batch[0]
@@ -120,7 +120,7 @@ def test_new_sensor_beyond_max_pending_is_still_queued() -> None:
     q.put(win("b"), 0.0)
     q.put(win("c"), 0.0)
     assert len(q) == 3
-    assert q.superseded == 0
+    assert q.take_superseded() == 0
     assert ids(q.take(10)) == ["a", "b", "c"]
 
 
@@ -153,7 +153,7 @@ def test_memory_stays_bounded_and_newest_reading_of_each_sensor_survives() -> No
             for p in taken:
                 if latest.get(p.window.sensor_id) == p.window.ts:
                     del latest[p.window.sensor_id]
-    assert q.superseded == puts - len(q)
+    assert q.take_superseded() == puts - len(q)
     queued = q.take(10_000)
     newest: dict[str, float] = {}
     for p in queued:

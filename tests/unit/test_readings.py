@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from sensorcast.readings import FLOAT32_MAX, MAX_TS, Drop, PayloadParser, Reading
+from sensorcast.drops import Drop
+from sensorcast.readings import FLOAT32_MAX, MAX_TS, PayloadParser, Reading
 
 TS = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 

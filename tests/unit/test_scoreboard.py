@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sensorcast.scoreboard import Scoreboard
+from sensorcast.demo.scoreboard import Scoreboard
 
 T0 = 1_700_000_000.0
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from sensorcast.buffer import SensorTable, Window
+from sensorcast.drops import Drop
 from sensorcast.models.bundle import BundleMeta
-from sensorcast.readings import Drop
 from sensorcast.state import SNAPSHOT_FILE, load_snapshot, save_snapshot
 
 TIMESTEPS = 4

@@ -1,10 +1,10 @@
 """Model backends: run normalised windows through a bundle's model.
 
-`TFLiteRunner` (the default) serves `model.tflite` with LiteRT and needs no
+`LiteRTBackend` (the default) serves `model.tflite` with LiteRT and needs no
 TensorFlow. The exported model has one fixed-batch signature per size in
 `bundle.tflite.batch_sizes` (LiteRT cannot resize a converted LSTM's batch), so
 a batch of any size is split into signature calls by `plan_batches`, padding
-the last chunk when that is cheaper than more calls. `KerasRunner` serves
+the last chunk when that is cheaper than more calls. `KerasBackend` serves
 `model.keras` with TensorFlow, for users who have it and for comparison.
 
 A runner is not thread-safe: the inference worker owns it.
@@ -48,7 +48,7 @@ def plan_batches(n: int, sizes: tuple[int, ...]) -> list[int]:
     return [top] * full + list(_plan_table(sizes)[rest])
 
 
-class Runner(Protocol):
+class Backend(Protocol):
     """Runs normalised windows (n, timesteps, features) to outputs (n, horizon, targets)."""
 
     meta: BundleMeta
@@ -56,7 +56,7 @@ class Runner(Protocol):
     def predict(self, x: NDArray[np.float32]) -> NDArray[np.float32]: ...
 
 
-class TFLiteRunner:
+class LiteRTBackend:
     """Serves `model.tflite` with LiteRT."""
 
     def __init__(self, bundle: Bundle, threads: int = 1) -> None:
@@ -112,7 +112,7 @@ class TFLiteRunner:
         return out
 
 
-class KerasRunner:
+class KerasBackend:
     """Serves `model.keras` with TensorFlow (needs the `[train]` extra)."""
 
     def __init__(self, bundle: Bundle) -> None:
@@ -143,12 +143,20 @@ class Forecaster:
     def __init__(self, bundle: Bundle, backend: str = "litert", threads: int = 1) -> None:
         self.meta = bundle.meta
         self.scaler = Scaler(bundle.meta.normalisation, bundle.meta.features, bundle.meta.targets)
-        self.runner: Runner = (
-            KerasRunner(bundle) if backend == "keras" else TFLiteRunner(bundle, threads=threads)
+        self.backend: Backend = (
+            KerasBackend(bundle) if backend == "keras" else LiteRTBackend(bundle, threads=threads)
         )
 
     def forecast(self, windows: NDArray[np.floating]) -> NDArray[np.float64]:
         """(n, timesteps, features) raw readings to (n, horizon, targets) forecasts."""
+        return self.forecast_scaled(windows)[0]
+
+    def forecast_scaled(
+        self, windows: NDArray[np.floating]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Forecasts and each window's scale per target, shaped (n, 1, targets): errors
+        divided by it are in the normalised units of the bundle's calibration."""
         x, ctx = self.scaler.transform(windows)
-        out: NDArray[np.float64] = self.scaler.inverse(self.runner.predict(x), ctx)
-        return out
+        out: NDArray[np.float64] = self.scaler.inverse(self.backend.predict(x), ctx)
+        scale = np.broadcast_to(ctx.scale, (out.shape[0], 1, out.shape[2]))
+        return out, scale

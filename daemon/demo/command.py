@@ -20,9 +20,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import FrameType
 
-from rich.console import Console, RenderableType
+from sensorcast.errors import UserError
+
+try:
+    from rich.console import Console, RenderableType
+except ImportError:  # the gateway runtime has no demo dependencies
+    raise UserError(
+        "sensorcast demo needs the [demo] extra: pip install 'sensorcast[demo]'"
+    ) from None
 
 from sensorcast.config import (
     InferenceConfig,
@@ -35,14 +41,17 @@ from sensorcast.config import (
     Settings,
     StateConfig,
 )
-from sensorcast.demo_view import DemoInfo, live_view, plain_report, summary
+from sensorcast.demo.broker import start_broker
+from sensorcast.demo.fleet import FleetPublisher, make_fleet
+from sensorcast.demo.scoreboard import Scoreboard, ScoreboardClient
+from sensorcast.demo.view import DemoInfo, live_view, plain_report, summary
 from sensorcast.errors import UserError
-from sensorcast.fleet import FleetPublisher, make_fleet
+from sensorcast.logs import setup_logging
 from sensorcast.models import DEFAULT_BUNDLE
 from sensorcast.models.bundle import BundleMeta, load_bundle
-from sensorcast.private_broker import start_broker
-from sensorcast.scoreboard import Scoreboard, ScoreboardClient
+from sensorcast.sandbox import ServiceThread
 from sensorcast.service import Service
+from sensorcast.signals import capture_signals
 from sensorcast.topics import TopicTemplate
 
 CLIENT_ID = "sensorcast-demo"
@@ -111,46 +120,6 @@ def _check(args: argparse.Namespace) -> tuple[Path, BundleMeta]:
     return path, meta
 
 
-class DaemonThread(threading.Thread):
-    """The daemon's main loop on a thread, as `sensorcast run` runs it on the main one."""
-
-    def __init__(self, service: Service) -> None:
-        super().__init__(name="sensorcast-demo-daemon", daemon=True)
-        self.service = service
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.service.run()
-        except BaseException as exc:  # reported by the demo's main loop
-            self.error = exc
-
-    def stop(self) -> None:
-        """Drain: the daemon finishes queued windows, publishes `offline`, disconnects."""
-        self.service.request_exit()
-        self.join(timeout=30)
-
-
-def _install_signals(stop: threading.Event) -> Callable[[], None]:
-    """SIGINT/SIGTERM/SIGHUP set `stop`; a second one interrupts; returns the restorer."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {s: signal.signal(s, handler) for s in sigs}
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore
-
-
 def _wait(ready: Callable[[], bool], stop: threading.Event, what: str) -> bool:
     """Wait for `ready` until the startup timeout; False if the user stopped the demo first."""
     deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -188,8 +157,7 @@ def _setup_logging(console: Console | None) -> None:
         handler = RichHandler(console=console, show_path=False)
         logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
         return
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format=fmt, force=True)
+    setup_logging(logging.WARNING)
     logging.getLogger("sensorcast").setLevel(logging.INFO)
 
 
@@ -199,10 +167,10 @@ def _start(
     meta: BundleMeta,
     stop: threading.Event,
     stack: contextlib.ExitStack,
-) -> tuple[DemoInfo, Scoreboard, DaemonThread] | None:
+) -> tuple[DemoInfo, Scoreboard, ServiceThread] | None:
     """Broker, view client, daemon, fleet, in that order; each registers its stop on `stack`."""
     broker = start_broker(args.broker)
-    stack.callback(broker.stop)
+    stack.callback(broker.close)
     settings = demo_settings(broker.port, broker.protocol, path)
     readings = TopicTemplate(settings.input.topic, allow_wildcards=False)
     forecasts = TopicTemplate(settings.output.topic, allow_wildcards=False)
@@ -211,7 +179,7 @@ def _start(
     board = Scoreboard([s.sensor_id for s in sensors])
     view = ScoreboardClient(board, broker.port, readings, forecasts, feature)
     stack.callback(view.close)
-    daemon = DaemonThread(Service(settings))
+    daemon = ServiceThread(Service(settings))
     daemon.start()
     stack.callback(daemon.stop)
     subscribed = daemon.service.link.subscribed
@@ -246,7 +214,7 @@ def _start(
 def _show(
     info: DemoInfo,
     board: Scoreboard,
-    daemon: DaemonThread,
+    daemon: ServiceThread,
     stop: threading.Event,
     duration: float,
     console: Console | None,
@@ -288,8 +256,13 @@ def run(args: argparse.Namespace) -> int:
     console = Console() if args.live and sys.stdout.isatty() else None
     _setup_logging(console)
     stop = threading.Event()
-    restore_signals = _install_signals(stop)
-    try:
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():  # a second Ctrl-C skips the waiting
+            raise KeyboardInterrupt
+        stop.set()
+
+    with capture_signals(on_signal, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)):
         with contextlib.ExitStack() as stack:
             started = _start(args, path, meta, stop, stack)
             if started is None:
@@ -298,6 +271,4 @@ def run(args: argparse.Namespace) -> int:
             _show(info, board, daemon, stop, args.duration, console)
         for line in summary(board, info):
             print(line, flush=True)
-    finally:
-        restore_signals()
     return 0

@@ -19,14 +19,23 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sensorcast.benchprocs import Broker, Target, sensorcast_target, workdir
-from sensorcast.benchrun import Load, Result, measure, prefill_snapshot
+from sensorcast.bench.measure import Load, Result, measure, prefill_snapshot
+from sensorcast.bench.systems import Target, sensorcast_target, workdir
 from sensorcast.errors import UserError
+from sensorcast.sandbox import Mosquitto
 
-__all__ = ["Broker", "Load", "Result", "Target", "format_table", "measure", "run"]
+__all__ = ["Load", "Result", "Target", "format_table", "measure", "run"]
 
 PREFILL_ABOVE = 200_000
 """Warm-up readings beyond which the daemon starts from a snapshot of full windows instead."""
+
+
+def start_broker(nodelay: bool) -> Mosquitto:
+    """A private mosquitto that queues the bench's warm-up bursts and backlogs."""
+    try:
+        return Mosquitto(nodelay=nodelay, max_queued=1_000_000).start()
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise UserError(f"{exc}; or pass --host/--port of a running broker") from None
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -166,12 +175,12 @@ def _run(args: argparse.Namespace) -> Result:
         raise UserError("--sensors, --duration and --rate must be positive")
     overrides = _overrides(args.set)
     wd = workdir()
-    broker: Broker | None = None
+    broker: Mosquitto | None = None
     try:
         if args.host:
             host, port = args.host, args.port
         else:
-            broker = Broker(nodelay=args.tcp_nodelay, workdir=wd).start()
+            broker = start_broker(args.tcp_nodelay)
             host, port = broker.host, broker.port
         prefill = args.prefill
         if prefill is None:
@@ -224,6 +233,6 @@ def _run(args: argparse.Namespace) -> Result:
         )
     finally:
         if broker is not None:
-            broker.stop()
+            broker.close()
     shutil.rmtree(wd, ignore_errors=True)
     return result

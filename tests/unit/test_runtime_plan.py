@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sensorcast.runner import CALL_OVERHEAD_WINDOWS, plan_batches
+from sensorcast.models.runtime import CALL_OVERHEAD_WINDOWS, plan_batches
 
 SIZES = (1, 4, 16, 64, 256)
 

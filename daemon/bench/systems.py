@@ -1,4 +1,4 @@
-"""Processes the benchmark runs: a private mosquitto, and the systems under test.
+"""The systems under test the benchmark runs, each as its own process.
 
 Each system under test is its own process, so its resident memory and start-up
 time are its own. Start-up ends when its status topic says `online`: every
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,55 +18,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sensorcast.loadgen import Collector
-from sensorcast.private_broker import find_mosquitto
+from sensorcast.bench.load import Collector
+from sensorcast.sandbox import free_port
 
 START_TIMEOUT = 120.0
 """Seconds a system under test may take to subscribe (TensorFlow imports are slow)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Broker:
-    """A private mosquitto on 127.0.0.1, tuned to queue the bench's warm-up bursts."""
-
-    def __init__(self, *, nodelay: bool = False, workdir: Path) -> None:
-        self.host = "127.0.0.1"
-        self.port = free_port()
-        self.nodelay = nodelay
-        self._dir = workdir
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 10.0) -> Broker:
-        binary = find_mosquitto()
-        if binary is None:
-            raise FileNotFoundError("mosquitto is not installed; pass --host/--port of a broker")
-        conf = self._dir / f"mosquitto-{self.port}.conf"
-        conf.write_text(
-            f"listener {self.port} {self.host}\nallow_anonymous true\n"
-            f"set_tcp_nodelay {'true' if self.nodelay else 'false'}\n"
-            "max_queued_messages 1000000\n"
-        )
-        log = (self._dir / f"mosquitto-{self.port}.log").open("ab")
-        self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                socket.create_connection((self.host, self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                if self._proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mosquitto did not start; see {log.name}") from None
-                time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            self._proc.wait(10)
 
 
 @dataclass

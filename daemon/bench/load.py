@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from sensorcast.benchwire import PUBLISH, SUBACK, WireClient, split_publish, varint
+from sensorcast.bench.wire import PUBLISH, SUBACK, WireClient, split_publish, varint
 
 T0 = 1_700_000_000.0
 CADENCE = 60.0

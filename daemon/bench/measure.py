@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from sensorcast.benchprocs import RunningTarget, Target
-from sensorcast.benchwire import WireClient
-from sensorcast.loadgen import CADENCE, T0, Collector, Fleet, Generator, Sent, decode_outputs
+from sensorcast.bench.load import CADENCE, T0, Collector, Fleet, Generator, Sent, decode_outputs
+from sensorcast.bench.systems import RunningTarget, Target
+from sensorcast.bench.wire import WireClient
 
 _runs = itertools.count(1)
 

@@ -14,7 +14,8 @@ from sensorcast.accuracy import OnlineAccuracy
 from sensorcast.forecasts import ForecastEncoder
 from sensorcast.handoff import Pending, ReadyQueue
 from sensorcast.metrics import Metrics
-from sensorcast.runner import Forecaster
+from sensorcast.models.bundle import Bundle
+from sensorcast.models.runtime import Forecaster
 from sensorcast.topics import TopicTemplate
 
 log = logging.getLogger(__name__)
@@ -27,11 +28,17 @@ Publish = Callable[[str, bytes], bool]
 
 
 @dataclass(frozen=True)
-class Model:
-    """What the worker serves: swapped as a whole on reload."""
+class ServedBundle:
+    """What the worker serves, swapped as a whole on reload: the bundle's forecaster
+    (raw windows to forecasts) and its payload encoder."""
 
     forecaster: Forecaster
     encoder: ForecastEncoder
+
+    @classmethod
+    def load(cls, bundle: Bundle, backend: str = "litert", threads: int = 1) -> ServedBundle:
+        forecaster = Forecaster(bundle, backend=backend, threads=threads)
+        return cls(forecaster=forecaster, encoder=ForecastEncoder(bundle.meta))
 
 
 class InferenceWorker(threading.Thread):
@@ -40,7 +47,7 @@ class InferenceWorker(threading.Thread):
     def __init__(
         self,
         queue: ReadyQueue,
-        model: Model,
+        served: ServedBundle,
         publish: Publish,
         output: TopicTemplate,
         metrics: Metrics,
@@ -58,14 +65,14 @@ class InferenceWorker(threading.Thread):
         self.accuracy = accuracy
         self.busy_since: float | None = None
         """When the batch in progress started; None while waiting for windows."""
-        self._model = model
-        self._next_model: Model | None = None
+        self._served = served
+        self._next: ServedBundle | None = None
         self._publish = publish
         self._stopped = False
 
-    def swap(self, model: Model) -> None:
-        """Serve `model` from the next batch on."""
-        self._next_model = model
+    def swap(self, served: ServedBundle) -> None:
+        """Serve `served` from the next batch on."""
+        self._next = served
 
     def stop(self) -> None:
         """Finish what is queued, then end."""
@@ -85,8 +92,8 @@ class InferenceWorker(threading.Thread):
                 if self._stopped:
                     return
                 continue
-            if self._next_model is not None:
-                self._model, self._next_model = self._next_model, None
+            if self._next is not None:
+                self._served, self._next = self._next, None
             self.busy_since = time.monotonic()
             try:
                 self._serve(batch)
@@ -98,20 +105,23 @@ class InferenceWorker(threading.Thread):
                 served = time.perf_counter() - started
 
     def _serve(self, batch: list[Pending]) -> None:
-        model = self._model
-        meta = model.forecaster.meta
+        served = self._served
+        meta = served.forecaster.meta
         shape = (meta.timesteps, len(meta.features))
-        batch = [p for p in batch if p.window.values.shape == shape]
+        fits = [p for p in batch if p.window.values.shape == shape]
+        if len(fits) < len(batch):  # made before a reload changed the window shape
+            self.metrics.forecasts_dropped.labels("shape").inc(len(batch) - len(fits))
+            batch = fits
         if not batch:
             return
         windows = np.stack([p.window.values for p in batch])
         started = time.perf_counter()
-        forecasts = model.forecaster.forecast(windows)
+        forecasts = served.forecaster.forecast(windows)
         self.metrics.inference_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(len(batch))
         published = 0
         try:
-            payloads = model.encoder.encode_each([p.window for p in batch], forecasts)
+            payloads = served.encoder.encode_each([p.window for p in batch], forecasts)
             for entry, payload in zip(batch, payloads, strict=True):
                 if payload is None:
                     self.metrics.forecasts_dropped.labels("not_finite").inc()

@@ -11,8 +11,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from sensorcast.fleet import SimulatedSensor
-from sensorcast.scoreboard import Scoreboard, SensorScore
+from sensorcast.demo.fleet import SimulatedSensor
+from sensorcast.demo.scoreboard import Scoreboard, SensorScore
 
 WIDE = 110
 """From this many columns on, the table shows the extra columns."""
