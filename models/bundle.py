@@ -20,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from sensorcast.errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Written by this sensorcast. Version 1 (no interval calibration) is still read."""
+READABLE_SCHEMAS = (1, 2)
 META_FILE = "bundle.json"
 TFLITE_FILE = "model.tflite"
 KERAS_FILE = "model.keras"
@@ -103,6 +105,77 @@ class TFLiteInfo(BaseModel):
         return self.signature.format(batch=batch)
 
 
+class Calibration(BaseModel):
+    """Interval calibration: quantiles of absolute forecast errors in normalised units.
+
+    `abs_error[i][s][t]` is the `levels[i]` quantile of |y - forecast| / scale for
+    step `s` and target `t`, where `scale` is the window's scale from the shared
+    `Scaler`, measured on windows held back from training (split conformal). The
+    central interval at probability `level` is then forecast +- quantile * scale.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    levels: list[float] = Field(min_length=1, max_length=64)
+    abs_error: list[list[list[float]]]
+    n: int = Field(ge=0, description="held-back windows the quantiles were measured on")
+
+    @model_validator(mode="after")
+    def _check(self) -> Calibration:
+        if not all(0 < v < 1 for v in self.levels) or sorted(set(self.levels)) != self.levels:
+            raise ValueError("calibration.levels must be ascending, unique and within (0, 1)")
+        if len(self.abs_error) != len(self.levels):
+            raise ValueError("calibration.abs_error needs one entry per level")
+        shapes = {(len(steps), len(steps[0]) if steps else 0) for steps in self.abs_error}
+        if len(shapes) != 1 or any(
+            len(row) != len(steps[0]) for steps in self.abs_error for row in steps
+        ):
+            raise ValueError("calibration.abs_error must be shaped (levels, horizon, targets)")
+        flat = [v for steps in self.abs_error for row in steps for v in row]
+        if not all(math.isfinite(v) and v >= 0 for v in flat):
+            raise ValueError("calibration.abs_error must be finite and not negative")
+        return self
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(horizon, targets)."""
+        return len(self.abs_error[0]), len(self.abs_error[0][0])
+
+    def quantile(self, level: float) -> list[list[float]]:
+        """The (horizon, targets) error quantile at `level`, interpolated linearly between the
+        stored levels and held at the nearest one outside them."""
+        levels = self.levels
+        if level <= levels[0]:
+            return self.abs_error[0]
+        if level >= levels[-1]:
+            return self.abs_error[-1]
+        hi = next(i for i, v in enumerate(levels) if v >= level)
+        lo = hi - 1
+        w = (level - levels[lo]) / (levels[hi] - levels[lo])
+        return [
+            [a + w * (b - a) for a, b in zip(ra, rb, strict=True)]
+            for ra, rb in zip(self.abs_error[lo], self.abs_error[hi], strict=True)
+        ]
+
+
+DEFAULT_LEVELS = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
+_NORMAL_ABS_QUANTILES = (0.674, 1.282, 1.645, 1.960, 2.326, 2.576, 2.807)
+
+
+def default_calibration(horizon: int, targets: int) -> Calibration:
+    """For bundles of schema 1, which carry none: errors as if normal with one normalised
+    unit at the first step, growing with the square root of the step. A rough start that
+    the daemon's online calibration replaces with each sensor's own errors."""
+    return Calibration(
+        levels=list(DEFAULT_LEVELS),
+        abs_error=[
+            [[z * math.sqrt(step + 1)] * targets for step in range(horizon)]
+            for z in _NORMAL_ABS_QUANTILES
+        ],
+        n=0,
+    )
+
+
 class BundleMeta(BaseModel):
     """Contents of `bundle.json`."""
 
@@ -118,6 +191,8 @@ class BundleMeta(BaseModel):
     horizon: int = Field(ge=1, le=10_000)
     cadence_s: float | None = Field(default=None, gt=0)
     normalisation: Normalisation
+    calibration: Calibration | None = None
+    """Required from schema 2; `interval_calibration` supplies the default for schema 1."""
     architecture: Architecture
     tflite: TFLiteInfo
     files: dict[str, str]
@@ -129,11 +204,18 @@ class BundleMeta(BaseModel):
     def _check_consistency(self) -> BundleMeta:
         import re
 
-        if self.schema_version != SCHEMA_VERSION:
+        if self.schema_version not in READABLE_SCHEMAS:
             raise ValueError(
                 f"schema_version {self.schema_version} is not supported (this sensorcast reads "
-                f"{SCHEMA_VERSION})"
+                f"{', '.join(map(str, READABLE_SCHEMAS))})"
             )
+        if self.schema_version >= 2 and self.calibration is None:
+            raise ValueError("calibration is required from schema_version 2 (retrain the bundle)")
+        if self.calibration is not None and self.calibration.shape != (
+            self.horizon,
+            len(self.targets),
+        ):
+            raise ValueError("calibration.abs_error must be shaped (levels, horizon, targets)")
         for group in (self.features, self.targets):
             if len(set(group)) != len(group):
                 raise ValueError("feature and target names must be unique")
@@ -156,6 +238,13 @@ class BundleMeta(BaseModel):
         if TFLITE_FILE not in self.files:
             raise ValueError(f"files must list {TFLITE_FILE}")
         return self
+
+    @property
+    def interval_calibration(self) -> Calibration:
+        """The bundle's calibration, or the documented default for schema 1 bundles."""
+        if self.calibration is not None:
+            return self.calibration
+        return default_calibration(self.horizon, len(self.targets))
 
     @property
     def short_hash(self) -> str:
@@ -187,6 +276,8 @@ def content_hash(tflite_sha256: str, meta: dict[str, Any]) -> str:
         "architecture",
     )
     core = {k: meta[k] for k in keys}
+    if meta.get("calibration") is not None:  # schema 2 on; schema 1 hashes stay as they were
+        core["calibration"] = meta["calibration"]
     blob = json.dumps({"tflite": tflite_sha256, **core}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -257,7 +348,8 @@ def write_bundle_meta(root: Path, fields: dict[str, Any]) -> BundleMeta:
     `schema_version`; the model files must already be in `root`.
     """
     files = {n: sha256_file(root / n) for n in (TFLITE_FILE, KERAS_FILE) if (root / n).is_file()}
-    data = {"schema_version": SCHEMA_VERSION, **fields, "files": files, "content_hash": "0" * 64}
+    schema = SCHEMA_VERSION if fields.get("calibration") is not None else 1
+    data = {"schema_version": schema, **fields, "files": files, "content_hash": "0" * 64}
     try:
         meta = BundleMeta.model_validate(data)
     except ValidationError as exc:

@@ -74,9 +74,27 @@ def test_missing_model_file(tmp_path: Path) -> None:
 
 def test_wrong_schema_version(tmp_path: Path) -> None:
     root = make_bundle(tmp_path / "b")
-    edit_meta(root, schema_version=2)
-    with pytest.raises(BundleError, match="schema_version 2 is not supported"):
+    edit_meta(root, schema_version=3)
+    with pytest.raises(BundleError, match="schema_version 3 is not supported"):
         load_bundle(root)
+
+
+def test_schema_2_needs_a_calibration(tmp_path: Path) -> None:
+    root = make_bundle(tmp_path / "b")
+    edit_meta(root, schema_version=2)
+    with pytest.raises(BundleError, match="calibration is required"):
+        load_bundle(root)
+
+
+def test_schema_1_gets_the_documented_default_calibration(tmp_path: Path) -> None:
+    meta = load_bundle(make_bundle(tmp_path / "b")).meta
+    assert meta.calibration is None
+    cal = meta.interval_calibration
+    assert cal.shape == (meta.horizon, len(meta.targets))
+    q90 = cal.quantile(0.9)
+    assert q90[0][0] == pytest.approx(1.645)
+    # between stored levels the quantile is interpolated, and it grows with the level
+    assert cal.quantile(0.8)[0][0] < cal.quantile(0.85)[0][0] < q90[0][0]
 
 
 def test_window_normalisation_needs_targets_among_features(tmp_path: Path) -> None:
