@@ -24,6 +24,12 @@ from sensorcast.drops import Drop
 
 CADENCE_ALPHA = 0.2
 """Weight of the newest interval in the per-sensor cadence estimate."""
+SEQ_EPOCH = 1 << 32
+"""Each new sensor's reading numbers start at a fresh multiple of this, so numbers of a sensor
+that left and came back, or of a recycled slot, never match those of the one before."""
+SEQ_GAP_JUMP = 1 << 20
+"""How far a gap reset advances the numbering: more than any horizon, so a forecast made
+before the gap is never scored against a reading after it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +40,9 @@ class Window:
     values: NDArray[np.float64]
     ts: float
     cadence: float | None
+    seq: int = 0
+    """The number of the window's last reading: consecutive readings of a sensor have
+    consecutive numbers, so the reading `k` after this one realises the forecast's step `k`."""
 
 
 class SensorTable:
@@ -45,6 +54,7 @@ class SensorTable:
     _last_ts: NDArray[np.float64]
     _cadence: NDArray[np.float64]
     _seen: NDArray[np.float64]
+    _seq: NDArray[np.int64]
 
     def __init__(
         self,
@@ -70,6 +80,7 @@ class SensorTable:
         self.gap_resets = 0
         self.gap_fills = 0
         self._free: list[int] = []
+        self._epoch = 0
         self._allocate(min(initial_capacity, max_sensors))
 
     def _allocate(self, capacity: int) -> None:
@@ -81,11 +92,14 @@ class SensorTable:
         last_ts = np.full(capacity, -np.inf, dtype=np.float64)
         cadence = np.full(capacity, np.nan, dtype=np.float64)
         seen = np.zeros(capacity, dtype=np.float64)
+        seq = np.zeros(capacity, dtype=np.int64)
         if old is not None:
             data[:n], pos[:n], count[:n] = old, self._pos, self._count
             last_ts[:n], cadence[:n], seen[:n] = self._last_ts, self._cadence, self._seen
+            seq[:n] = self._seq
         self._data, self._pos, self._count = data, pos, count
         self._last_ts, self._cadence, self._seen = last_ts, cadence, seen
+        self._seq = seq
         self._free.extend(range(capacity - 1, n - 1, -1))
 
     def __len__(self) -> int:
@@ -106,8 +120,13 @@ class SensorTable:
         self._count[slot] = 0
         self._last_ts[slot] = -np.inf
         self._cadence[slot] = np.nan
+        self._seq[slot] = self._new_epoch()
         self.slots[sensor_id] = slot
         return slot
+
+    def _new_epoch(self) -> int:
+        self._epoch += SEQ_EPOCH
+        return self._epoch
 
     def last_ts(self, sensor_id: str) -> float | None:
         """The timestamp of the sensor's newest reading, if it is tracked."""
@@ -158,7 +177,7 @@ class SensorTable:
         p = int(self._pos[slot])
         cad = float(self._cadence[slot])
         window = self._data[slot, p : p + self.timesteps].copy()
-        return Window(sensor_id, window, ts, None if math.isnan(cad) else cad)
+        return Window(sensor_id, window, ts, None if math.isnan(cad) else cad, int(self._seq[slot]))
 
     def _observe_interval(self, slot: int, delta: float, values: tuple[float, ...]) -> None:
         cad = self.fixed_cadence or float(self._cadence[slot])
@@ -172,6 +191,7 @@ class SensorTable:
                 # (say, its cadence was first learned from a burst), it is learned afresh.
                 self._count[slot] = 0
                 self._cadence[slot] = np.nan
+                self._seq[slot] += SEQ_GAP_JUMP
                 self.gap_resets += 1
             return
         if self.fixed_cadence is None:
@@ -192,6 +212,7 @@ class SensorTable:
         row[p] = values
         row[p + self.timesteps] = values
         self._pos[slot] = (p + 1) % self.timesteps
+        self._seq[slot] += 1
         count = int(self._count[slot])
         if count < self.timesteps:
             self._count[slot] = count + 1
@@ -217,6 +238,7 @@ class SensorTable:
             "count": self._count[idx],
             "last_ts": self._last_ts[idx],
             "cadence": self._cadence[idx],
+            "seq": self._seq[idx],
         }
 
     def load_arrays(self, arrays: dict[str, NDArray[np.generic]]) -> int:
@@ -255,5 +277,9 @@ class SensorTable:
         self._count[idx] = count[first:]
         self._last_ts[idx] = arrays["last_ts"][first:]
         self._cadence[idx] = arrays["cadence"][first:]
+        seq = arrays.get("seq")  # absent in snapshots of earlier versions: fresh numbers then
+        if seq is not None and seq.shape == (n,) and seq.dtype == np.int64:
+            self._seq[idx] = seq[first:]
+            self._epoch = max(self._epoch, int(seq.max(initial=0)) // SEQ_EPOCH * SEQ_EPOCH)
         self._seen[idx] = restored_at
         return len(self.slots)

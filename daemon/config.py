@@ -155,6 +155,31 @@ class OutputConfig(Section):
         description="Cap on forecasts queued to the broker; beyond it "
         "forecasts are dropped and counted (paho reuses QoS 1 ids past 65535).",
     )
+    level: float = Field(
+        0.9, gt=0, lt=1, description="Probability of the forecast interval (lower, upper)."
+    )
+    guard: bool = Field(
+        True,
+        description="Serve the last value (source persistence) for a sensor on which the model "
+        "has recently done worse than persistence.",
+    )
+
+    @field_validator("topic")
+    @classmethod
+    def _check_topic(cls, topic: str) -> str:
+        TopicTemplate(topic, allow_wildcards=False)
+        return topic
+
+
+class AnomalyConfig(Section):
+    enabled: bool = Field(True, description="Publish anomaly events.")
+    topic: str = Field("anomalies/{sensor_id}", description="Anomaly topic template.")
+    level: float = Field(
+        0.99,
+        gt=0,
+        lt=1,
+        description="A reading outside the one-step interval at this probability is an anomaly.",
+    )
 
     @field_validator("topic")
     @classmethod
@@ -222,6 +247,7 @@ class Settings(BaseSettings):
     mqtt: MQTTConfig = Field(default_factory=MQTTConfig)
     input: InputConfig = Field(default_factory=InputConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     state: StateConfig = Field(default_factory=StateConfig)

@@ -23,54 +23,115 @@ def _round(v: float) -> float:
 
 
 class ForecastEncoder:
-    """Builds one forecast payload per window for a bundle.
+    """Builds one forecast payload per window for a bundle, and anomaly payloads.
 
     The payload is assembled as text: byte for byte what `json.dumps(msg,
     allow_nan=False, separators=(",", ":"))` writes, at a fraction of the cost
     (numbers as `float.__repr__`, strings through json's own escaper).
     """
 
-    def __init__(self, meta: BundleMeta) -> None:
+    def __init__(self, meta: BundleMeta, level: float = 0.9) -> None:
         self.model_id = meta.model_id
         self.targets = list(meta.targets)
         self.horizon = meta.horizon
+        self.level = level
         self._steps = np.arange(1, meta.horizon + 1, dtype=np.float64)
         self._step_list: list[float] = self._steps.tolist()
         self._fallback_cadence = meta.cadence_s
         self._model_json = encode_basestring_ascii(self.model_id)
+        self._level_json = _number(float(level))
 
-    def encode(self, window: Window, forecast: NDArray[np.float64]) -> bytes | None:
+    def encode(
+        self,
+        window: Window,
+        forecast: NDArray[np.float64],
+        lower: NDArray[np.float64] | None = None,
+        upper: NDArray[np.float64] | None = None,
+        persistence: bool = False,
+    ) -> bytes | None:
         """The payload for one window's (horizon, targets) forecast; None if not finite."""
-        if not np.isfinite(forecast).all():
-            return None
-        return self._payload(window, forecast.tolist())
+        lo = forecast if lower is None else lower
+        hi = forecast if upper is None else upper
+        return next(
+            self.encode_each([window], forecast[None], lo[None], hi[None], np.array([persistence]))
+        )
 
     def encode_each(
-        self, windows: Sequence[Window], forecasts: NDArray[np.float64]
+        self,
+        windows: Sequence[Window],
+        forecasts: NDArray[np.float64],
+        lower: NDArray[np.float64],
+        upper: NDArray[np.float64],
+        persistence: NDArray[np.bool_],
     ) -> Iterator[bytes | None]:
-        """`encode` for each window of a batch of (n, horizon, targets) forecasts, in turn."""
-        finite = cast(list[bool], np.isfinite(forecasts).all(axis=(1, 2)).tolist())
-        rows: list[list[list[float]]] = forecasts.tolist()
-        for window, steps, ok in zip(windows, rows, finite, strict=True):
-            yield self._payload(window, steps) if ok else None
+        """The payload of each window of a batch of (n, horizon, targets) forecasts with their
+        intervals, in turn; None for one with a value that is not finite."""
+        finite = cast(
+            list[bool],
+            (
+                np.isfinite(forecasts).all(axis=(1, 2))
+                & np.isfinite(lower).all(axis=(1, 2))
+                & np.isfinite(upper).all(axis=(1, 2))
+            ).tolist(),
+        )
+        rows = zip(forecasts.tolist(), lower.tolist(), upper.tolist(), strict=True)
+        sources = cast(list[bool], persistence.tolist())
+        for window, (f, lo, hi), ok, pers in zip(windows, rows, finite, sources, strict=True):
+            yield self._payload(window, f, lo, hi, pers) if ok else None
 
-    def _payload(self, window: Window, rows: list[list[float]]) -> bytes:
+    def _values(self, rows: list[list[float]]) -> str:
         if len(self.targets) == 1:
-            values = "[" + ",".join([float.__repr__(_round(step[0])) for step in rows]) + "]"
-        else:
-            values = _STRICT.encode(
-                [{t: _round(v) for t, v in zip(self.targets, step, strict=True)} for step in rows]
-            )
+            return "[" + ",".join([float.__repr__(_round(step[0])) for step in rows]) + "]"
+        return _STRICT.encode(
+            [{t: _round(v) for t, v in zip(self.targets, step, strict=True)} for step in rows]
+        )
+
+    def _payload(
+        self,
+        window: Window,
+        rows: list[list[float]],
+        lower: list[list[float]],
+        upper: list[list[float]],
+        persistence: bool,
+    ) -> bytes:
         ts = window.ts
+        source = '"persistence"' if persistence else '"model"'
         text = (
             f'{{"sensor_id":{encode_basestring_ascii(window.sensor_id)},'
-            f'"model":{self._model_json},"ts":{_number(ts)},"forecast":{values}'
+            f'"model":{self._model_json},"ts":{_number(ts)},"forecast":{self._values(rows)},'
+            f'"lower":{self._values(lower)},"upper":{self._values(upper)},'
+            f'"level":{self._level_json},"source":{source}'
         )
         cadence = window.cadence or self._fallback_cadence
         if cadence is not None and math.isfinite(cadence):
             at = ",".join([_number(_round_ts(ts + cadence * s)) for s in self._step_list])
             text += f',"at":[{at}]'
         return (text + "}").encode()
+
+    def anomaly(
+        self,
+        window: Window,
+        value: NDArray[np.float64],
+        expected: NDArray[np.float64],
+        lower: NDArray[np.float64],
+        upper: NDArray[np.float64],
+        level: float,
+        score: float,
+    ) -> bytes | None:
+        """The anomaly payload of SPEC section 5a (one value per target); None if not finite."""
+        parts = (value, expected, lower, upper)
+        if not all(np.isfinite(x).all() for x in parts) or not math.isfinite(score):
+            return None
+
+        def one(x: NDArray[np.float64]) -> str:
+            return self._values([x.tolist()])[1:-1]  # a number, or one object
+
+        return (
+            f'{{"sensor_id":{encode_basestring_ascii(window.sensor_id)},'
+            f'"model":{self._model_json},"ts":{_number(window.ts)},"value":{one(value)},'
+            f'"expected":{one(expected)},"lower":{one(lower)},"upper":{one(upper)},'
+            f'"level":{_number(float(level))},"score":{_number(_round(score))}}}'
+        ).encode()
 
 
 _STRICT = json.JSONEncoder(allow_nan=False, separators=(",", ":"))

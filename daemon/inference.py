@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from sensorcast.handoff import Pending, ReadyQueue
 from sensorcast.metrics import Metrics
 from sensorcast.models.bundle import Bundle
 from sensorcast.models.runtime import Forecaster
+from sensorcast.scoring import Anomaly, SensorScores
 from sensorcast.topics import TopicTemplate
 
 log = logging.getLogger(__name__)
@@ -29,16 +30,49 @@ Publish = Callable[[str, bytes], bool]
 
 @dataclass(frozen=True)
 class ServedBundle:
-    """What the worker serves, swapped as a whole on reload: the bundle's forecaster
-    (raw windows to forecasts) and its payload encoder."""
+    """What the worker serves, swapped as a whole on reload: the bundle's forecaster (raw
+    windows to forecasts), its payload encoder and its per-sensor scores (intervals, guard)."""
 
     forecaster: Forecaster
     encoder: ForecastEncoder
+    scores: SensorScores
 
     @classmethod
-    def load(cls, bundle: Bundle, backend: str = "litert", threads: int = 1) -> ServedBundle:
-        forecaster = Forecaster(bundle, backend=backend, threads=threads)
-        return cls(forecaster=forecaster, encoder=ForecastEncoder(bundle.meta))
+    def load(
+        cls,
+        bundle: Bundle,
+        *,
+        backend: str = "litert",
+        threads: int = 1,
+        level: float = 0.9,
+        anomaly_level: float = 0.99,
+        max_sensors: int = 100_000,
+        guard: bool = True,
+        anomalies: bool = True,
+    ) -> ServedBundle:
+        meta = bundle.meta
+        scores = SensorScores(
+            meta,
+            level=level,
+            anomaly_level=anomaly_level,
+            max_sensors=max_sensors,
+            guard=guard,
+            anomalies=anomalies,
+        )
+        return cls(
+            forecaster=Forecaster(bundle, backend=backend, threads=threads),
+            encoder=ForecastEncoder(meta, level),
+            scores=scores,
+        )
+
+    def keeping_scores(self, old: ServedBundle) -> ServedBundle:
+        """This bundle with `old`'s per-sensor scores, when both serve the same model id."""
+        same = old.forecaster.meta.model_id == self.forecaster.meta.model_id
+        compatible = same and (old.scores.level, old.scores.anomaly_level) == (
+            self.scores.level,
+            self.scores.anomaly_level,
+        )
+        return replace(self, scores=old.scores) if compatible else self
 
 
 class InferenceWorker(threading.Thread):
@@ -55,6 +89,7 @@ class InferenceWorker(threading.Thread):
         max_batch: int = 256,
         max_wait: float = 0.0,
         accuracy: OnlineAccuracy | None = None,
+        anomaly_topic: TopicTemplate | None = None,
     ) -> None:
         super().__init__(name="sensorcast-inference", daemon=True)
         self.queue = queue
@@ -63,12 +98,18 @@ class InferenceWorker(threading.Thread):
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.accuracy = accuracy
+        self.anomaly_topic = anomaly_topic
         self.busy_since: float | None = None
         """When the batch in progress started; None while waiting for windows."""
         self._served = served
         self._next: ServedBundle | None = None
         self._publish = publish
         self._stopped = False
+
+    @property
+    def served(self) -> ServedBundle:
+        """The bundle being served (or about to be, after a swap)."""
+        return self._next or self._served
 
     def swap(self, served: ServedBundle) -> None:
         """Serve `served` from the next batch on."""
@@ -114,14 +155,17 @@ class InferenceWorker(threading.Thread):
             batch = fits
         if not batch:
             return
-        windows = np.stack([p.window.values for p in batch])
+        windows = [p.window for p in batch]
         started = time.perf_counter()
-        forecasts = served.forecaster.forecast(windows)
+        forecasts, scales = served.forecaster.forecast_scaled(np.stack([w.values for w in windows]))
         self.metrics.inference_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(len(batch))
+        scored = served.scores.score(windows, forecasts, scales)
         published = 0
         try:
-            payloads = served.encoder.encode_each([p.window for p in batch], forecasts)
+            payloads = served.encoder.encode_each(
+                windows, scored.forecast, scored.lower, scored.upper, scored.persistence
+            )
             for entry, payload in zip(batch, payloads, strict=True):
                 if payload is None:
                     self.metrics.forecasts_dropped.labels("not_finite").inc()
@@ -133,7 +177,23 @@ class InferenceWorker(threading.Thread):
                     self.metrics.forecasts_dropped.labels("queue_full").inc()
         finally:
             self.metrics.forecasts.inc(published)  # once per batch: the counter takes a lock
+        if scored.anomalies and self.anomaly_topic is not None:
+            self._publish_anomalies(served, scored.anomalies)
         if self.accuracy is not None:
             for entry, forecast in zip(batch, forecasts, strict=True):
                 w = entry.window
                 self.accuracy.expect(w.sensor_id, w.ts, forecast, w.values)
+
+    def _publish_anomalies(self, served: ServedBundle, anomalies: list[Anomaly]) -> None:
+        assert self.anomaly_topic is not None
+        level = served.scores.anomaly_level
+        for a in anomalies:
+            payload = served.encoder.anomaly(
+                a.window, a.value, a.expected, a.lower, a.upper, level, a.score
+            )
+            if payload is None:
+                continue
+            if self._publish(self.anomaly_topic.format(a.window.sensor_id), payload):
+                self.metrics.anomalies.inc()
+            else:
+                self.metrics.forecasts_dropped.labels("queue_full").inc()

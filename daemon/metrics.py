@@ -53,6 +53,22 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.anomalies = Counter(
+            "sensorcast_anomalies", "Anomaly events published (SPEC section 5a)", registry=r
+        )
+        self.on_persistence = Gauge(
+            "sensorcast_sensors_on_persistence",
+            "Sensors the guard serves the last value, as the model did worse there recently",
+            registry=r,
+        )
+        self.guard_switches = Counter(
+            "sensorcast_guard_switches",
+            "Times the guard switched a sensor, by what it serves now",
+            ["to"],
+            registry=r,
+        )
+        for to in ("persistence", "model"):
+            self.guard_switches.labels(to)
         self.model = Info("sensorcast_model", "The bundle being served", registry=r)
         self.online_mae = Gauge(
             "sensorcast_online_mae",

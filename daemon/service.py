@@ -28,7 +28,7 @@ from sensorcast.metrics import Metrics
 from sensorcast.models.bundle import Bundle, BundleMeta, load_bundle
 from sensorcast.mqttio import MQTTLink
 from sensorcast.readings import PayloadParser, read_message
-from sensorcast.state import load_snapshot, save_snapshot
+from sensorcast.state import load_scores, load_snapshot, save_scores, save_snapshot
 from sensorcast.systemd import Notifier
 from sensorcast.topics import TopicTemplate
 
@@ -39,7 +39,16 @@ TICK = 0.5
 
 
 def _served(bundle: Bundle, settings: Settings) -> ServedBundle:
-    return ServedBundle.load(bundle, settings.model.backend, settings.model.threads)
+    return ServedBundle.load(
+        bundle,
+        backend=settings.model.backend,
+        threads=settings.model.threads,
+        level=settings.output.level,
+        anomaly_level=settings.anomaly.level,
+        max_sensors=settings.input.max_sensors,
+        guard=settings.output.guard,
+        anomalies=settings.anomaly.enabled,
+    )
 
 
 class Service:
@@ -55,6 +64,10 @@ class Service:
         served = _served(bundle, settings)
         self.input = TopicTemplate(settings.input.topic, allow_wildcards=True)
         self.output = TopicTemplate(settings.output.topic, allow_wildcards=False)
+        anomaly = settings.anomaly
+        self.anomaly_topic = (
+            TopicTemplate(anomaly.topic, allow_wildcards=False) if anomaly.enabled else None
+        )
         self.parser = self._make_parser(bundle.meta)
         self.table = self._make_table(bundle.meta)
         self.lock = threading.Lock()
@@ -83,6 +96,7 @@ class Service:
             max_batch=settings.inference.max_batch,
             max_wait=settings.inference.max_wait_ms / 1000,
             accuracy=self.accuracy,
+            anomaly_topic=self.anomaly_topic,
         )
         self.stuck_after = 30.0
         """Seconds a batch may take while windows wait before the watchdog is withheld."""
@@ -187,6 +201,7 @@ class Service:
         if state_dir is not None:
             with self.lock:
                 load_snapshot(state_dir, self.table, self.meta)
+            load_scores(state_dir, self.worker.served.scores, self.meta)
         self.metrics.sensors.set(len(self.table))
         if self.settings.metrics.port is not None:
             self.metrics.serve(self.settings.metrics.host, self.settings.metrics.port)
@@ -243,6 +258,10 @@ class Service:
         self.metrics.gap_resets.inc(gaps)
         self.metrics.gap_fills.inc(fills)
         self.metrics.forecasts_dropped.labels("superseded").inc(self.queue.take_superseded())
+        scores = self.worker.served.scores
+        for to, n in scores.take_switches().items():
+            self.metrics.guard_switches.labels(to).inc(n)
+        self.metrics.on_persistence.set(scores.on_persistence)
 
     def snapshot(self) -> None:
         state_dir = self.settings.state.dir
@@ -251,6 +270,7 @@ class Service:
         try:
             with self.lock:
                 save_snapshot(Path(state_dir), self.table, self.meta)
+            save_scores(Path(state_dir), self.worker.served.scores, self.meta)
         except OSError as exc:
             log.error("cannot write snapshot to %s: %s", state_dir, exc)
 
@@ -269,7 +289,7 @@ class Service:
         old = self.meta
         same_shape = old.timesteps == bundle.meta.timesteps and old.features == bundle.meta.features
         with self.lock:
-            self.worker.swap(served)
+            self.worker.swap(served.keeping_scores(self.worker.served))
             self.parser = parser
             self.meta = bundle.meta
             self.settings.model = settings.model

@@ -13,11 +13,13 @@ import numpy as np
 
 from sensorcast.buffer import SensorTable
 from sensorcast.models.bundle import BundleMeta
+from sensorcast.scoring import SensorScores
 from sensorcast.topics import SENSOR_ID_RE
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_FILE = "buffers.npz"
+SCORES_FILE = "scores.npz"
 FORMAT = 1
 
 
@@ -27,10 +29,47 @@ def _header(meta: BundleMeta) -> str:
 
 def save_snapshot(directory: Path, table: SensorTable, meta: BundleMeta) -> Path:
     """Write the table to `directory/buffers.npz`: temporary file, fsync, rename."""
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / SNAPSHOT_FILE
     arrays: dict[str, Any] = {"header": np.array(_header(meta)), **table.to_arrays()}
-    fd, tmp = tempfile.mkstemp(prefix=".buffers-", suffix=".npz", dir=directory)
+    return _write_npz(directory, SNAPSHOT_FILE, arrays)
+
+
+def _scores_header(meta: BundleMeta, scores: SensorScores) -> str:
+    levels = [scores.level, scores.anomaly_level]
+    return json.dumps({"format": FORMAT, "model": meta.model_id, "levels": levels})
+
+
+def save_scores(directory: Path, scores: SensorScores, meta: BundleMeta) -> Path:
+    """Write the per-sensor intervals and guard state to `directory/scores.npz`."""
+    arrays: dict[str, Any] = {"header": np.array(_scores_header(meta, scores))}
+    arrays.update(scores.to_arrays())
+    return _write_npz(directory, SCORES_FILE, arrays)
+
+
+def load_scores(directory: Path, scores: SensorScores, meta: BundleMeta) -> int:
+    """Restore the per-sensor scores; a missing, corrupt or other model's file is skipped
+    (each sensor then starts again from the bundle's calibration)."""
+    path = directory / SCORES_FILE
+    if not path.is_file():
+        return 0
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        if json.loads(str(arrays.pop("header"))) != json.loads(_scores_header(meta, scores)):
+            log.info("scores %s are of another model or level; starting afresh", path)
+            return 0
+        if not all(SENSOR_ID_RE.fullmatch(str(s)) for s in arrays["sensor_ids"].tolist()):
+            raise ValueError("invalid sensor id")
+        return scores.load_arrays(arrays)
+    except Exception as exc:  # untrusted input: never stops the start
+        log.warning("scores %s are unusable (%s); starting afresh", path, exc or type(exc))
+        return 0
+
+
+def _write_npz(directory: Path, name: str, arrays: dict[str, Any]) -> Path:
+    """Write arrays to `directory/name` atomically: temporary file, fsync, rename."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / name
+    fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".npz", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)

@@ -31,6 +31,7 @@ except ImportError:  # the gateway runtime has no demo dependencies
     ) from None
 
 from sensorcast.config import (
+    AnomalyConfig,
     InferenceConfig,
     InputConfig,
     LogConfig,
@@ -95,6 +96,7 @@ def demo_settings(port: int, protocol: str, model: Path) -> Settings:
         mqtt=mqtt,
         input=InputConfig(),
         output=OutputConfig(),
+        anomaly=AnomalyConfig(),
         model=ModelConfig(path=model),
         inference=InferenceConfig(),
         state=StateConfig(),

@@ -133,6 +133,8 @@ def test_check_config_prints_effective_config_with_secret_masked(tmp_path):
         ({"SENSORCAST_MQTT__PORT": "99999"}, "mqtt.port (SENSORCAST_MQTT__PORT)"),
         ({"SENSORCAST_MQTT__PROTOCOL": "4"}, "mqtt.protocol"),
         ({"SENSORCAST_INPUT__TOPIC": "sensors/#"}, "input.topic"),
+        ({"SENSORCAST_OUTPUT__LEVEL": "1"}, "output.level (SENSORCAST_OUTPUT__LEVEL)"),
+        ({"SENSORCAST_ANOMALY__LEVEL": "0"}, "anomaly.level (SENSORCAST_ANOMALY__LEVEL)"),
         ({"SENSORCAST_CONFIG": "/nonexistent.toml"}, "/nonexistent.toml"),
     ],
 )

@@ -173,6 +173,11 @@ def test_env_error_names_key_and_env_form(monkeypatch: pytest.MonkeyPatch) -> No
         ({"model": {"backend": "onnx"}}, "model.backend (SENSORCAST_MODEL__BACKEND)"),
         ({"metrics": {"port": 0}}, "metrics.port (SENSORCAST_METRICS__PORT)"),
         ({"log": {"level": "LOUD"}}, "log.level (SENSORCAST_LOG__LEVEL)"),
+        ({"output": {"level": 1.0}}, "output.level (SENSORCAST_OUTPUT__LEVEL)"),
+        ({"output": {"level": 0}}, "output.level (SENSORCAST_OUTPUT__LEVEL)"),
+        ({"anomaly": {"level": 1.5}}, "anomaly.level (SENSORCAST_ANOMALY__LEVEL)"),
+        ({"anomaly": {"level": -0.1}}, "anomaly.level (SENSORCAST_ANOMALY__LEVEL)"),
+        ({"anomaly": {"topic": "a/#"}}, "anomaly.topic (SENSORCAST_ANOMALY__TOPIC)"),
     ],
 )
 def test_invalid_values_name_key_and_env_form(overrides: dict[str, Any], where: str) -> None:

@@ -63,14 +63,67 @@ def test_single_target_payload() -> None:
     assert len(HASH) == 64
     enc = ForecastEncoder(make_meta(horizon=3))
     fc = np.array([[21.73], [21.8], [21.9]])
-    msg = decode(enc.encode(window(cadence=60.0), fc))
+    upper = fc + np.array([[0.5], [0.75], [1.0]])
+    msg = decode(enc.encode(window(cadence=60.0), fc, fc - 0.5, upper))
     assert msg == {
         "sensor_id": "boiler-3",
         "model": "default@3f2a9c1b",
         "ts": 1_700_000_000.0,
         "forecast": [21.73, 21.8, 21.9],
+        "lower": [21.23, 21.3, 21.4],
+        "upper": [22.23, 22.55, 22.9],
+        "level": 0.9,
+        "source": "model",
         "at": [1_700_000_060.0, 1_700_000_120.0, 1_700_000_180.0],
     }
+
+
+def test_level_and_source_persistence() -> None:
+    enc = ForecastEncoder(make_meta(horizon=1), level=0.8)
+    fc = np.array([[5.0]])
+    msg = decode(enc.encode(window(), fc, fc - 1, fc + 1, persistence=True))
+    assert (msg["level"], msg["source"]) == (0.8, "persistence")
+
+
+def test_multi_target_interval_is_one_object_per_step() -> None:
+    meta = make_meta(features=["t", "h"], targets=["t", "h"], horizon=1)
+    fc = np.array([[21.0, 40.0]])
+    msg = decode(ForecastEncoder(meta).encode(window(), fc, fc - 1, fc + 2))
+    assert msg["lower"] == [{"t": 20.0, "h": 39.0}]
+    assert msg["upper"] == [{"t": 23.0, "h": 42.0}]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_interval_gives_none(bad: float) -> None:
+    fc = np.array([[1.0], [2.0], [3.0]])
+    hi = fc + np.array([[1.0], [bad], [1.0]])
+    assert ForecastEncoder(make_meta()).encode(window(), fc, fc - 1, hi) is None
+
+
+def test_anomaly_payload_is_section_5a() -> None:
+    enc = ForecastEncoder(make_meta(horizon=1))
+    one = np.array
+    payload = enc.anomaly(
+        window(ts=1_700_000_060.0), one([35.2]), one([21.8]), one([20.9]), one([22.7]), 0.99, 14.9
+    )
+    assert decode(payload) == {
+        "sensor_id": "boiler-3",
+        "model": "default@3f2a9c1b",
+        "ts": 1_700_000_060.0,
+        "value": 35.2,
+        "expected": 21.8,
+        "lower": 20.9,
+        "upper": 22.7,
+        "level": 0.99,
+        "score": 14.9,
+    }
+
+
+def test_anomaly_payload_with_several_targets_has_objects() -> None:
+    meta = make_meta(features=["t", "h"], targets=["t", "h"], horizon=1)
+    v = np.array([1.0, 2.0])
+    msg = decode(ForecastEncoder(meta).anomaly(window(), v, v, v - 1, v + 1, 0.99, 3.0))
+    assert msg["value"] == {"t": 1.0, "h": 2.0} and msg["lower"] == {"t": 0.0, "h": 1.0}
 
 
 def test_model_is_name_at_first_eight_of_hash() -> None:

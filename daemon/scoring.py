@@ -1,0 +1,416 @@
+"""Per-sensor scoring: prediction intervals, the persistence guard and anomalies.
+
+Every window the worker serves carries the sensor's newest reading, which
+realises step `k` of the forecast made `k` readings earlier. `SensorScores`
+keeps, per sensor, the last `horizon` forecasts (with the persistence forecast
+and the window's scale), and scores them as readings arrive, in the
+normalised units of the bundle's calibration (error / window scale):
+
+- Intervals: per sensor, step and target, the `level` quantile of absolute
+  normalised errors, tracked online (quantile tracking: multiply by
+  exp(rate * (miss - (1 - level))) per scored reading), starting from the
+  bundle's calibration, so the first forecast has an interval and every
+  sensor converges to its own coverage.
+- Guard: rolling normalised errors of the model and of persistence; a sensor
+  whose model has recently done worse is served persistence (with hysteresis),
+  while the model keeps being scored.
+- Anomalies: a reading outside the one-step interval at `anomaly_level` of
+  the forecast served for it.
+
+State lives in preallocated arrays (float32 for what is per step), grown by
+doubling up to `max_sensors`, least recently seen sensor recycled first. Only
+targets that are also features can be scored; a bundle with another target
+gets the bundle's calibration as its fixed interval, and no guard.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sensorcast.buffer import Window
+from sensorcast.models.bundle import BundleMeta
+
+RATE = 0.05
+"""Step of the multiplicative quantile tracker (larger adapts faster, noisier)."""
+WARM_RATE = 0.5
+"""A sensor's first readings take larger steps, WARM_RATE / sqrt(readings scored), until that
+falls to RATE (after 100): its own errors replace the bundle's calibration quickly."""
+GUARD_WEIGHT = 0.02
+"""Weight of the newest reading in the guard's rolling errors (about the last 50)."""
+GUARD_MIN_SCORED = 20
+"""Readings scored before the guard may switch a sensor."""
+GUARD_ENTER = 1.03
+"""Model error / persistence error above which a sensor is served persistence."""
+GUARD_LEAVE = 0.97
+"""... and below which it is served the model again."""
+Q_FLOOR, Q_CEIL = 1e-6, 1e6
+
+
+@dataclass
+class Scored:
+    """The outcome for one batch: what to publish, and anomalies found."""
+
+    forecast: NDArray[np.float64]
+    """(n, horizon, targets): the model's forecast, or the last value where the guard serves
+    persistence."""
+    lower: NDArray[np.float64]
+    upper: NDArray[np.float64]
+    persistence: NDArray[np.bool_]
+    """(n,): True where the forecast is the last value (`source: persistence`)."""
+    anomalies: list[Anomaly]
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    window: Window
+    expected: NDArray[np.float64]
+    lower: NDArray[np.float64]
+    upper: NDArray[np.float64]
+    value: NDArray[np.float64]
+    score: float
+
+
+class SensorScores:
+    """Online calibration, guard and anomaly state of every sensor, for one bundle."""
+
+    def __init__(
+        self,
+        meta: BundleMeta,
+        *,
+        level: float,
+        anomaly_level: float,
+        max_sensors: int,
+        guard: bool = True,
+        anomalies: bool = True,
+        initial_capacity: int = 1024,
+    ) -> None:
+        self.horizon = h = meta.horizon
+        self.level = level
+        self.anomaly_level = anomaly_level
+        self.max_sensors = max_sensors
+        self.model_id = meta.model_id
+        targets, features = meta.targets, meta.features
+        self.scored = all(t in features for t in targets)
+        self.guard = guard and self.scored
+        self.anomalies = anomalies and self.scored
+        self._target_idx = np.array(
+            [features.index(t) for t in targets] if self.scored else [], dtype=np.intp
+        )
+        cal = meta.interval_calibration
+        self._q0 = np.maximum(np.asarray(cal.quantile(level), dtype=np.float32), Q_FLOOR)
+        self._qa0 = np.maximum(
+            np.asarray(cal.quantile(anomaly_level)[0], dtype=np.float32), Q_FLOOR
+        )
+        self._k = k = len(targets)
+        self._lags = np.arange(1, h + 1)
+        self.slots: OrderedDict[str, int] = OrderedDict()
+        self._free: list[int] = []
+        self._lock = threading.Lock()
+        self.switches = {"persistence": 0, "model": 0}
+        self.on_persistence = 0
+        """Sensors the guard serves the last value now."""
+        self._shapes: dict[str, tuple[tuple[int, ...], type[np.generic]]] = {
+            "pend_seq": ((h,), np.int64),
+            "pend_f": ((h, h, k), np.float32),
+            "pend_last": ((h, k), np.float32),
+            "pend_scale": ((h, k), np.float32),
+            "pend_pers": ((h,), np.bool_),
+            "q_model": ((h, k), np.float32),
+            "q_pers": ((h, k), np.float32),
+            "qa_model": ((k,), np.float32),
+            "qa_pers": ((k,), np.float32),
+            "err_model": ((), np.float32),
+            "err_pers": ((), np.float32),
+            "n_scored": ((), np.int32),
+            "flagged_seq": ((), np.int64),
+            "use_pers": ((), np.bool_),
+        }
+        self._arrays: dict[str, NDArray[Any]] = {}
+        self._allocate(min(initial_capacity, max_sensors))
+
+    # --- storage ----------------------------------------------------------
+    def _allocate(self, capacity: int) -> None:
+        n = len(self._arrays.get("pend_seq", ()))
+        for name, (shape, dtype) in self._shapes.items():
+            new = np.zeros((capacity, *shape), dtype=dtype)
+            if n:
+                new[:n] = self._arrays[name]
+            self._arrays[name] = new
+        self._free.extend(range(capacity - 1, n - 1, -1))
+
+    def _reset(self, slot: int) -> None:
+        a = self._arrays
+        for name in self._shapes:
+            a[name][slot] = 0
+        a["pend_seq"][slot] = -1
+        a["q_model"][slot] = self._q0
+        a["q_pers"][slot] = self._q0
+        a["qa_model"][slot] = self._qa0
+        a["qa_pers"][slot] = self._qa0
+
+    def _slot(self, sensor_id: str) -> int:
+        slot = self.slots.get(sensor_id)
+        if slot is not None:
+            self.slots.move_to_end(sensor_id)
+            return slot
+        if len(self.slots) >= self.max_sensors:
+            _, old = self.slots.popitem(last=False)
+            self.on_persistence -= int(self._arrays["use_pers"][old])
+            self._free.append(old)
+        if not self._free:
+            self._allocate(min(len(self._arrays["pend_seq"]) * 2, self.max_sensors))
+        slot = self._free.pop()
+        self._reset(slot)
+        self.slots[sensor_id] = slot
+        return slot
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def take_switches(self) -> dict[str, int]:
+        """Guard switches since the last call, by what the sensors are served now."""
+        with self._lock:
+            out, self.switches = self.switches, {"persistence": 0, "model": 0}
+            return out
+
+    # --- the worker's call --------------------------------------------------
+    def score(
+        self,
+        windows: list[Window],
+        forecast: NDArray[np.float64],
+        scale: NDArray[np.float64],
+    ) -> Scored:
+        """Score each window's newest reading, then record and calibrate its forecast.
+
+        `forecast` is (n, horizon, targets) in sensor units; `scale` (n, 1, targets).
+        Windows of one sensor are handled in order, even within one batch.
+        """
+        n = len(windows)
+        if not self.scored:
+            half = self._q0[None] * scale
+            return Scored(forecast, forecast - half, forecast + half, np.zeros(n, bool), [])
+        with self._lock:
+            slots = np.array([self._slot(w.sensor_id) for w in windows], dtype=np.intp)
+            seqs = np.array([w.seq for w in windows], dtype=np.int64)
+            last = np.stack([w.values[-1, self._target_idx] for w in windows])
+            out = forecast.copy()
+            lower = np.empty_like(forecast)
+            upper = np.empty_like(forecast)
+            pers = np.zeros(n, dtype=np.bool_)
+            anomalies: list[Anomaly] = []
+            for rows in _rounds(slots):
+                self._score_round(rows, slots[rows], seqs[rows], last[rows], windows, anomalies)
+                r_slots = slots[rows]
+                use = self._arrays["use_pers"][r_slots] if self.guard else np.zeros(len(rows), bool)
+                q = np.where(
+                    use[:, None, None],
+                    self._arrays["q_pers"][r_slots],
+                    self._arrays["q_model"][r_slots],
+                )
+                served = np.where(use[:, None, None], last[rows][:, None, :], forecast[rows])
+                half = q * scale[rows]
+                out[rows] = served
+                lower[rows] = served - half
+                upper[rows] = served + half
+                pers[rows] = use
+                self._store(r_slots, seqs[rows], forecast[rows], last[rows], scale[rows], use)
+        return Scored(out, lower, upper, pers, anomalies)
+
+    def _score_round(
+        self,
+        rows: NDArray[np.intp],
+        slots: NDArray[np.intp],
+        seqs: NDArray[np.int64],
+        y: NDArray[np.float64],
+        windows: list[Window],
+        anomalies: list[Anomaly],
+    ) -> None:
+        a, h = self._arrays, self.horizon
+        made = seqs[:, None] - self._lags[None, :]  # (m, h): seq of the window for each lag
+        ring = made % h
+        s2 = slots[:, None]
+        valid = a["pend_seq"][s2, ring] == made  # (m, h)
+        if not valid.any():
+            return
+        f = a["pend_f"][s2, ring, self._lags[None, :] - 1].astype(np.float64)  # (m, h, k)
+        p = a["pend_last"][s2, ring].astype(np.float64)
+        # slots never written hold scale 0; they are masked out below, but must not divide
+        sc = np.where(valid[:, :, None], a["pend_scale"][s2, ring], 1.0).astype(np.float64)
+        sc = np.maximum(sc, np.finfo(np.float32).tiny)
+        r_model = np.abs(y[:, None, :] - f) / sc
+        r_pers = np.abs(y[:, None, :] - p) / sc
+        n_scored = a["n_scored"][slots]
+        rate = np.maximum(RATE, WARM_RATE / np.sqrt(n_scored + 1.0))[:, None, None]
+        v3 = valid[:, :, None]
+        alpha = 1.0 - self.level
+        for q_name, r in (("q_model", r_model), ("q_pers", r_pers)):
+            q = a[q_name][slots]
+            step = np.exp(rate * ((r > q) - alpha))
+            a[q_name][slots] = np.clip(np.where(v3, q * step, q), Q_FLOOR, Q_CEIL)
+        if self.anomalies:
+            scored = _Round(slots, seqs, ring, valid, y, f, p, sc, rate[:, :, 0])
+            for i, expected, half, score in self._anomalies(scored):
+                window = windows[int(rows[i])]
+                anomalies.append(
+                    Anomaly(window, expected, expected - half, expected + half, y[i], score)
+                )
+        if self.guard:
+            self._guard(slots, valid, r_model, r_pers)
+        a["n_scored"][slots] = n_scored + valid.any(axis=1)
+
+    def _anomalies(
+        self, r: _Round
+    ) -> list[tuple[int, NDArray[np.float64], NDArray[np.float64], float]]:
+        """Readings outside the one-step interval served for them, as (row, expected,
+        half-width, score); then calibrate that interval with them.
+
+        A reading right after an anomaly is checked against the forecast made before the
+        anomaly (two steps ahead, its interval widened by the step's own calibration), as the
+        forecast made from the anomalous reading would flag it too; with a horizon of one
+        step it is not checked. Only clean one-step comparisons calibrate the interval."""
+        a, rows = self._arrays, np.arange(len(r.slots))
+        after = a["flagged_seq"][r.slots] == r.seqs - 1
+        two = self.horizon > 1
+        step = np.where(after & two, 1, 0)
+        usable = np.where(after, r.valid[:, 1] if two else False, r.valid[:, 0])
+        was_pers = a["pend_pers"][r.slots, r.ring[rows, step]]
+        expected = np.where(was_pers[:, None], r.p[rows, step], r.f[rows, step])
+        qa = np.where(was_pers[:, None], a["qa_pers"][r.slots], a["qa_model"][r.slots])
+        if self.horizon > 1:
+            q_served = np.where(
+                was_pers[:, None, None], a["q_pers"][r.slots], a["q_model"][r.slots]
+            )
+            widen = np.where(after[:, None], q_served[:, 1] / q_served[:, 0], 1.0)
+            qa = qa * widen
+        half = qa.astype(np.float64) * r.sc[rows, step]
+        worst = (np.abs(r.y - expected) / half).max(axis=1)
+        hit = np.flatnonzero(usable & (worst > 1.0))
+        a["flagged_seq"][r.slots[hit]] = r.seqs[hit]
+        found = [(int(i), expected[i], half[i], float(worst[i])) for i in hit]
+        clean = (r.valid[:, 0] & ~after)[:, None]
+        alpha = 1.0 - self.anomaly_level
+        for name, forecast in (("qa_model", r.f[:, 0]), ("qa_pers", r.p[:, 0])):
+            q = a[name][r.slots]
+            miss = np.abs(r.y - forecast) / r.sc[:, 0] > q
+            grown = q * np.exp(r.rate * (miss - alpha))
+            a[name][r.slots] = np.clip(np.where(clean, grown, q), Q_FLOOR, Q_CEIL)
+        return found
+
+    def _guard(
+        self,
+        slots: NDArray[np.intp],
+        valid: NDArray[np.bool_],
+        r_model: NDArray[np.float64],
+        r_pers: NDArray[np.float64],
+    ) -> None:
+        a = self._arrays
+        any_valid = valid.any(axis=1)
+        w = np.where(any_valid, GUARD_WEIGHT, 0.0)
+        em = np.where(valid[:, :, None], r_model, 0.0).sum(axis=(1, 2))
+        ep = np.where(valid[:, :, None], r_pers, 0.0).sum(axis=(1, 2))
+        n = a["n_scored"][slots] + any_valid  # counted after the guard, by the caller
+        fresh = a["n_scored"][slots] == 0
+        err_m = np.where(fresh, em, a["err_model"][slots] + w * (em - a["err_model"][slots]))
+        err_p = np.where(fresh, ep, a["err_pers"][slots] + w * (ep - a["err_pers"][slots]))
+        use = a["use_pers"][slots]
+        ready = n >= GUARD_MIN_SCORED
+        enter = ready & ~use & (err_m > GUARD_ENTER * err_p)
+        leave = use & (err_m < GUARD_LEAVE * err_p)
+        a["err_model"][slots] = np.where(any_valid, err_m, a["err_model"][slots])
+        a["err_pers"][slots] = np.where(any_valid, err_p, a["err_pers"][slots])
+        a["use_pers"][slots] = (use | enter) & ~leave
+        entered, left = int(enter.sum()), int(leave.sum())
+        self.switches["persistence"] += entered
+        self.switches["model"] += left
+        self.on_persistence += entered - left
+
+    def _store(
+        self,
+        slots: NDArray[np.intp],
+        seqs: NDArray[np.int64],
+        forecast: NDArray[np.float64],
+        last: NDArray[np.float64],
+        scale: NDArray[np.float64],
+        served_pers: NDArray[np.bool_],
+    ) -> None:
+        a = self._arrays
+        ring = seqs % self.horizon
+        a["pend_seq"][slots, ring] = seqs
+        a["pend_f"][slots, ring] = forecast
+        a["pend_last"][slots, ring] = last
+        a["pend_scale"][slots, ring] = scale[:, 0, :]
+        a["pend_pers"][slots, ring] = served_pers
+
+    # --- snapshots ----------------------------------------------------------
+    def to_arrays(self) -> dict[str, NDArray[Any]]:
+        with self._lock:
+            idx = np.fromiter(self.slots.values(), dtype=np.intp, count=len(self.slots))
+            out = {name: arr[idx] for name, arr in self._arrays.items()}
+            out["sensor_ids"] = np.array(list(self.slots), dtype=np.str_)
+            return out
+
+    def load_arrays(self, arrays: dict[str, NDArray[Any]]) -> int:
+        """Restore `to_arrays` output; raise ValueError if it does not fit this bundle."""
+        ids = [str(s) for s in arrays["sensor_ids"].tolist()]
+        m = len(ids)
+        if len(set(ids)) != m:
+            raise ValueError("duplicate sensor ids")
+        for name, (shape, dtype) in self._shapes.items():
+            got = arrays[name]
+            if got.shape != (m, *shape) or got.dtype != dtype:
+                raise ValueError(f"{name} has shape {got.shape} {got.dtype}")
+        for name in ("q_model", "q_pers", "qa_model", "qa_pers", "err_model", "err_pers"):
+            if not np.isfinite(arrays[name]).all():
+                raise ValueError(f"{name} is not finite")
+        keep = ids[max(0, m - self.max_sensors) :]
+        with self._lock:
+            self.slots.clear()
+            self._free = []
+            self._arrays = {}
+            self._allocate(min(max(len(keep), 1024), self.max_sensors))
+            first = m - len(keep)
+            for sid in keep:
+                self._slot(sid)
+            idx = np.fromiter(self.slots.values(), dtype=np.intp, count=len(keep))
+            for name in self._shapes:
+                self._arrays[name][idx] = arrays[name][first:]
+            for name in ("q_model", "q_pers", "qa_model", "qa_pers"):
+                np.clip(self._arrays[name], Q_FLOOR, Q_CEIL, out=self._arrays[name])
+            self.on_persistence = int(self._arrays["use_pers"][idx].sum())
+        return len(keep)
+
+
+@dataclass(frozen=True)
+class _Round:
+    """What one scoring round computed, per window (m) and lag (h)."""
+
+    slots: NDArray[np.intp]
+    seqs: NDArray[np.int64]
+    ring: NDArray[np.int64]
+    valid: NDArray[np.bool_]
+    y: NDArray[np.float64]
+    f: NDArray[np.float64]
+    p: NDArray[np.float64]
+    sc: NDArray[np.float64]
+    rate: NDArray[np.float64]
+
+
+def _rounds(slots: NDArray[np.intp]) -> list[NDArray[np.intp]]:
+    """Row indices split so no slot appears twice in a round, in order of appearance."""
+    if len(np.unique(slots)) == len(slots):
+        return [np.arange(len(slots))]
+    seen: dict[int, int] = {}
+    rounds: list[list[int]] = []
+    for i, s in enumerate(slots.tolist()):
+        r = seen.get(s, -1) + 1
+        seen[s] = r
+        if r == len(rounds):
+            rounds.append([])
+        rounds[r].append(i)
+    return [np.array(r, dtype=np.intp) for r in rounds]

@@ -1,0 +1,77 @@
+"""Intervals, the persistence guard and anomaly events, over a real mosquitto."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from sensorcast.models import DEFAULT_BUNDLE
+
+from ..conftest import daemon_settings
+from ..mqtt_helpers import wait_for
+
+T0 = 1_700_000_000.0
+
+
+def test_every_forecast_has_an_interval_and_a_spike_is_an_anomaly(
+    broker, client_factory, run_daemon
+):
+    daemon = run_daemon(daemon_settings(broker.port, model={"path": str(DEFAULT_BUNDLE)}))
+    meta = daemon.service.meta
+    sub = client_factory("forecasts/#", "anomalies/#")
+    pub = client_factory()
+    rng = np.random.default_rng(7)
+    n = meta.timesteps + 300
+    values = 20 + np.cumsum(rng.normal(0, 0.1, n)) + rng.normal(0, 0.05, n)
+    spike = n - 20
+    values[spike] += 5.0
+    for i, v in enumerate(values):
+        pub.publish("sensors/fridge/reading", {"value": round(float(v), 4), "ts": T0 + 60 * i})
+    expected = n - meta.timesteps + 1
+    wait_for(lambda: len(sub.received("forecasts/")) >= expected, timeout=30)
+    forecasts = sub.json("forecasts/")
+    assert len(forecasts) == expected
+    for msg in forecasts:
+        assert msg["level"] == 0.9
+        assert msg["source"] in ("model", "persistence")
+        assert len(msg["lower"]) == len(msg["upper"]) == meta.horizon
+        for lo, f, hi in zip(msg["lower"], msg["forecast"], msg["upper"], strict=True):
+            assert lo <= f <= hi
+    anomalies = sub.json("anomalies/")
+    assert T0 + 60 * spike in [a["ts"] for a in anomalies]
+    hit = next(a for a in anomalies if a["ts"] == T0 + 60 * spike)
+    assert hit["sensor_id"] == "fridge" and hit["level"] == 0.99
+    assert hit["score"] > 1 and not hit["lower"] <= hit["value"] <= hit["upper"]
+    assert daemon.service.metrics.value("sensorcast_anomalies_total") == len(anomalies)
+    assert len(anomalies) <= 5  # the spike, and at most a few of its neighbours
+
+
+def test_anomalies_off_publish_none(broker, client_factory, run_daemon):
+    run_daemon(daemon_settings(broker.port, anomaly={"enabled": False}))
+    sub = client_factory("anomalies/#", "forecasts/#")
+    pub = client_factory()
+    values = [20.0] * 25 + [90.0, 20.0, 20.0]
+    for i, v in enumerate(values):
+        pub.publish("sensors/a/reading", {"value": v, "ts": T0 + i})
+    wait_for(lambda: len(sub.received("forecasts/")) >= len(values) - 19)
+    assert sub.received("anomalies/") == []
+    assert all(json.loads(p)["lower"] for _, p, _ in sub.received("forecasts/"))
+
+
+def test_scores_survive_a_restart_with_a_state_dir(broker, client_factory, run_daemon, tmp_path):
+    settings = daemon_settings(broker.port, state={"dir": str(tmp_path)})
+    first = run_daemon(settings)
+    pub = client_factory()
+    sub = client_factory("forecasts/#")
+    for i in range(60):
+        pub.publish("sensors/b/reading", {"value": 10 + (i % 5), "ts": T0 + i})
+    wait_for(lambda: len(sub.received()) >= 41)
+    assert first.stop() == 0
+    assert (tmp_path / "scores.npz").is_file()
+    scores = first.service.worker.served.scores
+    second = run_daemon(settings)
+    restored = second.service.worker.served.scores
+    assert list(restored.slots) == ["b"]
+    a, b = scores.to_arrays(), restored.to_arrays()
+    assert np.array_equal(a["q_model"], b["q_model"])

@@ -1,0 +1,198 @@
+"""SensorScores: online intervals, the persistence guard and anomalies, per sensor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from sensorcast.buffer import Window
+from sensorcast.models.bundle import BundleMeta, default_calibration
+from sensorcast.scoring import SensorScores
+
+from .test_forecasts import make_meta
+
+T = 4
+
+
+def meta(horizon: int = 3) -> BundleMeta:
+    return make_meta(horizon=horizon)
+
+
+Model = Callable[[np.ndarray], np.ndarray]
+
+
+def replay(
+    scores: SensorScores,
+    series: np.ndarray,
+    model: Model,
+    sid: str = "s",
+    batch: int = 1,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[bool], list[float]]:
+    """Serve every full window of `series` through `scores`, `batch` windows per call.
+
+    Returns per window: forecast, lower, upper, source persistence, and the anomaly
+    timestamps found."""
+    h = scores.horizon
+    windows = [
+        Window(sid, series[i - T + 1 : i + 1, None].astype(float), float(i), 1.0, seq=1000 + i)
+        for i in range(T - 1, len(series))
+    ]
+    out: tuple[list, list, list, list, list] = ([], [], [], [], [])
+    for start in range(0, len(windows), batch):
+        chunk = windows[start : start + batch]
+        fc = np.stack([model(w.values[:, 0]) for w in chunk]).reshape(len(chunk), h, 1)
+        scale = np.ones((len(chunk), 1, 1))
+        got = scores.score(chunk, fc, scale)
+        out[0].extend(got.forecast)
+        out[1].extend(got.lower)
+        out[2].extend(got.upper)
+        out[3].extend(got.persistence.tolist())
+        out[4].extend(a.window.ts for a in got.anomalies)
+    return out
+
+
+def scores_for(m: BundleMeta, **kw: object) -> SensorScores:
+    args: dict[str, object] = {"level": 0.9, "anomaly_level": 0.99, "max_sensors": 100}
+    args.update(kw)
+    return SensorScores(m, **args)  # type: ignore[arg-type]
+
+
+def test_first_forecast_has_the_bundle_calibration_interval() -> None:
+    m = meta()
+    s = scores_for(m)
+    w = Window("a", np.zeros((T, 1)), 1.0, 1.0, seq=7)
+    fc = np.full((1, 3, 1), 10.0)
+    got = s.score([w], fc, np.full((1, 1, 1), 2.0))
+    q = np.asarray(default_calibration(3, 1).quantile(0.9))
+    assert got.lower[0] == pytest.approx(10.0 - 2.0 * q)
+    assert got.upper[0] == pytest.approx(10.0 + 2.0 * q)
+    assert not got.persistence[0]
+
+
+@pytest.mark.parametrize("level", [0.8, 0.9])
+def test_coverage_converges_to_level_per_step(level: float) -> None:
+    rng = np.random.default_rng(1)
+    n = 6000
+    noise_scale = 3.0  # far from the default calibration's one normalised unit
+    series = 50 + rng.normal(0, noise_scale, n)
+    s = scores_for(meta(), level=level)
+    fc, lo, hi, _, _ = replay(s, series, lambda w: np.full(3, 50.0))
+    for step in range(3):
+        inside = [
+            lo[i][step, 0] <= series[i + T + step] <= hi[i][step, 0]
+            for i in range(1000, len(fc) - 3)
+        ]
+        assert abs(np.mean(inside) - level) < 0.03
+
+
+def test_guard_serves_persistence_where_the_model_loses_and_returns_when_it_wins() -> None:
+    rng = np.random.default_rng(2)
+    walk = np.cumsum(rng.normal(0, 1, 800))
+    s = scores_for(meta(horizon=1))
+
+    def bad_then_good(w: np.ndarray) -> np.ndarray:
+        # far off for the first half; the next value exactly afterwards (an oracle)
+        return np.array([w[-1] + 5.0])
+
+    fc, _, _, pers, _ = replay(s, walk[:400], bad_then_good)
+    assert pers[-1] and s.on_persistence == 1
+    assert fc[-1][0, 0] == walk[399]  # the last value is served
+    first = pers.index(True)
+    assert not any(pers[:19]) and all(pers[first:])  # no flapping once switched
+
+    truth = {float(v): walk[i + 1] for i, v in enumerate(walk[:-1])}
+    oracle = lambda w: np.array([truth.get(float(w[-1]), w[-1])])  # noqa: E731
+    seq0 = 1000 + 400
+    windows = [
+        Window("s", walk[i - T + 1 : i + 1, None], float(i), 1.0, seq=seq0 + i - 400)
+        for i in range(400, 799)
+    ]
+    served = []
+    for w in windows:
+        got = s.score([w], oracle(w.values[:, 0]).reshape(1, 1, 1), np.ones((1, 1, 1)))
+        served.append(bool(got.persistence[0]))
+    assert served[-1] is False and s.switches["model"] >= 1
+
+
+def test_model_that_beats_persistence_is_never_switched() -> None:
+    t = np.arange(2000)
+    series = 10 * np.sin(2 * np.pi * t / 24)
+    s = scores_for(meta(horizon=1))
+    truth = {tuple(np.round(series[i - T + 1 : i + 1], 9)): series[i + 1] for i in range(3, 1999)}
+    model = lambda w: np.array([truth.get(tuple(np.round(w, 9)), w[-1])])  # noqa: E731
+    _, _, _, pers, _ = replay(s, series, model)
+    assert not any(pers)
+
+
+def test_spikes_are_anomalies_and_clean_readings_rarely() -> None:
+    rng = np.random.default_rng(3)
+    n = 4000
+    series = 20 + rng.normal(0, 1, n)
+    spikes = np.arange(500, n, 97)
+    series[spikes] += 8.0 * np.sqrt(2)  # 8x the first-difference std
+    s = scores_for(meta(horizon=1))
+    *_, found = replay(s, series, lambda w: np.array([20.0]))
+    found_set = {int(ts) for ts in found}
+    caught = np.mean([int(i) in found_set for i in spikes])
+    clean = [i for i in range(500, n) if i not in set(spikes.tolist())]
+    false = np.mean([i in found_set for i in clean])
+    assert caught >= 0.9
+    assert false <= 0.02
+
+
+def test_windows_of_one_sensor_in_one_batch_score_as_if_one_at_a_time() -> None:
+    rng = np.random.default_rng(4)
+    series = np.cumsum(rng.normal(0, 1, 300))
+    model: Model = lambda w: np.full(3, w.mean())  # noqa: E731
+    one = replay(scores_for(meta()), series, model, batch=1)
+    many = replay(scores_for(meta()), series, model, batch=7)
+    for a, b in zip(one[1], many[1], strict=True):
+        assert a == pytest.approx(b)
+    assert one[3] == many[3]
+
+
+def test_sensors_are_capped_least_recently_seen_first() -> None:
+    s = scores_for(meta(), max_sensors=3)
+    for sid in "abcd":
+        w = Window(sid, np.zeros((T, 1)), 1.0, 1.0, seq=1)
+        s.score([w], np.zeros((1, 3, 1)), np.ones((1, 1, 1)))
+    assert list(s.slots) == ["b", "c", "d"]
+
+
+def test_snapshot_round_trip_keeps_each_sensors_state() -> None:
+    rng = np.random.default_rng(5)
+    series = 50 + rng.normal(0, 4, 500)
+    s = scores_for(meta())
+    replay(s, series, lambda w: np.full(3, 50.0))
+    arrays = s.to_arrays()
+    restored = scores_for(meta())
+    assert restored.load_arrays(arrays) == 1
+    w = Window("s", series[-T:, None], 1e6, 1.0, seq=5_000_000)
+    a = s.score([w], np.full((1, 3, 1), 50.0), np.ones((1, 1, 1)))
+    b = restored.score([w], np.full((1, 3, 1), 50.0), np.ones((1, 1, 1)))
+    assert a.upper == pytest.approx(b.upper)
+
+
+def test_a_corrupt_snapshot_is_refused() -> None:
+    s = scores_for(meta())
+    replay(s, np.arange(20.0), lambda w: np.full(3, w[-1]))
+    arrays = s.to_arrays()
+    arrays["q_model"] = arrays["q_model"] * np.nan
+    with pytest.raises(ValueError, match="not finite"):
+        scores_for(meta()).load_arrays(arrays)
+
+
+def test_unscorable_targets_get_the_bundle_interval_and_no_guard() -> None:
+    data = make_meta(horizon=1).model_dump()
+    data.update(features=["temperature"], targets=["co2"])
+    data["normalisation"] = {
+        "mode": "global", "mean": [20.0], "std": [2.0], "target_mean": [400.0], "target_std": [9.0]
+    }  # fmt: skip
+    s = scores_for(BundleMeta.model_validate(data))
+    assert not s.scored
+    w = Window("a", np.zeros((T, 1)), 1.0, 1.0, seq=3)
+    got = s.score([w], np.full((1, 1, 1), 400.0), np.full((1, 1, 1), 10.0))
+    assert got.upper[0, 0, 0] == pytest.approx(400.0 + 10.0 * 1.645)
+    assert not got.persistence[0]
