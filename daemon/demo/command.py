@@ -179,7 +179,8 @@ def _start(
     feature = meta.features[0]
     sensors = make_fleet(args.sensors)
     board = Scoreboard([s.sensor_id for s in sensors])
-    view = ScoreboardClient(board, broker.port, readings, forecasts, feature)
+    anomalies = TopicTemplate(settings.anomaly.topic, allow_wildcards=False)
+    view = ScoreboardClient(board, broker.port, readings, forecasts, feature, anomalies)
     stack.callback(view.close)
     daemon = ServiceThread(Service(settings))
     daemon.start()

@@ -4,6 +4,9 @@ Time is compressed so the demo moves: one simulated day passes in `DAY_S`
 seconds of wall time. Each sensor is a daily shape in its own units plus a slow
 trend, AR(1) noise, measurement noise, lasting level steps and decaying bumps;
 values are rounded to the sensor's resolution like a real device would send.
+Now and then a sensor misbehaves as real ones do: a single-reading spike, a
+value stuck for a while, or a slow drift away from the truth; the daemon's
+anomaly events should catch the spikes.
 """
 
 from __future__ import annotations
@@ -24,6 +27,12 @@ from sensorcast.topics import TopicTemplate
 
 DAY_S = 60.0
 """Wall-clock seconds per simulated day."""
+SPIKES_PER_DAY = 1.0
+"""Single-reading spikes per sensor and simulated day (about one a minute in the fleet)."""
+STUCK_PER_DAY = 0.15
+"""Times per sensor and day its value freezes for a while (a hung sensor)."""
+DRIFTS_PER_DAY = 0.1
+"""Times per sensor and day it starts drifting away from the truth (a failing sensor)."""
 
 
 def diurnal(f: float, peak_hour: float) -> float:
@@ -105,8 +114,11 @@ CATALOGUE: tuple[SensorSpec, ...] = (
 class SimulatedSensor:
     """One sensor of the fleet: a spec, its own random state and its remembered offsets."""
 
-    def __init__(self, spec: SensorSpec, sensor_id: str, seed: int, phase: float) -> None:
+    def __init__(
+        self, spec: SensorSpec, sensor_id: str, seed: int, phase: float, faults: bool = True
+    ) -> None:
         self.spec = spec
+        self.faulty = faults
         self.sensor_id = sensor_id
         self.phase = phase
         self._rng = random.Random(seed)
@@ -114,6 +126,12 @@ class SimulatedSensor:
         self._offset = self._rng.uniform(-0.02, 0.02) * (abs(spec.level) + 1)
         self._bump = 0.0
         self._last: float | None = None
+        self._stuck_until = -math.inf
+        self._fault_drift = 0.0
+        self._fault_drift_left = 0.0
+        self._drift_rate = 0.0
+        self.faults: list[tuple[float, str]] = []
+        """(time, kind) of each fault injected: spike, stuck, drift."""
 
     def sample(self, ts: float, interval: float) -> float:
         """The reading at wall time `ts`, `interval` seconds after the previous one."""
@@ -133,20 +151,58 @@ class SimulatedSensor:
             self._offset += s.refill[1] - value
             value = s.refill[1]
         value += rng.gauss(0, s.noise)
+        if self.faulty:
+            value = self._faults(ts, dt, value)
         if s.floor is not None:
             value = max(s.floor, value)
-        self._last = round(value, s.decimals)
+        if self._last is None or ts >= self._stuck_until:  # a stuck sensor repeats itself
+            self._last = round(value, s.decimals)
         return self._last
 
+    def _faults(self, ts: float, dt: float, value: float) -> float:
+        """The value as a misbehaving sensor would report it."""
+        s, rng = self.spec, self._rng
+        value += self._faulty_drift(ts, dt)
+        if ts < self._stuck_until:
+            return value
+        if rng.random() < STUCK_PER_DAY * dt:
+            self._stuck_until = ts + rng.uniform(0.02, 0.06) * DAY_S
+            self.faults.append((ts, "stuck"))
+        if rng.random() < SPIKES_PER_DAY * dt:
+            value += rng.choice((-1, 1)) * self.typical_swing() * rng.uniform(4, 8)
+            self.faults.append((ts, "spike"))
+            if s.floor is not None:
+                value = abs(value - s.floor) + s.floor  # a spike up, where it cannot go down
+        return value
 
-def make_fleet(n: int, seed: int = 7) -> list[SimulatedSensor]:
-    """`n` sensors from the catalogue; beyond its length, more of each kind (`office-temp-2`)."""
+    def typical_swing(self) -> float:
+        """A size of ordinary change for this sensor, the unit of its faults."""
+        s = self.spec
+        return max(s.noise * 4, s.drift, 10.0**-s.decimals)
+
+    def _faulty_drift(self, ts: float, dt: float) -> float:
+        if self._fault_drift_left <= 0 and self._rng.random() < DRIFTS_PER_DAY * dt:
+            self._fault_drift_left = self._rng.uniform(0.05, 0.15)
+            self._drift_rate = self._rng.choice((-1, 1)) * self.typical_swing() * 40
+            self.faults.append((ts, "drift"))
+        if self._fault_drift_left > 0:
+            self._fault_drift += self._drift_rate * dt
+            self._fault_drift_left -= dt
+        else:
+            self._fault_drift *= 0.5 ** (dt / 0.01)  # repaired: back to the truth
+        return self._fault_drift
+
+
+def make_fleet(n: int, seed: int = 7, faults: bool = True) -> list[SimulatedSensor]:
+    """`n` sensors from the catalogue; beyond its length, more of each kind (`office-temp-2`).
+    `faults`: sensors sometimes spike, stick or drift."""
     sensors = []
     for i in range(n):
         spec = CATALOGUE[i % len(CATALOGUE)]
         copy = i // len(CATALOGUE)
         sensor_id = spec.name if copy == 0 else f"{spec.name}-{copy + 1}"
-        sensors.append(SimulatedSensor(spec, sensor_id, seed * 1000 + i, phase=0.03 * copy))
+        seed_i = seed * 1000 + i
+        sensors.append(SimulatedSensor(spec, sensor_id, seed_i, phase=0.03 * copy, faults=faults))
     return sensors
 
 

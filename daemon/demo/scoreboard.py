@@ -3,7 +3,8 @@
 `Scoreboard` keeps, per sensor, the latest reading, the one-step forecast made
 earlier for that reading's time (matched on the forecast's `at`), the next
 forecast, and the running mean absolute error of the model and of the
-persistence baseline (the last value) over the same readings.
+persistence baseline (the last value) over the same readings, how often the
+reading fell inside the forecast's interval, and the anomaly events.
 `ScoreboardClient` feeds it from the broker like any other consumer would.
 """
 
@@ -38,7 +39,19 @@ class SensorScore:
     model_err: float = 0.0
     last_err: float = 0.0
     scored: int = 0
-    pending: dict[float, float] = field(default_factory=dict)
+    next_lower: float | None = None
+    next_upper: float | None = None
+    persistence: bool = False
+    inside: int = 0
+    banded: int = 0
+    anomalies: int = 0
+    last_anomaly: float | None = None
+    pending: dict[float, tuple[float, float | None, float | None]] = field(default_factory=dict)
+
+    @property
+    def coverage(self) -> float | None:
+        """Share of readings inside the interval forecast for them."""
+        return self.inside / self.banded if self.banded else None
 
     @property
     def mae_model(self) -> float | None:
@@ -64,11 +77,16 @@ class Scoreboard:
             step = ts - s.ts if s.ts is not None else 1.0
             tolerance = MATCH_TOLERANCE * step
             s.predicted = None
+            band: tuple[float | None, float | None] = (None, None)
             for at in sorted(s.pending):
                 if at < ts - tolerance:
                     del s.pending[at]
                 elif at <= ts + tolerance:
-                    s.predicted = s.pending.pop(at)
+                    s.predicted, *band = s.pending.pop(at)  # type: ignore[assignment]
+            lo, hi = band
+            if lo is not None and hi is not None:
+                s.banded += 1
+                s.inside += lo <= value <= hi
             if s.predicted is not None and s.value is not None:
                 s.model_err += abs(s.predicted - value)
                 s.last_err += abs(s.value - value)
@@ -76,13 +94,35 @@ class Scoreboard:
             s.readings += 1
             s.value, s.ts = value, ts
 
-    def forecast(self, sensor_id: str, value: float, at: float | None) -> None:
+    def forecast(
+        self,
+        sensor_id: str,
+        value: float,
+        at: float | None,
+        lower: float | None = None,
+        upper: float | None = None,
+        persistence: bool = False,
+    ) -> None:
         with self.lock:
             s = self.scores.setdefault(sensor_id, SensorScore())
             s.forecasts += 1
             s.next_value, s.next_at = value, at
+            s.next_lower, s.next_upper, s.persistence = lower, upper, persistence
             if at is not None:
-                s.pending[at] = value
+                s.pending[at] = (value, lower, upper)
+
+    def anomaly(self, sensor_id: str, ts: float) -> None:
+        with self.lock:
+            s = self.scores.setdefault(sensor_id, SensorScore())
+            s.anomalies += 1
+            s.last_anomaly = ts
+
+    def coverage(self) -> float | None:
+        """Share of all scored readings that fell inside their forecast's interval."""
+        with self.lock:
+            banded = sum(s.banded for s in self.scores.values())
+            inside = sum(s.inside for s in self.scores.values())
+        return inside / banded if banded else None
 
     def totals(self) -> tuple[int, int]:
         """All readings and forecasts seen so far."""
@@ -98,17 +138,24 @@ class Scoreboard:
         return better, len(scored)
 
 
-def _first_step(forecast: Any, at: Any) -> tuple[float, float | None] | None:
-    """The first forecast step's value and target time from a forecast message."""
-    if not isinstance(forecast, list) or not forecast:
+def _first(values: Any) -> float | None:
+    """The first step of a forecast-shaped list (a number, or the first target's)."""
+    if not isinstance(values, list) or not values:
         return None
-    step = forecast[0]
+    step = values[0]
     if isinstance(step, dict):
         step = next(iter(step.values()), None)
     if not isinstance(step, (int, float)) or not math.isfinite(step):
         return None
-    first_at = at[0] if isinstance(at, list) and at else None
-    return float(step), float(first_at) if isinstance(first_at, (int, float)) else None
+    return float(step)
+
+
+def _first_step(doc: dict[str, Any]) -> tuple[float, float | None, float | None, float | None]:
+    """The first forecast step's value, target time, lower and upper from a forecast."""
+    value = _first(doc.get("forecast"))
+    if value is None:
+        raise ValueError("no forecast")
+    return value, _first(doc.get("at")), _first(doc.get("lower")), _first(doc.get("upper"))
 
 
 class ScoreboardClient:
@@ -121,10 +168,12 @@ class ScoreboardClient:
         readings: TopicTemplate,
         forecasts: TopicTemplate,
         feature: str,
+        anomalies: TopicTemplate | None = None,
     ) -> None:
         self.board = board
         self.readings = readings
         self.forecasts = forecasts
+        self.anomalies = anomalies
         self.feature = feature
         self.subscribed = threading.Event()
         self._client = mqtt.Client(
@@ -135,7 +184,10 @@ class ScoreboardClient:
         self._client.on_message = self._on_message
         self._client.on_subscribe = lambda *a: self.subscribed.set()
         self._client.connect("127.0.0.1", port)
-        self._client.subscribe([(readings.subscription, 1), (forecasts.subscription, 1)])
+        topics = [(readings.subscription, 1), (forecasts.subscription, 1)]
+        if anomalies is not None:
+            topics.append((anomalies.subscription, 1))
+        self._client.subscribe(topics)
         self._client.loop_start()
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -150,10 +202,18 @@ class ScoreboardClient:
         if sensor is not None and isinstance(value, (int, float)) and isinstance(ts, (int, float)):
             self.board.reading(sensor, float(ts), float(value))
             return
-        step = _first_step(doc.get("forecast"), doc.get("at"))
         sensor = self.forecasts.sensor_id(msg.topic)
-        if sensor is not None and step is not None:
-            self.board.forecast(sensor, *step)
+        if sensor is not None:
+            try:
+                value, at, lower, upper = _first_step(doc)
+            except ValueError:
+                return
+            pers = doc.get("source") == "persistence"
+            self.board.forecast(sensor, value, at, lower, upper, pers)
+            return
+        sensor = self.anomalies.sensor_id(msg.topic) if self.anomalies else None
+        if sensor is not None and isinstance(ts, (int, float)):
+            self.board.anomaly(sensor, float(ts))
 
     def close(self) -> None:
         self._client.disconnect()

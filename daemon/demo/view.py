@@ -63,10 +63,29 @@ def _mae_cells(s: SensorScore, decimals: int) -> tuple[Text, Text]:
     return Text(_num(model, decimals + 1), style=style), Text(_num(last, decimals + 1))
 
 
+ANOMALY_SHOWN_S = 10.0
+"""Seconds a sensor's row stays marked after an anomaly event."""
+
+
+def _band(s: SensorScore, d: int) -> str:
+    if s.next_lower is None or s.next_upper is None:
+        return ""
+    return f" ±{(s.next_upper - s.next_lower) / 2:.{d}f}"
+
+
+def _flag(s: SensorScore) -> Text:
+    """The anomaly count, bold red while the last one is recent."""
+    if not s.anomalies:
+        return Text("-", style="dim")
+    recent = s.last_anomaly is not None and time.time() - s.last_anomaly < ANOMALY_SHOWN_S
+    return Text(f"{'! ' if recent else ''}{s.anomalies}", style="bold red" if recent else "")
+
+
 def _row(sensor: SimulatedSensor, s: SensorScore, info: DemoInfo, wide: bool) -> list[str | Text]:
     d = sensor.spec.decimals
     if s.forecasts:
-        nxt: str | Text = _num(s.next_value, d)
+        style = "yellow" if s.persistence else ""
+        nxt: str | Text = Text(_num(s.next_value, d) + _band(s, d), style=style)
     else:
         nxt = Text(f"{min(s.readings, info.timesteps)}/{info.timesteps}", style="dim")
     predicted = Text(_num(s.predicted, d), style="cyan" if s.predicted is not None else "dim")
@@ -79,6 +98,8 @@ def _row(sensor: SimulatedSensor, s: SensorScore, info: DemoInfo, wide: bool) ->
         nxt,
         model,
         last,
+        Text(_num(None if s.coverage is None else 100 * s.coverage, 0)),
+        _flag(s),
     ]
     if wide:
         err = None if s.predicted is None or s.value is None else s.value - s.predicted
@@ -93,7 +114,7 @@ def _table(wide: bool) -> Table:
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
     table.add_column("sensor", no_wrap=True, overflow="ellipsis", max_width=20)
     table.add_column("unit", no_wrap=True)
-    numbers = ["reading", "forecast", "next", "MAE model", "MAE last"]
+    numbers = ["reading", "forecast", "next ± 90%", "MAE model", "MAE last", "in %", "anom"]
     if wide:
         numbers[2:2] = ["error"]
         numbers += ["vs last", "readings", "forecasts"]
@@ -122,9 +143,14 @@ def live_view(board: Scoreboard, info: DemoInfo, width: int, height: int) -> Ren
     totals = Text(f"{readings} readings, {forecasts} forecasts")
     if scored:
         totals.append(f"  ·  model beats last value on {better} of {scored} sensors")
+    coverage = board.coverage()
+    if coverage is not None:
+        totals.append(f"  ·  {coverage:.0%} of readings inside their interval")
     explain = Text(
-        "forecast: predicted one step ago for this reading  ·  next: for the coming one\n"
-        "MAE last: the error of taking the last value as the forecast (persistence)",
+        "forecast: predicted one step ago for this reading  ·  next: for the coming one, "
+        "± half its interval (yellow: the last value, where the model did worse)\n"
+        "MAE last: the error of taking the last value as the forecast (persistence)  ·  "
+        "in %: readings inside their interval  ·  anom: anomaly events (! just now)",
         style="dim",
     )
     footer = Text.assemble(
@@ -150,10 +176,12 @@ def plain_report(board: Scoreboard, info: DemoInfo, print_line: Callable[[str], 
                 if s.scored
                 else "MAE -"
             )
+            inside = "" if s.coverage is None else f", {s.coverage:.0%} inside interval"
             print_line(
                 f"[{up:5.0f}s] {sensor.sensor_id:<18} {_num(s.value, d):>9} {unit:<4}"
                 f" forecast {_num(s.predicted, d):>9}  next {_num(s.next_value, d):>9}"
-                f"  {mae}  ({s.readings} readings, {s.forecasts} forecasts)"
+                f"{_band(s, d)}  {mae}  ({s.readings} readings, {s.forecasts} forecasts"
+                f"{inside}, {s.anomalies} anomalies)"
             )
     readings, forecasts = board.totals()
     print_line(f"[{up:5.0f}s] total: {readings} readings, {forecasts} forecasts")
@@ -167,4 +195,11 @@ def summary(board: Scoreboard, info: DemoInfo) -> list[str]:
     lines = [f"demo stopped after {seconds:.0f} s: {readings} readings, {forecasts} forecasts"]
     if scored:
         lines.append(f"the model beat the last value on {better} of {scored} sensors (MAE)")
+    coverage = board.coverage()
+    if coverage is not None:
+        lines.append(f"{coverage:.0%} of readings fell inside their forecast's 90% interval")
+    with board.lock:
+        anomalies = sum(s.anomalies for s in board.scores.values())
+    faults = sum(1 for sensor in info.sensors for _, kind in sensor.faults if kind == "spike")
+    lines.append(f"{anomalies} anomaly events; the fleet injected {faults} spikes")
     return lines

@@ -13,7 +13,7 @@ from ..mqtt_helpers import Client, wait_for
 from .command import Command
 
 FINAL = re.compile(r"demo stopped after \d+ s: (\d+) readings, (\d+) forecasts")
-SENSOR_LINE = re.compile(r"\] (\S+) .*\((\d+) readings, (\d+) forecasts\)")
+SENSOR_LINE = re.compile(r"\] (\S+) .*\((\d+) readings, (\d+) forecasts[,)]")
 
 
 def port_of(demo: Command) -> int:

@@ -21,7 +21,7 @@ RANGES = {
 
 
 def test_every_sensor_stays_in_range_and_moves():
-    fleet = make_fleet(len(CATALOGUE))
+    fleet = make_fleet(len(CATALOGUE), faults=False)
     assert set(RANGES) == {s.sensor_id for s in fleet}
     for sensor in fleet:
         values = [sensor.sample(1.7e9 + k, 1.0) for k in range(int(3 * DAY_S))]
@@ -34,3 +34,18 @@ def test_larger_fleets_repeat_the_kinds_under_new_ids():
     ids = [s.sensor_id for s in make_fleet(len(CATALOGUE) + 2)]
     assert len(set(ids)) == len(ids)
     assert ids[-2:] == ["office-temp-2", "office-humidity-2"]
+
+
+def test_faults_spike_stick_and_drift_now_and_then():
+    fleet = make_fleet(len(CATALOGUE))
+    days = 10
+    for sensor in fleet:
+        values = [sensor.sample(1.7e9 + k, 1.0) for k in range(int(days * DAY_S))]
+        spikes = [ts for ts, kind in sensor.faults if kind == "spike"]
+        assert 0 < len(spikes) < 4 * days, sensor.sensor_id
+        swing = sensor.typical_swing()
+        jumps = [abs(values[k] - values[k - 1]) for k in (int(ts - 1.7e9) for ts in spikes) if k]
+        # a spike is 4-8 swings; the sensor's own moves may take a little of it back
+        assert sum(j > 2 * swing for j in jumps) >= 0.8 * len(jumps), sensor.sensor_id
+    kinds = {kind for sensor in fleet for _, kind in sensor.faults}
+    assert kinds == {"spike", "stuck", "drift"}
