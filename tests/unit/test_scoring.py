@@ -196,3 +196,41 @@ def test_unscorable_targets_get_the_bundle_interval_and_no_guard() -> None:
     got = s.score([w], np.full((1, 1, 1), 400.0), np.full((1, 1, 1), 10.0))
     assert got.upper[0, 0, 0] == pytest.approx(400.0 + 10.0 * 1.645)
     assert not got.persistence[0]
+
+
+def test_each_sensor_of_a_mixed_fleet_gets_its_own_coverage() -> None:
+    """The shipped model on the demo's twelve kinds of sensor, faults included, through LiteRT:
+    every sensor's one-step coverage ends near the level, whatever its units and noise."""
+    from sensorcast.buffer import SensorTable
+    from sensorcast.demo.fleet import make_fleet
+    from sensorcast.models import DEFAULT_BUNDLE
+    from sensorcast.models.bundle import load_bundle
+    from sensorcast.models.runtime import Forecaster
+
+    bundle = load_bundle(DEFAULT_BUNDLE)
+    m = bundle.meta
+    forecaster = Forecaster(bundle)
+    fleet = make_fleet(24)
+    table = SensorTable(m.timesteps, 1)
+    scores = scores_for(m, max_sensors=100)
+    h = m.horizon
+    pending: dict[tuple[str, int], tuple[float, float]] = {}
+    inside: dict[str, list[bool]] = {x.sensor_id: [] for x in fleet}
+    for k in range(1500):
+        ts = 1.7e9 + k
+        windows = []
+        for x in fleet:
+            v = x.sample(ts, 1.0)
+            band = pending.pop((x.sensor_id, k), None)
+            if band is not None and k > 300:
+                inside[x.sensor_id].append(band[0] <= v <= band[1])
+            w = table.push(x.sensor_id, ts, (v,))
+            if isinstance(w, Window):
+                windows.append(w)
+        if windows:
+            fc, sc = forecaster.forecast_scaled(np.stack([w.values for w in windows]))
+            got = scores.score(windows, fc, sc)
+            for i, w in enumerate(windows):  # the last step: the hardest to calibrate
+                pending[(w.sensor_id, k + h)] = (got.lower[i, -1, 0], got.upper[i, -1, 0])
+    coverage = np.array([np.mean(v) for v in inside.values()])
+    assert np.mean(np.abs(coverage - 0.9) <= 0.05) >= 0.9, coverage
