@@ -15,7 +15,14 @@ normalised units of the bundle's calibration (error / window scale):
   whose model has recently done worse is served persistence (with hysteresis),
   while the model keeps being scored.
 - Anomalies: a reading outside the one-step interval at `anomaly_level` of
-  the forecast served for it.
+  the forecast served for it. A tracker at that level itself would learn to
+  let anomalies in (at 0.99 it widens until 1% of readings fall outside, the
+  spikes included), so each sensor tracks the `ANOMALY_BASE` quantile, which a
+  few spikes barely move, and the interval is that times the bundle's ratio of
+  the two quantiles (the shape of the error tail, measured at training). It is
+  measured in a scale of its own, robust to the spikes it looks for (the
+  median absolute step of the window the forecast was made from), so one spike
+  does not blind the detector to the next for a whole window.
 
 State lives in preallocated arrays (float32 for what is per step), grown by
 doubling up to `max_sensors`, least recently seen sensor recycled first. Only
@@ -50,6 +57,11 @@ GUARD_ENTER = 1.03
 GUARD_LEAVE = 0.97
 """... and below which it is served the model again."""
 Q_FLOOR, Q_CEIL = 1e-6, 1e6
+ANOMALY_BASE = 0.9
+"""The quantile each sensor tracks for its anomaly interval (see the module's docstring)."""
+ROBUST_FLOOR = 0.25
+"""The anomaly scale is at least this share of the window's own scale (a sensor that mostly
+repeats its value has a median step of zero)."""
 
 
 @dataclass
@@ -104,9 +116,11 @@ class SensorScores:
         )
         cal = meta.interval_calibration
         self._q0 = np.maximum(np.asarray(cal.quantile(level), dtype=np.float32), Q_FLOOR)
-        self._qa0 = np.maximum(
-            np.asarray(cal.quantile(anomaly_level)[0], dtype=np.float32), Q_FLOOR
-        )
+        base = np.maximum(np.asarray(cal.quantile(ANOMALY_BASE)[0], dtype=np.float32), Q_FLOOR)
+        top = np.asarray(cal.quantile(anomaly_level)[0], dtype=np.float32)
+        self._qa0 = base
+        self._tail = np.maximum(top / base, 1.0)
+        """Anomaly interval / ANOMALY_BASE interval, per target, from the bundle."""
         self._k = k = len(targets)
         self._lags = np.arange(1, h + 1)
         self.slots: OrderedDict[str, int] = OrderedDict()
@@ -120,6 +134,7 @@ class SensorScores:
             "pend_f": ((h, h, k), np.float32),
             "pend_last": ((h, k), np.float32),
             "pend_scale": ((h, k), np.float32),
+            "pend_rscale": ((h, k), np.float32),
             "pend_pers": ((h,), np.bool_),
             "q_model": ((h, k), np.float32),
             "q_pers": ((h, k), np.float32),
@@ -198,7 +213,10 @@ class SensorScores:
         with self._lock:
             slots = np.array([self._slot(w.sensor_id) for w in windows], dtype=np.intp)
             seqs = np.array([w.seq for w in windows], dtype=np.int64)
-            last = np.stack([w.values[-1, self._target_idx] for w in windows])
+            values = np.stack([w.values[:, self._target_idx] for w in windows])
+            last = values[:, -1]
+            steps = np.median(np.abs(np.diff(values, axis=1)), axis=1) * 1.4826
+            rscale = np.maximum(steps, ROBUST_FLOOR * scale[:, 0, :])
             out = forecast.copy()
             lower = np.empty_like(forecast)
             upper = np.empty_like(forecast)
@@ -219,7 +237,9 @@ class SensorScores:
                 lower[rows] = served - half
                 upper[rows] = served + half
                 pers[rows] = use
-                self._store(r_slots, seqs[rows], forecast[rows], last[rows], scale[rows], use)
+                self._store(
+                    r_slots, seqs[rows], forecast[rows], last[rows], scale[rows], rscale[rows], use
+                )
         return Scored(out, lower, upper, pers, anomalies)
 
     def _score_round(
@@ -243,6 +263,8 @@ class SensorScores:
         # slots never written hold scale 0; they are masked out below, but must not divide
         sc = np.where(valid[:, :, None], a["pend_scale"][s2, ring], 1.0).astype(np.float64)
         sc = np.maximum(sc, np.finfo(np.float32).tiny)
+        rsc = np.where(valid[:, :, None], a["pend_rscale"][s2, ring], 1.0).astype(np.float64)
+        rsc = np.maximum(rsc, np.finfo(np.float32).tiny)
         r_model = np.abs(y[:, None, :] - f) / sc
         r_pers = np.abs(y[:, None, :] - p) / sc
         n_scored = a["n_scored"][slots]
@@ -254,7 +276,7 @@ class SensorScores:
             step = np.exp(rate * ((r > q) - alpha))
             a[q_name][slots] = np.clip(np.where(v3, q * step, q), Q_FLOOR, Q_CEIL)
         if self.anomalies:
-            scored = _Round(slots, seqs, ring, valid, y, f, p, sc, rate[:, :, 0])
+            scored = _Round(slots, seqs, ring, valid, y, f, p, rsc, rate[:, :, 0])
             for i, expected, half, score in self._anomalies(scored):
                 window = windows[int(rows[i])]
                 anomalies.append(
@@ -282,6 +304,7 @@ class SensorScores:
         was_pers = a["pend_pers"][r.slots, r.ring[rows, step]]
         expected = np.where(was_pers[:, None], r.p[rows, step], r.f[rows, step])
         qa = np.where(was_pers[:, None], a["qa_pers"][r.slots], a["qa_model"][r.slots])
+        qa = qa * self._tail
         if self.horizon > 1:
             q_served = np.where(
                 was_pers[:, None, None], a["q_pers"][r.slots], a["q_model"][r.slots]
@@ -294,7 +317,7 @@ class SensorScores:
         a["flagged_seq"][r.slots[hit]] = r.seqs[hit]
         found = [(int(i), expected[i], half[i], float(worst[i])) for i in hit]
         clean = (r.valid[:, 0] & ~after)[:, None]
-        alpha = 1.0 - self.anomaly_level
+        alpha = 1.0 - ANOMALY_BASE
         for name, forecast in (("qa_model", r.f[:, 0]), ("qa_pers", r.p[:, 0])):
             q = a[name][r.slots]
             miss = np.abs(r.y - forecast) / r.sc[:, 0] > q
@@ -337,6 +360,7 @@ class SensorScores:
         forecast: NDArray[np.float64],
         last: NDArray[np.float64],
         scale: NDArray[np.float64],
+        rscale: NDArray[np.float64],
         served_pers: NDArray[np.bool_],
     ) -> None:
         a = self._arrays
@@ -345,6 +369,7 @@ class SensorScores:
         a["pend_f"][slots, ring] = forecast
         a["pend_last"][slots, ring] = last
         a["pend_scale"][slots, ring] = scale[:, 0, :]
+        a["pend_rscale"][slots, ring] = rscale
         a["pend_pers"][slots, ring] = served_pers
 
     # --- snapshots ----------------------------------------------------------
@@ -398,6 +423,7 @@ class _Round:
     f: NDArray[np.float64]
     p: NDArray[np.float64]
     sc: NDArray[np.float64]
+    """The robust (anomaly) scale."""
     rate: NDArray[np.float64]
 
 

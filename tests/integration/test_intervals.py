@@ -44,7 +44,7 @@ def test_every_forecast_has_an_interval_and_a_spike_is_an_anomaly(
     assert hit["sensor_id"] == "fridge" and hit["level"] == 0.99
     assert hit["score"] > 1 and not hit["lower"] <= hit["value"] <= hit["upper"]
     assert daemon.service.metrics.value("sensorcast_anomalies_total") == len(anomalies)
-    assert len(anomalies) <= 5  # the spike, and at most a few of its neighbours
+    assert len(anomalies) <= 8  # the spike, and about 1% of 300 clean readings
 
 
 def test_anomalies_off_publish_none(broker, client_factory, run_daemon):

@@ -16,8 +16,8 @@ from .test_forecasts import make_meta
 T = 4
 
 
-def meta(horizon: int = 3) -> BundleMeta:
-    return make_meta(horizon=horizon)
+def meta(horizon: int = 3, timesteps: int = T) -> BundleMeta:
+    return make_meta(horizon=horizon).model_copy(update={"timesteps": timesteps})
 
 
 Model = Callable[[np.ndarray], np.ndarray]
@@ -29,15 +29,16 @@ def replay(
     model: Model,
     sid: str = "s",
     batch: int = 1,
+    timesteps: int = T,
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[bool], list[float]]:
     """Serve every full window of `series` through `scores`, `batch` windows per call.
 
     Returns per window: forecast, lower, upper, source persistence, and the anomaly
     timestamps found."""
-    h = scores.horizon
+    h, t = scores.horizon, timesteps
     windows = [
-        Window(sid, series[i - T + 1 : i + 1, None].astype(float), float(i), 1.0, seq=1000 + i)
-        for i in range(T - 1, len(series))
+        Window(sid, series[i - t + 1 : i + 1, None].astype(float), float(i), 1.0, seq=1000 + i)
+        for i in range(t - 1, len(series))
     ]
     out: tuple[list, list, list, list, list] = ([], [], [], [], [])
     for start in range(0, len(windows), batch):
@@ -132,8 +133,8 @@ def test_spikes_are_anomalies_and_clean_readings_rarely() -> None:
     series = 20 + rng.normal(0, 1, n)
     spikes = np.arange(500, n, 97)
     series[spikes] += 8.0 * np.sqrt(2)  # 8x the first-difference std
-    s = scores_for(meta(horizon=1))
-    *_, found = replay(s, series, lambda w: np.array([20.0]))
+    s = scores_for(meta(horizon=1, timesteps=20))
+    *_, found = replay(s, series, lambda w: np.array([20.0]), timesteps=20)
     found_set = {int(ts) for ts in found}
     caught = np.mean([int(i) in found_set for i in spikes])
     clean = [i for i in range(500, n) if i not in set(spikes.tolist())]
