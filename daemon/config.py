@@ -13,9 +13,10 @@ import socket
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -145,8 +146,17 @@ class InputConfig(Section):
         return topic
 
 
+def _publish_topic(topic: str) -> str:
+    TopicTemplate(topic, allow_wildcards=False)
+    return topic
+
+
+PublishTopic = Annotated[str, AfterValidator(_publish_topic)]
+"""A topic template sensorcast publishes to: no wildcards."""
+
+
 class OutputConfig(Section):
-    topic: str = Field("forecasts/{sensor_id}", description="Forecast topic template.")
+    topic: PublishTopic = Field("forecasts/{sensor_id}", description="Forecast topic template.")
     retain: bool = Field(False, description="Publish forecasts retained.")
     max_queue: int = Field(
         50_000,
@@ -164,28 +174,16 @@ class OutputConfig(Section):
         "has recently done worse than persistence.",
     )
 
-    @field_validator("topic")
-    @classmethod
-    def _check_topic(cls, topic: str) -> str:
-        TopicTemplate(topic, allow_wildcards=False)
-        return topic
-
 
 class AnomalyConfig(Section):
     enabled: bool = Field(True, description="Publish anomaly events.")
-    topic: str = Field("anomalies/{sensor_id}", description="Anomaly topic template.")
+    topic: PublishTopic = Field("anomalies/{sensor_id}", description="Anomaly topic template.")
     level: float = Field(
         0.99,
         gt=0,
         lt=1,
         description="A reading outside the one-step interval at this probability is an anomaly.",
     )
-
-    @field_validator("topic")
-    @classmethod
-    def _check_topic(cls, topic: str) -> str:
-        TopicTemplate(topic, allow_wildcards=False)
-        return topic
 
 
 class ModelConfig(Section):
