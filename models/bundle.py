@@ -12,9 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -28,7 +30,13 @@ TFLITE_FILE = "model.tflite"
 KERAS_FILE = "model.keras"
 MAX_META_BYTES = 1 << 20
 MAX_MODEL_BYTES = 256 << 20
-MAX_BATCH = 4096
+MAX_BATCH = 1024
+"""Largest batch signature a bundle may declare (the exporter writes up to 256)."""
+MAX_TIMESTEPS = 4096
+MAX_HORIZON = 1024
+MAX_SIGNATURE_VALUES = 1 << 24
+"""Cap on the values in the largest signature's input or output tensor (64 MB of float32),
+so a bundle cannot make the interpreter allocate more than a gateway has."""
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 FEATURE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$"
 
@@ -185,17 +193,17 @@ class BundleMeta(BaseModel):
     name: str = Field(pattern=NAME_PATTERN)
     content_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
     created: str
-    timesteps: int = Field(ge=1, le=10_000)
+    timesteps: int = Field(ge=1, le=MAX_TIMESTEPS)
     features: list[str] = Field(min_length=1, max_length=64)
     targets: list[str] = Field(min_length=1, max_length=64)
-    horizon: int = Field(ge=1, le=10_000)
+    horizon: int = Field(ge=1, le=MAX_HORIZON)
     cadence_s: float | None = Field(default=None, gt=0)
     normalisation: Normalisation
     calibration: Calibration | None = None
     """Required from schema 2; `interval_calibration` supplies the default for schema 1."""
     architecture: Architecture
     tflite: TFLiteInfo
-    files: dict[str, str]
+    files: dict[str, str] = Field(max_length=16)
     metrics: dict[str, Any] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
@@ -237,6 +245,14 @@ class BundleMeta(BaseModel):
             raise ValueError("a seq2seq bundle has horizon equal to timesteps")
         if TFLITE_FILE not in self.files:
             raise ValueError(f"files must list {TFLITE_FILE}")
+        batch = self.tflite.batch_sizes[-1]
+        if max(self.timesteps * len(self.features), self.horizon * len(self.targets)) * batch > (
+            MAX_SIGNATURE_VALUES
+        ):
+            raise ValueError(
+                f"tflite.batch_sizes up to {batch} with timesteps {self.timesteps} and horizon "
+                f"{self.horizon} make tensors of more than {MAX_SIGNATURE_VALUES} values"
+            )
         return self
 
     @property
@@ -306,19 +322,40 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def load_bundle(path: str | Path) -> Bundle:
-    """Read and fully validate a bundle directory; raise `BundleError` on any problem."""
+    """Read and fully validate a bundle directory; raise `BundleError` on any problem.
+
+    The bundle is untrusted input: every file is a regular file inside the bundle (a
+    symbolic link may point to another file of the bundle, never out of it or at a device),
+    read up to a size cap, and any failure (an unreadable file, JSON nested too deep or an
+    integer too long to parse) is a `BundleError` of one line.
+    """
     root = Path(path)
+    try:
+        return _load(root)
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        what = getattr(exc, "strerror", None) or _one_line(exc)
+        where = _short(str(getattr(exc, "filename", None) or root))
+        raise BundleError(
+            f"model bundle {_short(str(root))}: {where} cannot be read: {what}"
+        ) from None
+
+
+def _load(root: Path) -> Bundle:
     if not root.is_dir():
         raise BundleError(f"model bundle {root} is not a directory")
+    files = _BundleFiles(root)
     meta_path = root / META_FILE
-    if not meta_path.is_file():
+    if not os.path.lexists(meta_path):
         raise BundleError(f"model bundle {root} has no {META_FILE}")
-    if meta_path.stat().st_size > MAX_META_BYTES:
-        raise BundleError(f"{meta_path} is larger than {MAX_META_BYTES} bytes")
+    text = files.read(META_FILE, MAX_META_BYTES)
     try:
-        raw = json.loads(meta_path.read_text(encoding="utf-8"))
+        raw = json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{meta_path} is not valid JSON: {exc}") from None
+        raise BundleError(f"{meta_path} is not valid JSON: {_one_line(exc)}") from None
+    except ValueError:  # Python's limit on the digits of an integer
+        raise BundleError(f"{meta_path} is not valid JSON: it holds a number too long") from None
+    except RecursionError:
+        raise BundleError(f"{meta_path} is not valid JSON: nested too deeply") from None
     if not isinstance(raw, dict):
         raise BundleError(f"{meta_path} must hold a JSON object")
     try:
@@ -326,19 +363,67 @@ def load_bundle(path: str | Path) -> Bundle:
     except ValidationError as exc:
         raise BundleError(f"{meta_path} is invalid: {_first_error(exc)}") from None
     for name, expected in meta.files.items():
-        if Path(name).name != name:
-            raise BundleError(f"{meta_path} lists a file outside the bundle: {name!r}")
-        fp = root / name
-        if not fp.is_file():
-            raise BundleError(f"model bundle {root} is missing {name}")
-        if fp.stat().st_size > MAX_MODEL_BYTES:
-            raise BundleError(f"{fp} is larger than {MAX_MODEL_BYTES} bytes")
-        if sha256_file(fp) != expected:
-            raise BundleError(f"{fp} does not match its checksum in {META_FILE} (corrupt?)")
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise BundleError(f"{meta_path} lists a file outside the bundle: {_short(name)!r}")
+        if files.sha256(name, MAX_MODEL_BYTES) != expected:
+            raise BundleError(
+                f"{root / name} does not match its checksum in {META_FILE} (corrupt?)"
+            )
     expected_hash = content_hash(meta.files[TFLITE_FILE], meta.model_dump(mode="json"))
     if expected_hash != meta.content_hash:
         raise BundleError(f"{meta_path}: content_hash does not match the model and its settings")
     return Bundle(path=root, meta=meta)
+
+
+class _BundleFiles:
+    """Reads the files of one bundle directory, refusing what a bundle file must not be."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.real = root.resolve(strict=True)
+
+    def _open(self, name: str, limit: int) -> BinaryIO:
+        shown = self.root / name
+        if not (self.real / name).exists():
+            if (self.real / name).is_symlink():
+                raise BundleError(f"{shown} is a link that leads nowhere (or in a loop)")
+            raise BundleError(f"model bundle {self.root} is missing {_short(name)}")
+        real = (self.real / name).resolve(strict=True)
+        if self.real not in real.parents:
+            target = os.readlink(self.real / name) if (self.real / name).is_symlink() else real
+            raise BundleError(f"{shown} is a link that leads out of the bundle (to {target})")
+        st = real.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise BundleError(f"{shown} is not a regular file")
+        if st.st_size > limit:
+            raise BundleError(f"{shown} is larger than {limit} bytes")
+        return real.open("rb")
+
+    def read(self, name: str, limit: int) -> bytes:
+        with self._open(name, limit) as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:  # it grew after the size check
+            raise BundleError(f"{self.root / name} is larger than {limit} bytes")
+        return data
+
+    def sha256(self, name: str, limit: int) -> str:
+        h = hashlib.sha256()
+        size = 0
+        with self._open(name, limit) as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                size += len(chunk)
+                if size > limit:
+                    raise BundleError(f"{self.root / name} is larger than {limit} bytes")
+                h.update(chunk)
+        return h.hexdigest()
+
+
+def _one_line(exc: BaseException) -> str:
+    return _short(" ".join(str(exc).split()), 200)
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def write_bundle_meta(root: Path, fields: dict[str, Any]) -> BundleMeta:
