@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import ssl
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
@@ -55,15 +56,57 @@ class TLSConfig(Section):
     @field_validator("ca_file", "cert_file", "key_file")
     @classmethod
     def _check_file(cls, path: Path | None) -> Path | None:
-        if path is not None and not path.is_file():
-            raise ValueError(f"file {path} does not exist")
+        try:
+            if path is not None and not path.is_file():
+                raise ValueError(f"file {path} does not exist")
+        except OSError as exc:  # e.g. a file name longer than the file system allows
+            raise ValueError(f"file {path} cannot be used: {exc.strerror}") from None
         return path
 
     @model_validator(mode="after")
     def _check_pair(self) -> TLSConfig:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together")
+        check_tls_files(self.ca_file, self.cert_file, self.key_file)
         return self
+
+
+def check_tls_files(ca_file: Path | None, cert_file: Path | None, key_file: Path | None) -> None:
+    """Load the files as the connection will, so a wrong one is a config error at start, not
+    a traceback (or a silent retry loop) at the first connect."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca_file is not None:
+        try:
+            ctx.load_verify_locations(cafile=str(ca_file))
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(
+                f"ca_file {ca_file} holds no usable CA certificate: {_ssl_reason(exc)}"
+            ) from None
+    if cert_file is not None and key_file is not None:
+        asked: list[bool] = []
+
+        def password() -> bytes:  # instead of OpenSSL prompting on the terminal
+            asked.append(True)
+            return b""
+
+        try:
+            ctx.load_cert_chain(str(cert_file), str(key_file), password=password)
+        except (ssl.SSLError, OSError) as exc:
+            if asked:
+                raise ValueError(
+                    f"key_file {key_file} is encrypted; sensorcast needs an unencrypted key "
+                    "(protect it with file permissions)"
+                ) from None
+            raise ValueError(
+                f"cert_file {cert_file} and key_file {key_file} are not a certificate and its "
+                f"key: {_ssl_reason(exc)}"
+            ) from None
+
+
+def _ssl_reason(exc: Exception) -> str:
+    """OpenSSL's reason without the source location, e.g. 'key values mismatch'."""
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return re.sub(r"^\[[^]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", str(text)) or type(exc).__name__
 
 
 class MQTTConfig(Section):
@@ -124,6 +167,12 @@ class InputConfig(Section):
         0, ge=0, description="Evict sensors not heard from for this many seconds (0: never)."
     )
     max_payload_bytes: int = Field(65536, ge=16, description="Larger payloads are dropped.")
+    max_future_s: float = Field(
+        300.0,
+        ge=0,
+        description="Drop readings whose ts is more than this many seconds ahead of their "
+        "arrival (0: no limit).",
+    )
     fields: dict[str, str] = Field(
         default_factory=dict,
         description="Feature name -> dotted path in the JSON payload (e.g. AM2301.Temperature).",
@@ -207,6 +256,23 @@ class InferenceConfig(Section):
 class StateConfig(Section):
     dir: Path | None = Field(None, description="Directory for buffer snapshots (off when unset).")
     interval: float = Field(60.0, gt=0, description="Seconds between periodic snapshots.")
+
+    @field_validator("dir")
+    @classmethod
+    def _check_dir(cls, path: Path | None) -> Path | None:
+        """A directory that exists or can be created: refuse one under a regular file."""
+        if path is None:
+            return None
+        try:
+            for p in (path, *path.absolute().parents):
+                if p.exists():
+                    if not p.is_dir():
+                        under = "" if p == path else f", so {path} cannot be created"
+                        raise ValueError(f"{p} exists and is not a directory{under}")
+                    break
+        except OSError as exc:
+            raise ValueError(f"{path} cannot be used: {exc.strerror}") from None
+        return path
 
 
 class MetricsConfig(Section):

@@ -14,8 +14,15 @@ from sensorcast.sandbox import ServiceThread
 from sensorcast.service import Service
 
 from .mqtt_helpers import Client, Mosquitto
+from .tls_helpers import PKI, make_pki
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    """A private CA, broker and client certificates (made once per test run)."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture

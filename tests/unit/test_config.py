@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ import pytest
 from sensorcast.config import Settings, effective_config, load_settings
 from sensorcast.errors import ConfigError
 from sensorcast.models import DEFAULT_BUNDLE
+
+from ..tls_helpers import PKI
 
 SECRET = "hunter2-Secret-Value"
 
@@ -271,17 +274,47 @@ def test_bad_protocol_names_the_key(value: object) -> None:
 # --- TLS --------------------------------------------------------------------------
 
 
-def test_tls_files_that_exist_are_accepted(tmp_path: Path) -> None:
-    for name in ("ca.pem", "cert.pem", "key.pem"):
-        (tmp_path / name).write_text("x")
+def test_tls_files_that_work_are_accepted(pki: PKI) -> None:
     tls = {
         "enabled": True,
-        "ca_file": str(tmp_path / "ca.pem"),
-        "cert_file": str(tmp_path / "cert.pem"),
-        "key_file": str(tmp_path / "key.pem"),
+        "ca_file": str(pki.ca_crt),
+        "cert_file": str(pki.client_crt),
+        "key_file": str(pki.client_key),
     }
     s = load_settings(None, mqtt={"tls": tls})
-    assert s.mqtt.tls.enabled and s.mqtt.tls.ca_file == tmp_path / "ca.pem"
+    assert s.mqtt.tls.enabled and s.mqtt.tls.ca_file == pki.ca_crt
+
+
+def test_tls_ca_file_that_is_not_a_certificate(pki: PKI, tmp_path: Path) -> None:
+    """Loaded at config time (issue 15, D3), so `run` and `check-config` both refuse it."""
+    (tmp_path / "notes.txt").write_text("not a certificate\n")
+    for wrong in (tmp_path / "notes.txt", pki.ca_key):
+        msg = config_error(None, mqtt={"tls": {"enabled": True, "ca_file": str(wrong)}})
+        assert f"ca_file {wrong} holds no usable CA certificate" in msg
+
+
+def test_tls_certificate_and_key_that_do_not_match(pki: PKI) -> None:
+    tls = {"enabled": True, "cert_file": str(pki.client_crt), "key_file": str(pki.server_key)}
+    msg = config_error(None, mqtt={"tls": tls})
+    assert "are not a certificate and its key: key values mismatch" in msg
+
+
+def test_tls_encrypted_key_is_refused_without_a_prompt(pki: PKI, tmp_path: Path) -> None:
+    key = tmp_path / "enc.key"
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(pki.client_key), "-aes128", "-passout", "pass:x",
+         "-out", str(key)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    tls = {"enabled": True, "cert_file": str(pki.client_crt), "key_file": str(key)}
+    assert f"key_file {key} is encrypted" in config_error(None, mqtt={"tls": tls})
+
+
+def test_tls_file_name_too_long_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / ("c" * 300 + ".pem")
+    msg = config_error(None, mqtt={"tls": {"enabled": True, "ca_file": str(path)}})
+    assert "mqtt.tls.ca_file (SENSORCAST_MQTT__TLS__CA_FILE)" in msg
+    assert "File name too long" in msg
 
 
 @pytest.mark.parametrize("key", ["ca_file", "cert_file", "key_file"])
@@ -299,6 +332,18 @@ def test_missing_tls_file_names_the_key(tmp_path: Path, key: str) -> None:
 def test_missing_tls_file_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SENSORCAST_MQTT__TLS__CA_FILE", str(tmp_path / "ca.pem"))
     assert "SENSORCAST_MQTT__TLS__CA_FILE" in config_error()
+
+
+def test_state_dir_under_a_regular_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    msg = config_error(None, state={"dir": str(tmp_path / "file" / "state")})
+    assert "state.dir (SENSORCAST_STATE__DIR)" in msg
+    assert f"{tmp_path / 'file'} exists and is not a directory" in msg
+    assert "exists and is not a directory" in config_error(
+        None, state={"dir": str(tmp_path / "file")}
+    )
+    s = load_settings(None, state={"dir": str(tmp_path / "new" / "state")})  # can be made
+    assert s.state.dir == tmp_path / "new" / "state"
 
 
 def test_client_cert_without_key_is_refused(tmp_path: Path) -> None:
