@@ -110,6 +110,9 @@ class SensorTable:
         if slot is not None:
             self.slots.move_to_end(sensor_id)
             return slot
+        return self._new_slot(sensor_id)
+
+    def _new_slot(self, sensor_id: str) -> int:
         if len(self.slots) >= self.max_sensors:
             self.evict(next(iter(self.slots)))
             self.evicted += 1
@@ -132,6 +135,16 @@ class SensorTable:
         """The timestamp of the sensor's newest reading, if it is tracked."""
         slot = self.slots.get(sensor_id)
         return None if slot is None else float(self._last_ts[slot])
+
+    def limit(self, max_sensors: int) -> int:
+        """Change the cap on tracked sensors; evict the least recently seen beyond it."""
+        self.max_sensors = max_sensors
+        n = 0
+        while len(self.slots) > max_sensors:
+            self.evict(next(iter(self.slots)))
+            n += 1
+        self.evicted += n
+        return n
 
     def evict(self, sensor_id: str) -> None:
         slot = self.slots.pop(sensor_id, None)
@@ -161,13 +174,20 @@ class SensorTable:
     ) -> Window | Drop | None:
         """Add a reading; return the full window it completes, a `Drop`, or None.
 
-        `seen` is when the reading arrived (defaults to `ts`); idle eviction uses it.
+        `seen` is when the reading arrived (defaults to `ts`); idle eviction and the
+        least-recently-seen order use it. A stale reading is not a sign of life: it changes
+        neither, so a sensor that only repeats old or past timestamps is evicted in time.
         """
-        slot = self._slot(sensor_id)
+        slot = self.slots.get(sensor_id)
+        if slot is None:
+            slot = self._new_slot(sensor_id)
+            last = -math.inf
+        else:
+            last = float(self._last_ts[slot])  # Python floats: numpy scalar math costs ~10x more
+            if ts <= last:
+                return Drop.STALE
+            self.slots.move_to_end(sensor_id)
         self._seen[slot] = ts if seen is None else seen
-        last = float(self._last_ts[slot])  # Python floats: numpy scalar math costs ~10x more
-        if ts <= last:
-            return Drop.STALE
         if last > -math.inf:
             self._observe_interval(slot, ts - last, values)
         self._write(slot, values)
@@ -241,8 +261,12 @@ class SensorTable:
             "seq": self._seq[idx],
         }
 
-    def load_arrays(self, arrays: dict[str, NDArray[np.generic]]) -> int:
-        """Replace all state with `to_arrays` output; raise ValueError if it does not fit."""
+    def load_arrays(self, arrays: dict[str, NDArray[np.generic]], max_ts: float = math.inf) -> int:
+        """Replace all state with `to_arrays` output; raise ValueError if it does not fit.
+
+        Sensors whose last reading is later than `max_ts` are left out: restored, they
+        would refuse every reading until the clock caught up with them.
+        """
         ids = [str(s) for s in arrays["sensor_ids"].tolist()]
         n = len(ids)
         expect = {
@@ -266,20 +290,22 @@ class SensorTable:
             raise ValueError("positions out of range")
         if len(set(ids)) != n:
             raise ValueError("duplicate sensor ids")
-        first = max(0, n - self.max_sensors)  # most recently seen last: keep the tail
+        last_ts = np.asarray(arrays["last_ts"], dtype=np.float64)
+        keep = np.flatnonzero(~(last_ts > max_ts))
+        keep = keep[max(0, len(keep) - self.max_sensors) :]  # most recently seen last: the tail
         restored_at = time.time()  # idle time starts again at a restart
-        self.reset_all(capacity=n - first)  # one allocation, not a doubling per power of two
-        for sid in ids[first:]:
-            self._slot(sid)  # fresh slots, in order
-        idx = np.fromiter(self.slots.values(), dtype=np.int64, count=n - first)
-        self._data[idx] = arrays["data"][first:]
-        self._pos[idx] = pos[first:]
-        self._count[idx] = count[first:]
-        self._last_ts[idx] = arrays["last_ts"][first:]
-        self._cadence[idx] = arrays["cadence"][first:]
+        self.reset_all(capacity=len(keep))  # one allocation, not a doubling per power of two
+        for i in keep:
+            self._slot(ids[i])  # fresh slots, in order
+        idx = np.fromiter(self.slots.values(), dtype=np.int64, count=len(keep))
+        self._data[idx] = arrays["data"][keep]
+        self._pos[idx] = pos[keep]
+        self._count[idx] = count[keep]
+        self._last_ts[idx] = last_ts[keep]
+        self._cadence[idx] = arrays["cadence"][keep]
         seq = arrays.get("seq")  # absent in snapshots of earlier versions: fresh numbers then
         if seq is not None and seq.shape == (n,) and seq.dtype == np.int64:
-            self._seq[idx] = seq[first:]
+            self._seq[idx] = seq[keep]
             self._epoch = max(self._epoch, int(seq.max(initial=0)) // SEQ_EPOCH * SEQ_EPOCH)
         self._seen[idx] = restored_at
         return len(self.slots)

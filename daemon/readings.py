@@ -2,7 +2,10 @@
 
 A payload is a bare JSON number (for a one-feature model) or a JSON object with
 the model's feature names as keys (or dotted paths configured per feature),
-optionally with a timestamp: epoch seconds or an ISO-8601 string.
+optionally with a timestamp: epoch seconds or an ISO-8601 / RFC 3339 string.
+An object with a key twice is refused (`duplicate_key`): which of the two values
+a sender meant is unknowable. `"ts": null` is not a time (`bad_ts`); a sender
+without a clock leaves `ts` out.
 """
 
 from __future__ import annotations
@@ -30,7 +33,14 @@ def _reject_constant(name: str) -> float:
     raise _Reject(Drop.NOT_FINITE)
 
 
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _Reject(Drop.DUPLICATE_KEY)
+    return obj
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +76,8 @@ def parse_ts(value: Any) -> float:
     if type(value) is float and 0.0 <= value <= MAX_TS:
         return value  # the common case
     if isinstance(value, str):
+        if value[-1:] == "z":  # RFC 3339 allows a lowercase zone letter; fromisoformat does not
+            value = value[:-1] + "Z"
         try:
             dt = datetime.fromisoformat(value)
         except ValueError:
@@ -103,11 +115,20 @@ _MISSING = object()
 
 
 def read_message(
-    topics: TopicTemplate, parser: PayloadParser, topic: str, payload: bytes, received: float
+    topics: TopicTemplate,
+    parser: PayloadParser,
+    topic: str,
+    payload: bytes,
+    received: float,
+    retained: bool = False,
 ) -> tuple[str, float, Reading] | Drop:
     """(sensor id, timestamp, reading) of one message, or why it is dropped.
 
-    The timestamp is the reading's own, else `received`. Used by `run` and `record` alike.
+    The timestamp is the reading's own, else `received`. A retained message replayed by the
+    broker without a `ts` has no time of its own (`retained_no_ts`): taking the receive time
+    would take it in again at every connect. A `ts` more than `parser.max_future` seconds
+    ahead of `received` is dropped (`future_ts`): it would make every later reading of the
+    sensor stale. Used by `run` and `record` alike.
     """
     sensor_id = topics.sensor_id(topic)
     if sensor_id is None:
@@ -115,7 +136,12 @@ def read_message(
     reading = parser.parse(payload)
     if isinstance(reading, Drop):
         return reading
-    return sensor_id, received if reading.ts is None else reading.ts, reading
+    ts = reading.ts
+    if ts is None:
+        return Drop.RETAINED_NO_TS if retained else (sensor_id, received, reading)
+    if ts > received + parser.max_future:
+        return Drop.FUTURE_TS
+    return sensor_id, ts, reading
 
 
 class PayloadParser:
@@ -128,7 +154,10 @@ class PayloadParser:
         fields: Mapping[str, str] | None = None,
         ts_field: str = "ts",
         max_bytes: int = 65536,
+        max_future: float = math.inf,
     ) -> None:
+        """`max_future`: seconds a reading's `ts` may be ahead of its arrival (see
+        `read_message`)."""
         mapping = dict(fields or {})
         unknown = set(mapping) - set(features)
         if unknown:
@@ -138,6 +167,7 @@ class PayloadParser:
         self._ts_path = tuple(ts_field.split("."))
         self._max_bytes = max_bytes
         self._bare_ok = len(features) == 1
+        self.max_future = max_future
 
     def parse(self, payload: bytes) -> Reading | Drop:
         if len(payload) > self._max_bytes:
@@ -165,7 +195,7 @@ class PayloadParser:
                     raise _Reject(Drop.MISSING_FEATURE)
                 values.append(_number(raw))
             raw_ts = _lookup(doc, self._ts_path)
-            ts = None if raw_ts is _MISSING or raw_ts is None else parse_ts(raw_ts)
+            ts = None if raw_ts is _MISSING else parse_ts(raw_ts)
             return Reading(tuple(values), ts)
         if self._bare_ok and not isinstance(doc, (list, str)) and doc is not None:
             return Reading((_number(doc),), None)

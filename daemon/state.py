@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -87,8 +88,14 @@ def _write_npz(directory: Path, name: str, arrays: dict[str, Any]) -> Path:
     return target
 
 
-def load_snapshot(directory: Path, table: SensorTable, meta: BundleMeta) -> int:
-    """Restore the table from a snapshot; a missing, corrupt or mismatched one is skipped."""
+def load_snapshot(
+    directory: Path, table: SensorTable, meta: BundleMeta, max_ts: float = math.inf
+) -> int:
+    """Restore the table from a snapshot; a missing, corrupt or mismatched one is skipped.
+
+    Sensors whose last reading is later than `max_ts` (say, one stamped in the year 9999
+    before the daemon refused such readings) are left out and start afresh.
+    """
     path = directory / SNAPSHOT_FILE
     if not path.is_file():
         return 0
@@ -102,10 +109,17 @@ def load_snapshot(directory: Path, table: SensorTable, meta: BundleMeta) -> int:
             return 0
         if not all(SENSOR_ID_RE.fullmatch(str(s)) for s in arrays["sensor_ids"].tolist()):
             raise ValueError("invalid sensor id")
-        n: int = table.load_arrays(arrays)
+        n: int = table.load_arrays(arrays, max_ts=max_ts)
+        future = int(np.count_nonzero(arrays["last_ts"] > max_ts))
     except Exception as exc:  # the file is untrusted input: no failure may stop the start
         log.warning("snapshot %s is unusable (%s); starting empty", path, exc or type(exc))
         table.reset_all()
         return 0
+    if future:
+        log.warning(
+            "left out %d sensors of snapshot %s whose last reading is ahead of this clock",
+            future,
+            path,
+        )
     log.info("restored %d sensors from %s", n, path)
     return n

@@ -299,13 +299,29 @@ def test_evict_idle_goes_by_arrival_not_by_reading_timestamp() -> None:
     assert list(t.slots) == ["b"]
 
 
-def test_stale_reading_still_counts_as_heard_from() -> None:
+def test_stale_readings_are_not_a_sign_of_life() -> None:
+    """A sensor that only sends readings older than its last one (say, behind a reading
+    stamped in the future) is evicted in time instead of being kept alive by them."""
     t = SensorTable(2, 1)
     t.push("a", 100.0, (1.0,), seen=1.0)
     t.push("b", 100.0, (1.0,), seen=2.0)
     assert t.push("a", 50.0, (1.0,), seen=3.0) is Drop.STALE
-    assert t.evict_idle(2.5) == 1
-    assert list(t.slots) == ["a"]
+    assert list(t.slots) == ["a", "b"]  # not moved up the least-recently-seen order either
+    assert t.evict_idle(2.5) == 2
+    t.push("a", 100.0, (1.0,), seen=4.0)  # evicted, it starts afresh: 100 is not stale now
+    assert t.last_ts("a") == 100.0
+
+
+def test_limit_evicts_the_least_recently_seen_beyond_a_lower_cap() -> None:
+    t = SensorTable(2, 1, max_sensors=5)
+    for i, sid in enumerate("abcde"):
+        t.push(sid, float(i), (1.0,))
+    t.push("a", 10.0, (1.0,))
+    assert t.limit(2) == 3
+    assert list(t.slots) == ["e", "a"]
+    assert t.evicted == 3
+    t.push("f", 11.0, (1.0,))
+    assert list(t.slots) == ["a", "f"]
 
 
 def test_evict_idle_defaults_to_reading_ts_as_arrival() -> None:
@@ -402,6 +418,18 @@ def test_load_arrays_into_smaller_table_keeps_most_recent() -> None:
     dst = SensorTable(4, 2, max_sensors=2)
     assert dst.load_arrays(_filled().to_arrays()) == 2
     assert list(dst.slots) == ["c", "a"]
+
+
+def test_load_arrays_leaves_out_sensors_ahead_of_max_ts() -> None:
+    src = SensorTable(4, 2)
+    for i in range(4):
+        src.push("ok", 100.0 + i, (1.0, 2.0))
+        src.push("ahead", 100.0 + i, (1.0, 2.0))
+    src.push("ahead", 253402300799.0, (1.0, 2.0))  # stamped 9999-12-31
+    dst = SensorTable(4, 2)
+    assert dst.load_arrays(src.to_arrays(), max_ts=1000.0) == 1
+    assert list(dst.slots) == ["ok"]
+    assert isinstance(dst.push("ok", 104.0, (1.0, 2.0)), Window)
 
 
 def test_empty_table_round_trip() -> None:

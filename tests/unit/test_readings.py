@@ -9,7 +9,8 @@ import time
 import pytest
 
 from sensorcast.drops import Drop
-from sensorcast.readings import FLOAT32_MAX, MAX_TS, PayloadParser, Reading
+from sensorcast.readings import FLOAT32_MAX, MAX_TS, PayloadParser, Reading, read_message
+from sensorcast.topics import TopicTemplate
 
 TS = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
@@ -141,9 +142,33 @@ def test_numeric_ts_is_kept_exactly(one: PayloadParser) -> None:
     assert r.ts == 1700000000.123456789
 
 
-@pytest.mark.parametrize("payload", [b'{"value": 1}', b'{"value": 1, "ts": null}'])
-def test_absent_or_null_ts_means_receive_time(one: PayloadParser, payload: bytes) -> None:
-    assert one.parse(payload) == Reading((1.0,), None)
+def test_absent_ts_means_receive_time(one: PayloadParser) -> None:
+    assert one.parse(b'{"value": 1}') == Reading((1.0,), None)
+
+
+def test_null_ts_is_not_a_time(one: PayloadParser) -> None:
+    """Decided in issue 15: a sender without a clock leaves `ts` out; null is `bad_ts`."""
+    assert one.parse(b'{"value": 1, "ts": null}') is Drop.BAD_TS
+
+
+@pytest.mark.parametrize(
+    "ts_json",
+    ['"2023-11-14T22:13:20z"', '"2023-11-14t22:13:20z"', '"2023-11-14t22:13:20Z"',
+     '"2023-11-14T22:13:20.000z"'],
+)  # fmt: skip
+def test_rfc3339_lowercase_letters_parse(one: PayloadParser, ts_json: str) -> None:
+    r = one.parse(f'{{"value": 1, "ts": {ts_json}}}'.encode())
+    assert r == Reading((1.0,), TS)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b'{"value": "x", "value": 5}', b'{"value": 5, "value": 5}', b'{"value": 1, "ts": 1, "ts": 2}',
+     b'{"AM2301": {"Temperature": 1, "Temperature": 2}, "value": 3}'],
+)  # fmt: skip
+def test_duplicate_key_is_dropped(one: PayloadParser, payload: bytes) -> None:
+    """Which of two values the sender meant is unknowable: never take the last silently."""
+    assert one.parse(payload) is Drop.DUPLICATE_KEY
 
 
 @pytest.mark.parametrize(
@@ -428,3 +453,35 @@ def test_parse_never_raises_on_random_input() -> None:
             accepted += isinstance(p.parse(payload), Reading)
     # the generator must also produce valid readings, or the property says little
     assert accepted > 100
+
+
+# --- read_message: the rules that need the topic, the arrival time and the retain flag ---
+
+TOPICS = TopicTemplate("sensors/{sensor_id}/reading", allow_wildcards=True)
+
+
+def test_a_ts_far_ahead_of_arrival_is_dropped() -> None:
+    """Issue 15, D5: one reading stamped in 9999 would make every later one stale."""
+    parser = PayloadParser(["value"], max_future=300.0)
+
+    def read(payload: bytes) -> object:
+        return read_message(TOPICS, parser, "sensors/s/reading", payload, TS)
+
+    assert read(b'{"value": 20.5, "ts": 253402300799}') is Drop.FUTURE_TS
+    assert read(b'{"value": 20.5, "ts": 1700000301}') is Drop.FUTURE_TS
+    assert read(b'{"value": 20.5, "ts": 1700000300}') == ("s", TS + 300, Reading((20.5,), TS + 300))
+    unlimited = PayloadParser(["value"])
+    far = read_message(TOPICS, unlimited, "sensors/s/reading", b'{"value": 1, "ts": 2e9}', TS)
+    assert far == ("s", 2e9, Reading((1.0,), 2e9))
+
+
+def test_a_retained_reading_without_ts_is_dropped() -> None:
+    """Issue 15, D6: the broker replays it on every subscribe; its own time is unknown."""
+    parser = PayloadParser(["value"])
+    topic = "sensors/ret/reading"
+    assert read_message(TOPICS, parser, topic, b'{"value": 99}', TS, True) is Drop.RETAINED_NO_TS
+    assert read_message(TOPICS, parser, topic, b"99", TS, True) is Drop.RETAINED_NO_TS
+    with_ts = read_message(TOPICS, parser, topic, b'{"value": 99, "ts": 1700000000}', TS + 5, True)
+    assert with_ts == ("ret", TS, Reading((99.0,), TS))
+    live = read_message(TOPICS, parser, topic, b'{"value": 99}', TS, False)
+    assert live == ("ret", TS, Reading((99.0,), None))

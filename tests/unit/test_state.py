@@ -286,3 +286,22 @@ def test_corrupt_zip_member_is_detected(snapshot: Path) -> None:
     raw[start + info.compress_size - 1] ^= 0xFF
     snapshot.write_bytes(bytes(raw))
     assert_skipped(snapshot.parent)
+
+
+def test_a_sensor_stamped_in_the_future_is_left_out_on_restore(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 15, D5: a snapshot taken before future timestamps were refused must not block
+    the sensor after a restart; the other sensors are restored."""
+    t = table_for()
+    for i in range(TIMESTEPS):
+        t.push("ok", 1000.0 + i, (20.0, 40.0))
+        t.push("blocked", 1000.0 + i, (20.0, 40.0))
+    t.push("blocked", 253402300799.0, (20.5, 40.0))
+    save_snapshot(tmp_path, t, META)
+    restored = table_for()
+    assert load_snapshot(tmp_path, restored, META, max_ts=2000.0) == 1
+    assert list(restored.slots) == ["ok"]
+    assert "left out 1 sensors" in caplog.text
+    assert restored.push("blocked", 1010.0, (21.0, 40.0)) is None  # accepted, starts afresh
+    assert isinstance(restored.push("ok", 1000.0 + TIMESTEPS, (21.0, 40.0)), Window)
