@@ -7,6 +7,9 @@ Subscriptions are made in `on_connect`, so every reconnect restores them. The
 session is persistent (fixed client id, no clean start), and a QoS 1 reading is
 acknowledged only after the daemon has taken it into its buffers, so readings
 in flight at a crash or stop are delivered again on the next connection.
+Connection problems are named once (a TLS certificate either side refuses,
+credentials the broker refuses, an unreachable broker), then repeated at a
+bounded rate.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import logging
 import random
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,22 +29,33 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from sensorcast.config import MQTTConfig
+from sensorcast.linkproblems import (
+    PROTOCOL_HINT,
+    SESSION_TAKEN_OVER,
+    UNSUPPORTED_PROTOCOL,
+    PahoLog,
+    describe_failure,
+    describe_refusal,
+)
 from sensorcast.metrics import Metrics
+from sensorcast.recurring import RecurringProblem
 
 log = logging.getLogger(__name__)
 
-OnReading = Callable[[str, bytes], None]
-"""Called on the network thread with (topic, payload) for every incoming message."""
+OnReading = Callable[[str, bytes, bool], None]
+"""Called on the network thread with (topic, payload, retained) for every incoming message;
+`retained` is true for a retained message the broker replays on subscribing."""
 
 STATUS_ONLINE = b"online"
 STATUS_OFFLINE = b"offline"
-PROTOCOL_HINT = "set mqtt.protocol (SENSORCAST_MQTT__PROTOCOL) to 3.1.1 for this broker"
-_UNSUPPORTED_PROTOCOL = {1, 132}  # v3.1.1 return code 1; v5 reason 0x84
 DEFAULT_RECEIVE_MAXIMUM = 20
 """QoS 1 publishes in flight at once: mosquitto's Receive Maximum (paho does not read the
 broker's value, and cannot change the limit on a live connection)."""
 STABLE_AFTER = 10.0
 """Seconds a connection must last before the reconnect backoff starts again from the minimum."""
+QUICK_DROPS_CLASH = 3
+"""Drops within STABLE_AFTER in a row, each after a successful reconnect, that suggest a
+client id clash where the broker does not say so (MQTT 3.1.1)."""
 
 
 def status_topic(client_id: str) -> str:
@@ -73,13 +88,18 @@ class MQTTLink:
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self._on_reading = on_reading
-        self._retain = retain_forecasts
+        self.retain_forecasts = retain_forecasts
+        """Publish forecasts retained (a reload may change it)."""
         self._stopping = threading.Event()
         self._accepting = True
         self.on_connected: list[Callable[[], None]] = []
         """Called on the network thread after every successful (re)connect."""
         self._failures = 0
         self._connected_at: float | None = None
+        self._refused = False
+        self._quick_drops = 0
+        self._problem = RecurringProblem()
+        self._paho_log = PahoLog(logging.getLogger("sensorcast.paho"))
         self._v5 = cfg.protocol == "5"
         self.client = self._make_client(max_queue)
 
@@ -94,7 +114,7 @@ class MQTTLink:
         )
         # An exception in any callback is logged, never allowed to end the network thread.
         client.suppress_exceptions = True
-        client.enable_logger(logging.getLogger("sensorcast.paho"))
+        client.enable_logger(self._paho_log)  # type: ignore[arg-type]
         client.max_queued_messages_set(max_queue)
         client.max_inflight_messages_set(DEFAULT_RECEIVE_MAXIMUM)
         # paho's hints say int; it computes with whatever number it is given
@@ -143,7 +163,7 @@ class MQTTLink:
 
     def publish(self, topic: str, payload: bytes, retain: bool | None = None) -> bool:
         """Queue a message at QoS 1; False if the bounded outbound queue is full."""
-        keep = self._retain if retain is None else retain
+        keep = self.retain_forecasts if retain is None else retain
         info = self.client.publish(topic, payload, qos=1, retain=keep)
         return info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
 
@@ -184,10 +204,11 @@ class MQTTLink:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         if reason.is_failure:
-            refused_v5 = self._v5 and reason.value in _UNSUPPORTED_PROTOCOL
-            hint = f"; {PROTOCOL_HINT}" if refused_v5 else ""
-            log.error("broker %s refused the connection: %s%s", self.endpoint, reason, hint)
+            self._refused = True
+            line = describe_refusal(reason, self.endpoint, self.cfg.username, self._v5)
+            self._report(logging.ERROR, line)
             return
+        self._problem.clear()
         self._connected_at = time.monotonic()
         client.subscribe(self.subscription, qos=self.cfg.qos)
         if self._persistent:
@@ -214,9 +235,19 @@ class MQTTLink:
             self.subscribed.set()
 
     def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        if self._failures == 0:
-            log.warning("broker %s unreachable; retrying with backoff", self.endpoint)
+        exc = sys.exc_info()[1]  # paho calls this inside its `except OSError`
+        self._quick_drops = 0  # the broker is not there: not a client id clash
+        self._report(*describe_failure(exc if isinstance(exc, OSError) else None, *self._where))
         self._backoff()
+
+    @property
+    def _where(self) -> tuple[str, str]:
+        return self.endpoint, self.cfg.host
+
+    def _report(self, level: int, problem: str) -> None:
+        """Log a connection problem when it is new or changed, at a bounded rate after."""
+        line = self._problem.report(problem)
+        log.log(level if line is not None else logging.DEBUG, "%s", line or problem)
 
     def _handle_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
@@ -224,18 +255,25 @@ class MQTTLink:
         self.connected.clear()
         self.subscribed.clear()
         self.metrics.connected.set(0)
+        socket_error = self._paho_log.take_socket_error()
         if self._stopping.is_set():
             return
         lasted = None if self._connected_at is None else time.monotonic() - self._connected_at
         self._connected_at = None
+        refused, self._refused = self._refused, False
         if lasted is not None and lasted >= STABLE_AFTER:
             self._failures = 0
-        if self._v5 and reason.value in _UNSUPPORTED_PROTOCOL:
+            self._quick_drops = 0
+        if refused:
+            pass  # _handle_connect said why
+        elif self._v5 and reason.value in UNSUPPORTED_PROTOCOL:
             log.error("broker %s does not speak MQTT 5: %s", self.endpoint, PROTOCOL_HINT)
-        elif lasted is not None and lasted < STABLE_AFTER:
+        elif lasted is None:  # lost before the broker accepted it: a TLS alert, say
+            self._report(*describe_failure(socket_error, *self._where, closed=reason))
+        elif lasted < STABLE_AFTER and self._taken_over(reason):
             log.error(
-                "connection to %s dropped %.1fs after connecting (%s); if another client uses "
-                "mqtt.client_id %r, the broker is handing the session back and forth: give "
+                "connection to %s dropped %.1fs after connecting (%s): another client uses "
+                "mqtt.client_id %r and the broker is handing the session back and forth: give "
                 "each instance its own client_id. Backing off.",
                 self.endpoint,
                 lasted,
@@ -243,8 +281,18 @@ class MQTTLink:
                 self.client_id,
             )
         else:
-            log.warning("disconnected from %s (%s); reconnecting", self.endpoint, reason)
+            log.warning(
+                "disconnected from %s after %.1fs (%s); reconnecting", self.endpoint, lasted, reason
+            )
         self._backoff()
+
+    def _taken_over(self, reason: Any) -> bool:
+        """Whether a quick drop is another connection taking this client id: the broker says
+        so (MQTT 5), or the connection keeps dropping within seconds although every reconnect
+        succeeds (a broker that went away would fail the reconnect)."""
+        self._quick_drops += 1
+        said = self._v5 and reason.value == SESSION_TAKEN_OVER
+        return said or self._quick_drops >= QUICK_DROPS_CLASH
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if not self._accepting:
@@ -254,7 +302,7 @@ class MQTTLink:
         except UnicodeDecodeError:
             topic = ""
         try:
-            self._on_reading(topic, bytes(msg.payload))
+            self._on_reading(topic, bytes(msg.payload), bool(msg.retain))
         finally:
             if msg.qos > 0:
                 client.ack(msg.mid, msg.qos)

@@ -130,17 +130,17 @@ class Recorder:
         self._lock = threading.Lock()
         self._drop_log = DropLog(drop_interval)
 
-    def on_message(self, topic: str, payload: bytes) -> None:
+    def on_message(self, topic: str, payload: bytes, retained: bool = False) -> None:
         """Parse one message like the daemon does; never raises into the network loop."""
         try:
-            self._take(topic, payload, time.time())
+            self._take(topic, payload, time.time(), retained)
         except Exception:
             log.exception("unexpected error recording a message on %r", topic[:200])
 
-    def _take(self, topic: str, payload: bytes, received: float) -> None:
+    def _take(self, topic: str, payload: bytes, received: float, retained: bool = False) -> None:
         if self.done.is_set():
             return
-        message = read_message(self.topic, self.parser, topic, payload, received)
+        message = read_message(self.topic, self.parser, topic, payload, received, retained)
         if isinstance(message, Drop):
             return self._drop(message, topic)
         sensor_id, ts, reading = message

@@ -148,15 +148,15 @@ class Service:
         self.metrics.model.info({"name": meta.name, "hash": meta.short_hash, "id": meta.model_id})
 
     # --- network thread -------------------------------------------------
-    def on_message(self, topic: str, payload: bytes) -> None:
+    def on_message(self, topic: str, payload: bytes, retained: bool = False) -> None:
         """Parse one message and buffer it; never raises (the network loop must live)."""
         try:
-            self._ingest(topic, payload, time.time())
+            self._ingest(topic, payload, time.time(), retained)
         except Exception:
             log.exception("unexpected error handling a message on %r", topic[:200])
 
-    def _ingest(self, topic: str, payload: bytes, received: float) -> None:
-        message = read_message(self.input, self.parser, topic, payload, received)
+    def _ingest(self, topic: str, payload: bytes, received: float, retained: bool = False) -> None:
+        message = read_message(self.input, self.parser, topic, payload, received, retained)
         if isinstance(message, Drop):
             return self._drop(message, topic)
         sensor_id, ts, reading = message

@@ -110,7 +110,7 @@ def test_idle_sensors_are_evicted_by_arrival_time_not_reading_time(
 def test_outbound_queue_is_bounded_while_the_broker_is_unreachable():
     port = free_port()  # nothing listens here
     cfg = load_settings(None, mqtt={"host": "127.0.0.1", "port": port}).mqtt
-    link = MQTTLink(cfg, "sensors/+/reading", lambda t, p: None, Metrics(), max_queue=100)
+    link = MQTTLink(cfg, "sensors/+/reading", lambda *_: None, Metrics(), max_queue=100)
     link.start()
     try:
         accepted = [link.publish(f"forecasts/s{i}", b"{}") for i in range(250)]

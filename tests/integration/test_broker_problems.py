@@ -1,0 +1,157 @@
+"""Connection problems are named once, in words that point at the setting (issue 15, D4):
+a broker certificate from another CA, a client certificate the broker refuses, a wrong
+password; a broker that dies soon after a connect is not called a client id clash."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from sensorcast.models import DEFAULT_BUNDLE
+from sensorcast.mqttio import status_topic
+
+from ..mqtt_helpers import Client, Mosquitto, free_port, wait_for
+from ..tls_helpers import PKI
+from .conftest import Daemon, write_config
+
+T0 = 1_700_000_000.0
+
+
+def tls_broker(pki: PKI, require_certificate: bool = False) -> tuple[Mosquitto, int]:
+    port = free_port()
+    broker = Mosquitto(extra=pki.mosquitto_listener(port, require_certificate)).start()
+    return broker, port
+
+
+def tls_config(path: Path, port: int, ca: Path, cert: Path | None = None) -> Path:
+    tls = f'[mqtt.tls]\nenabled = true\nca_file = "{ca}"\n'
+    if cert is not None:
+        tls += f'cert_file = "{cert}"\nkey_file = "{cert.with_suffix(".key")}"\n'
+    return write_config(path, port, DEFAULT_BUNDLE, "sc-tls", tls)
+
+
+def broker_log(broker: Mosquitto, text: str) -> int:
+    return broker.log_path.read_text(errors="replace").count(text)
+
+
+def lines_with(daemon: Daemon, text: str) -> list[str]:
+    return [line for line in daemon.lines if text in line]
+
+
+def test_tls_with_the_right_ca_and_client_certificate_serves(pki, tmp_path, daemon_proc):
+    broker, port = tls_broker(pki, require_certificate=True)
+    try:
+        config = tls_config(tmp_path / "c.toml", port, pki.ca_crt, pki.client_crt)
+        status = status_topic("sc-tls")
+        sub = Client(broker.port, "forecasts/#", status)
+        pub = Client(broker.port)
+        daemon = daemon_proc(config)
+        # `online` is published after the subscription, on the same connection
+        wait_for(lambda: sub.received(status), timeout=20)
+        assert daemon.logged("connected to mqtts://127.0.0.1")
+        for i in range(20):
+            pub.publish("sensors/t/reading", {"value": 20.0 + i % 3, "ts": T0 + 60 * i})
+        wait_for(lambda: sub.json("forecasts/t"), timeout=20)
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
+        sub.close()
+        pub.close()
+    finally:
+        broker.close()
+
+
+def test_a_broker_certificate_from_another_ca_is_named_once(pki, tmp_path, daemon_proc):
+    broker, port = tls_broker(pki)
+    try:
+        daemon = daemon_proc(tls_config(tmp_path / "c.toml", port, pki.other_crt))
+        wait_for(lambda: broker_log(broker, "alert unknown ca") >= 4, timeout=30)
+        named = lines_with(daemon, "certificate verify failed")
+        assert len(named) == 1, daemon.lines
+        assert named[0].startswith("ERROR sensorcast.mqttio: TLS handshake with mqtts://")
+        assert "mqtt.tls.ca_file" in named[0]
+        assert not lines_with(daemon, "Client is not connected")
+        assert not lines_with(daemon, "unreachable")
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
+    finally:
+        broker.close()
+
+
+def test_a_client_certificate_the_broker_refuses_is_named_once(pki, tmp_path, daemon_proc):
+    broker, port = tls_broker(pki, require_certificate=True)
+    try:
+        config = tls_config(tmp_path / "c.toml", port, pki.ca_crt, pki.rogue_crt)
+        daemon = daemon_proc(config)
+        wait_for(lambda: broker_log(broker, "certificate verify failed") >= 4, timeout=30)
+        named = lines_with(daemon, "unknown ca")
+        assert len(named) == 1, daemon.lines
+        assert (
+            "the broker does not accept the client certificate (mqtt.tls.cert_file)" in (named[0])
+        )
+        assert not lines_with(daemon, "Client is not connected")
+        assert not lines_with(daemon, "failed to receive on socket")
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
+    finally:
+        broker.close()
+
+
+def test_a_wrong_password_is_said_once_then_quiet(tmp_path, daemon_proc):
+    passwords = tmp_path / "passwd"
+    subprocess.run(
+        ["mosquitto_passwd", "-c", "-b", str(passwords), "gw", "right"],
+        check=True,
+        capture_output=True,
+    )
+    passwords.chmod(0o600)
+    broker = Mosquitto(extra=f"allow_anonymous false\npassword_file {passwords}").start()
+    try:
+        extra = ""
+        config = write_config(tmp_path / "c.toml", broker.port, DEFAULT_BUNDLE, "sc-pw", extra)
+        text = config.read_text().replace("[model]", 'username = "gw"\npassword = "wrong"\n[model]')
+        config.write_text(text)
+        daemon = daemon_proc(config)
+        wait_for(lambda: broker_log(broker, "not authorised") >= 4, timeout=30)
+        assert len(lines_with(daemon, "refused to authenticate mqtt.username 'gw'")) == 1
+        assert len(daemon.lines) <= 3, daemon.lines  # serving, the refusal, nothing per attempt
+        assert "wrong" not in "".join(daemon.lines)
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
+    finally:
+        broker.close()
+
+
+def test_a_broker_killed_soon_after_a_connect_is_not_a_client_id_clash(tmp_path, daemon_proc):
+    broker = Mosquitto().start()
+    try:
+        config = write_config(tmp_path / "c.toml", broker.port, DEFAULT_BUNDLE, "sc-killed")
+        daemon = daemon_proc(config)
+        for n in (1, 2, 3):
+            wait_for(lambda n=n: len(lines_with(daemon, "connected to")) == n, timeout=20)
+            time.sleep(2)
+            broker.kill()
+            wait_for(lambda n=n: len(lines_with(daemon, "disconnected from")) == n)
+            time.sleep(1)
+            broker.start()
+        wait_for(lambda: len(lines_with(daemon, "connected to")) == 4, timeout=20)
+        assert not lines_with(daemon, "client_id"), daemon.lines
+        assert lines_with(daemon, "disconnected from mqtt://127.0.0.1")[0].split(": ", 1)[1]
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
+    finally:
+        broker.close()
+
+
+def test_a_client_id_clash_on_mqtt_3_1_1_is_still_recognised(tmp_path, broker, daemon_proc):
+    """MQTT 3.1.1 has no 'session taken over' reason: quick drops in a row while every
+    reconnect succeeds are the sign."""
+    config = write_config(tmp_path / "c.toml", broker.port, DEFAULT_BUNDLE, "sc-twin311")
+    config.write_text(config.read_text().replace("[model]", 'protocol = "3.1.1"\n[model]'))
+    first = daemon_proc(config)
+    wait_for(lambda: first.logged("connected to"), timeout=20)
+    second = daemon_proc(config)
+    clash = "mqtt.client_id 'sc-twin311'"
+    wait_for(lambda: first.logged(clash) or second.logged(clash), timeout=30)
+    assert first.proc.poll() is None and second.proc.poll() is None  # neither dies
