@@ -6,19 +6,24 @@ import argparse
 import importlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from types import FrameType
+from typing import Any
 
-from sensorcast import __version__
 from sensorcast.errors import ConfigError, UserError
-
-if TYPE_CHECKING:
-    pass
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h; systemd's RestartPreventExitStatus
+
+
+_early_hangups: list[signal.Signals] = []
+
+
+def _remember_hangup(signum: int, frame: FrameType | None) -> None:
+    _early_hangups.append(signal.Signals(signum))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -31,6 +36,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(settings.log.level)
     service = Service(settings, reload_settings=lambda: settings_from_args(args))
     with capture_signals(service.on_signal, Service.SIGNALS):
+        if _early_hangups:  # a SIGHUP while starting: reload once started
+            service.request_reload()
         return service.run()
 
 
@@ -102,12 +109,24 @@ COMMANDS: dict[str, tuple[str, Callable[[], tuple[Configure, Run]]]] = {
 }
 
 
+class _Version(argparse.Action):
+    """argparse's version action, with the version looked up only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        import sensorcast
+
+        parser.exit(message=f"sensorcast {sensorcast.__version__}\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only `command`'s module is imported (all of them when None)."""
     parser = argparse.ArgumentParser(
         prog="sensorcast", description="Streaming sensor forecasts over MQTT."
     )
-    parser.add_argument("--version", action="version", version=f"sensorcast {__version__}")
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, load) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -119,9 +138,23 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in args_list if a in COMMANDS), "")
+    guard_hangup = command == "run" and argv is None
+    if guard_hangup:
+        # Until the daemon's handlers are in place a SIGHUP (`systemctl reload`) is kept for
+        # after the start; once they are removed it is ignored (SIG_IGN, which Python keeps
+        # through interpreter shutdown, unlike a handler of its own).
+        signal.signal(signal.SIGHUP, _remember_hangup)
     try:
-        args_list = list(sys.argv[1:] if argv is None else argv)
-        command = next((a for a in args_list if a in COMMANDS), "")
+        return _main(command, args_list)
+    finally:
+        if guard_hangup:
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def _main(command: str, args_list: list[str]) -> int:
+    try:
         args = build_parser(command).parse_args(args_list)
         code: int = args.func(args)
         return code
