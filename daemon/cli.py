@@ -43,10 +43,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from sensorcast.config import effective_config, settings_from_args
-    from sensorcast.models.bundle import load_bundle
+    from sensorcast.service import load_model
 
     settings = settings_from_args(args)
-    bundle = load_bundle(settings.model.path)
+    bundle, _, _ = load_model(settings)  # as `run` loads it: the interpreter included
     print(json.dumps(effective_config(settings), indent=2))
     print(f"model bundle OK: {bundle.meta.model_id}", file=sys.stderr)
     return EXIT_OK

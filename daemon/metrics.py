@@ -38,6 +38,9 @@ class Metrics:
             "sensorcast_gap_fills", "Gaps filled by repeating the last reading", registry=r
         )
         self.connected = Gauge("sensorcast_broker_connected", "1 while connected", registry=r)
+        self.snapshot_failures = Counter(
+            "sensorcast_snapshot_failures", "Buffer snapshots that could not be written", registry=r
+        )
         self.batch_size = Histogram(
             "sensorcast_batch_size", "Windows per model call", buckets=BATCH_BUCKETS, registry=r
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import threading
 import time
@@ -22,10 +23,10 @@ from typing import Any, TextIO
 
 from sensorcast.config import settings_from_args
 from sensorcast.drops import Drop, DropLog
-from sensorcast.errors import UserError
+from sensorcast.errors import ConfigError, UserError
 from sensorcast.logs import setup_logging
 from sensorcast.metrics import Metrics
-from sensorcast.models.bundle import load_bundle
+from sensorcast.models.bundle import BundleError, load_bundle
 from sensorcast.mqttio import MQTTLink
 from sensorcast.readings import PayloadParser, read_message
 from sensorcast.signals import capture_signals
@@ -177,12 +178,19 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(settings.log.level)
     if args.duration < 0 or args.count < 0:
         raise UserError("--duration and --count must be 0 (no limit) or more")
-    meta = load_bundle(settings.model.path).meta
+    try:
+        meta = load_bundle(settings.model.path).meta
+    except BundleError as exc:
+        raise ConfigError(f"invalid model.path (SENSORCAST_MODEL__PATH): {exc}") from None
     topic = TopicTemplate(settings.input.topic, allow_wildcards=True)
     cfg = settings.input
     try:
         parser = PayloadParser(
-            meta.features, fields=cfg.fields, ts_field=cfg.ts_field, max_bytes=cfg.max_payload_bytes
+            meta.features,
+            fields=cfg.fields,
+            ts_field=cfg.ts_field,
+            max_bytes=cfg.max_payload_bytes,
+            max_future=cfg.max_future_s or math.inf,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None

@@ -4,12 +4,15 @@ Threads: paho's network thread parses readings and fills the buffers (and
 does nothing else); the inference worker batches ready windows through the
 model and publishes forecasts; the main thread handles signals, reloads,
 snapshots, idle eviction and the systemd watchdog. SIGTERM/SIGINT drain and
-exit 0; SIGHUP reloads the model bundle.
+exit 0; SIGHUP reloads the configuration and the model bundle, and nothing a
+reload meets (a bundle that cannot be read, a config that does not validate)
+stops the daemon: it keeps serving what it served.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
@@ -18,16 +21,18 @@ from pathlib import Path
 
 from sensorcast.accuracy import OnlineAccuracy
 from sensorcast.buffer import SensorTable, Window
-from sensorcast.config import Settings
+from sensorcast.config import InputConfig, Settings
 from sensorcast.discovery import HomeAssistantDiscovery
 from sensorcast.drops import Drop, DropLog
-from sensorcast.errors import UserError
+from sensorcast.errors import ConfigError, UserError
 from sensorcast.handoff import ReadyQueue
 from sensorcast.inference import InferenceWorker, ServedBundle
+from sensorcast.live import LIVE, apply_keys, changed_keys
 from sensorcast.metrics import Metrics
-from sensorcast.models.bundle import Bundle, BundleMeta, load_bundle
+from sensorcast.models.bundle import Bundle, BundleError, BundleMeta, load_bundle
 from sensorcast.mqttio import MQTTLink
-from sensorcast.readings import PayloadParser, read_message
+from sensorcast.readings import MAX_TS, PayloadParser, read_message
+from sensorcast.recurring import RecurringProblem
 from sensorcast.state import load_scores, load_snapshot, save_scores, save_snapshot
 from sensorcast.systemd import Notifier
 from sensorcast.topics import TopicTemplate
@@ -51,6 +56,40 @@ def _served(bundle: Bundle, settings: Settings) -> ServedBundle:
     )
 
 
+def load_model(settings: Settings) -> tuple[Bundle, ServedBundle, PayloadParser]:
+    """The configured bundle, loaded as it is served, and the parser for its features.
+
+    A bundle that cannot serve is a configuration error (exit 78): the configuration points
+    at it. `check-config` calls this too, so it fails exactly when `run` would.
+    """
+    try:
+        bundle = load_bundle(settings.model.path)
+        served = _served(bundle, settings)
+    except BundleError as exc:
+        raise ConfigError(f"invalid model.path (SENSORCAST_MODEL__PATH): {exc}") from None
+    return bundle, served, make_parser(bundle.meta, settings.input)
+
+
+def make_parser(meta: BundleMeta, cfg: InputConfig) -> PayloadParser:
+    try:
+        return PayloadParser(
+            meta.features,
+            fields=cfg.fields,
+            ts_field=cfg.ts_field,
+            max_bytes=cfg.max_payload_bytes,
+            max_future=cfg.max_future_s or math.inf,
+        )
+    except ValueError as exc:
+        raise ConfigError(
+            f"invalid config input.fields (SENSORCAST_INPUT__FIELDS): {exc}"
+        ) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())[:500]
+
+
 class Service:
     """One running daemon, built from validated settings."""
 
@@ -59,16 +98,14 @@ class Service:
         self._reload_settings = reload_settings
         self.metrics = Metrics()
         self.notifier = Notifier()
-        bundle = load_bundle(settings.model.path)
+        bundle, served, self.parser = load_model(settings)
         self.meta: BundleMeta = bundle.meta
-        served = _served(bundle, settings)
         self.input = TopicTemplate(settings.input.topic, allow_wildcards=True)
         self.output = TopicTemplate(settings.output.topic, allow_wildcards=False)
         anomaly = settings.anomaly
         self.anomaly_topic = (
             TopicTemplate(anomaly.topic, allow_wildcards=False) if anomaly.enabled else None
         )
-        self.parser = self._make_parser(bundle.meta)
         self.table = self._make_table(bundle.meta)
         self.lock = threading.Lock()
         self.queue = ReadyQueue(settings.inference.max_pending)
@@ -104,19 +141,8 @@ class Service:
         self.should_exit = threading.Event()
         self._reload_requested = threading.Event()
         self._drop_log = DropLog(settings.log.drop_interval)
+        self._snapshot_problem = RecurringProblem()
         self._set_model_info(bundle.meta)
-
-    def _make_parser(self, meta: BundleMeta) -> PayloadParser:
-        cfg = self.settings.input
-        try:
-            return PayloadParser(
-                meta.features,
-                fields=cfg.fields,
-                ts_field=cfg.ts_field,
-                max_bytes=cfg.max_payload_bytes,
-            )
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
 
     def _make_table(self, meta: BundleMeta) -> SensorTable:
         cfg = self.settings.input
@@ -197,14 +223,21 @@ class Service:
 
     def start(self) -> None:
         """Restore state and start the worker and the connection (non-blocking)."""
+        m = self.settings.metrics
+        if m.port is not None:
+            try:
+                self.metrics.serve(m.host, m.port)
+            except OSError as exc:
+                raise UserError(
+                    f"metrics.port {m.port} on {m.host} cannot be opened: {exc.strerror or exc}"
+                ) from None
         state_dir = self.settings.state.dir
         if state_dir is not None:
+            future = self.settings.input.max_future_s or math.inf
             with self.lock:
-                load_snapshot(state_dir, self.table, self.meta)
+                load_snapshot(state_dir, self.table, self.meta, min(time.time() + future, MAX_TS))
             load_scores(state_dir, self.worker.served.scores, self.meta)
         self.metrics.sensors.set(len(self.table))
-        if self.settings.metrics.port is not None:
-            self.metrics.serve(self.settings.metrics.host, self.settings.metrics.port)
         self.worker.start()
         self.link.start()
         log.info(
@@ -271,40 +304,71 @@ class Service:
             with self.lock:
                 save_snapshot(Path(state_dir), self.table, self.meta)
             save_scores(Path(state_dir), self.worker.served.scores, self.meta)
-        except OSError as exc:
-            log.error("cannot write snapshot to %s: %s", state_dir, exc)
+        except Exception as exc:  # a full disk or a read-only directory must not stop us
+            self.metrics.snapshot_failures.inc()
+            line = self._snapshot_problem.report(_one_line(exc))
+            if line is not None:
+                log.error("cannot write snapshot to %s: %s", state_dir, line)
+            return
+        if self._snapshot_problem.clear() is not None:
+            log.info("snapshot written to %s again", state_dir)
 
     def reload(self) -> bool:
-        """Load the configured bundle again; keep serving the old one if it is invalid."""
+        """Re-read the configuration and the bundle; apply what can change live and name what
+        needs a restart. Keep serving as before if anything about them is wrong."""
         self.notifier.reloading()
         try:
             settings = self._reload_settings() if self._reload_settings else self.settings
-            bundle = load_bundle(settings.model.path)
-            served = _served(bundle, settings)
-            parser = self._make_parser(bundle.meta)
-        except UserError as exc:
-            log.error("reload failed, still serving %s: %s", self.meta.model_id, exc)
+            bundle, served, parser = load_model(settings)
+        except Exception as exc:  # nothing a reload meets may stop the daemon
+            log.error("reload failed, still serving %s: %s", self.meta.model_id, _one_line(exc))
             self.notifier.ready(f"serving {self.meta.model_id} (last reload failed)")
             return False
+        keys = changed_keys(self.settings, settings)
+        live = [k for k in keys if k in LIVE]
+        later = [k for k in keys if k not in LIVE]
         old = self.meta
         same_shape = old.timesteps == bundle.meta.timesteps and old.features == bundle.meta.features
         with self.lock:
+            apply_keys(self.settings, settings, live)
             self.worker.swap(served.keeping_scores(self.worker.served))
             self.parser = parser
             self.meta = bundle.meta
-            self.settings.model = settings.model
             if not same_shape:
                 self.table = self._make_table(bundle.meta)
                 self.queue.clear()
+            self._apply_live()
         self._set_model_info(bundle.meta)
         self.accuracy.configure(bundle.meta.features, bundle.meta.targets, bundle.meta.model_id)
         if self.discovery is not None:
             self.discovery.meta = bundle.meta
             self.discovery.forget()
         kept = "kept" if same_shape else "reset (timesteps or features changed)"
-        log.info("reloaded: now serving %s, buffers %s", bundle.meta.model_id, kept)
+        applied = [k for k in live if not k.startswith("model.")]
+        log.info(
+            "reloaded: now serving %s, buffers %s%s",
+            bundle.meta.model_id,
+            kept,
+            f"; applied {', '.join(applied)}" if applied else "",
+        )
+        if later:
+            log.warning("reload: %s changed; restart sensorcast to apply", ", ".join(later))
         self.notifier.ready(f"serving {bundle.meta.model_id}")
         return True
+
+    def _apply_live(self) -> None:
+        """Hand the (reloaded) settings to the parts that read them once (under the lock)."""
+        cfg = self.settings
+        table = self.table
+        table.max_gap, table.gap_fill = cfg.input.max_gap, cfg.input.gap_fill
+        table.max_fill_steps = cfg.input.max_fill_steps
+        table.limit(cfg.input.max_sensors)
+        self.worker.max_batch = cfg.inference.max_batch
+        self.worker.max_wait = cfg.inference.max_wait_ms / 1000
+        self.link.retain_forecasts = cfg.output.retain
+        self._drop_log.interval = cfg.log.drop_interval
+        for name in ("", "sensorcast"):
+            logging.getLogger(name).setLevel(cfg.log.level)
 
     def shutdown(self) -> None:
         """Drain: stop input, finish queued windows, snapshot, publish offline, disconnect."""

@@ -147,12 +147,16 @@ def test_invalid_config_is_one_line_and_exit_78(env, needle):
         assert "Traceback" not in result.stderr
 
 
-def test_invalid_bundle_is_one_line_and_exit_1(tmp_path):
-    result = run_cli("run", "--model", str(tmp_path))
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [
-        f"sensorcast: error: model bundle {tmp_path} has no bundle.json"
-    ]
+def test_invalid_bundle_is_one_line_and_exit_78(tmp_path):
+    """The configuration points at a bundle that cannot work: EX_CONFIG, so systemd's
+    RestartPreventExitStatus=78 stops the unit instead of restarting it every 2 s."""
+    for command in ("run", "check-config"):
+        result = run_cli(command, "--model", str(tmp_path))
+        assert result.returncode == 78
+        assert result.stderr.strip().splitlines() == [
+            "sensorcast: config error: invalid model.path (SENSORCAST_MODEL__PATH): "
+            f"model bundle {tmp_path} has no bundle.json"
+        ]
 
 
 def test_training_without_tensorflow_is_one_line(tmp_path):
