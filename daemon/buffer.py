@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,6 +31,11 @@ that left and came back, or of a recycled slot, never match those of the one bef
 SEQ_GAP_JUMP = 1 << 20
 """How far a gap reset advances the numbering: more than any horizon, so a forecast made
 before the gap is never scored against a reading after it."""
+MAX_EVICTED_IDS = 65536
+"""Evicted sensor ids kept for the owner to collect (`take_evicted`); beyond, only counted."""
+
+GapReset = Callable[[str, float, float], None]
+"""Called with (sensor id, gap in seconds, cadence in seconds) when a gap resets a window."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +85,8 @@ class SensorTable:
         self.evicted = 0
         self.gap_resets = 0
         self.gap_fills = 0
+        self.on_gap_reset: GapReset | None = None
+        self._evicted_ids: list[tuple[str, str]] = []
         self._free: list[int] = []
         self._epoch = 0
         self._allocate(min(initial_capacity, max_sensors))
@@ -114,8 +122,10 @@ class SensorTable:
 
     def _new_slot(self, sensor_id: str) -> int:
         if len(self.slots) >= self.max_sensors:
-            self.evict(next(iter(self.slots)))
+            oldest = next(iter(self.slots))
+            self.evict(oldest)
             self.evicted += 1
+            self._note_evicted(oldest, "max_sensors")
         if not self._free:
             self._allocate(min(self._data.shape[0] * 2, self.max_sensors))
         slot = self._free.pop()
@@ -159,8 +169,18 @@ class SensorTable:
             if self._seen[slot] >= older_than:
                 break
             self.evict(sid)
+            self._note_evicted(sid, "sensor_ttl")
             n += 1
         return n
+
+    def _note_evicted(self, sensor_id: str, why: str) -> None:
+        if len(self._evicted_ids) < MAX_EVICTED_IDS:
+            self._evicted_ids.append((sensor_id, why))
+
+    def take_evicted(self) -> list[tuple[str, str]]:
+        """(sensor id, why) of sensors evicted since the last call (at most MAX_EVICTED_IDS)."""
+        taken, self._evicted_ids = self._evicted_ids, []
+        return taken
 
     def cadence(self, sensor_id: str) -> float | None:
         slot = self.slots.get(sensor_id)
@@ -189,7 +209,7 @@ class SensorTable:
             self.slots.move_to_end(sensor_id)
         self._seen[slot] = ts if seen is None else seen
         if last > -math.inf:
-            self._observe_interval(slot, ts - last, values)
+            self._observe_interval(slot, ts - last, values, sensor_id)
         self._write(slot, values)
         self._last_ts[slot] = ts
         if self._count[slot] < self.timesteps:
@@ -199,7 +219,9 @@ class SensorTable:
         window = self._data[slot, p : p + self.timesteps].copy()
         return Window(sensor_id, window, ts, None if math.isnan(cad) else cad, int(self._seq[slot]))
 
-    def _observe_interval(self, slot: int, delta: float, values: tuple[float, ...]) -> None:
+    def _observe_interval(
+        self, slot: int, delta: float, values: tuple[float, ...], sensor_id: str
+    ) -> None:
         cad = self.fixed_cadence or float(self._cadence[slot])
         if not math.isnan(cad) and delta > self.max_gap * cad:
             missing = round(delta / cad) - 1
@@ -213,6 +235,8 @@ class SensorTable:
                 self._cadence[slot] = np.nan
                 self._seq[slot] += SEQ_GAP_JUMP
                 self.gap_resets += 1
+                if self.on_gap_reset is not None:
+                    self.on_gap_reset(sensor_id, delta, cad)
             return
         if self.fixed_cadence is None:
             self._cadence[slot] = (

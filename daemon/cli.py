@@ -13,6 +13,7 @@ from types import FrameType
 from typing import Any
 
 from sensorcast.errors import ConfigError, UserError
+from sensorcast.logs import LEVELS
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -33,7 +34,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sensorcast.signals import capture_signals
 
     settings = settings_from_args(args)
-    setup_logging(settings.log.level)
+    setup_logging(settings.log.level, settings.log.format)
     service = Service(settings, reload_settings=lambda: settings_from_args(args))
     with capture_signals(service.on_signal, Service.SIGNALS):
         if _early_hangups:  # a SIGHUP while starting: reload once started
@@ -55,7 +56,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def _configure_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML config file (or SENSORCAST_CONFIG)")
     p.add_argument("--model", metavar="DIR", help="model bundle directory (model.path)")
-    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log.level")
+    p.add_argument("--log-level", type=str.upper, choices=LEVELS, help="log.level (any case)")
 
 
 def _configure_inspect(p: argparse.ArgumentParser) -> None:

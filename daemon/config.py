@@ -40,6 +40,9 @@ from sensorcast.topics import TopicTemplate
 ENV_PREFIX = "SENSORCAST_"
 CONFIG_ENV = "SENSORCAST_CONFIG"
 CREDENTIAL_NAME = "mqtt_password"
+TLS_KEY_CREDENTIAL = "mqtt_tls_key"
+"""systemd credentials read when the config names no file: the broker password and the TLS
+client key (under DynamicUser a key file in /etc is not readable; a credential is)."""
 _toml_file: ContextVar[Path | None] = ContextVar("sensorcast_toml_file", default=None)
 
 
@@ -65,8 +68,13 @@ class TLSConfig(Section):
 
     @model_validator(mode="after")
     def _check_pair(self) -> TLSConfig:
+        if self.cert_file is not None and self.key_file is None:
+            self.key_file = credential(TLS_KEY_CREDENTIAL)
         if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together")
+            raise ValueError(
+                f"cert_file and key_file go together (the key may also come from the "
+                f"systemd credential {TLS_KEY_CREDENTIAL})"
+            )
         check_tls_files(self.ca_file, self.cert_file, self.key_file)
         return self
 
@@ -107,6 +115,15 @@ def _ssl_reason(exc: Exception) -> str:
     """OpenSSL's reason without the source location, e.g. 'key values mismatch'."""
     text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     return re.sub(r"^\[[^]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", str(text)) or type(exc).__name__
+
+
+def credential(name: str) -> Path | None:
+    """The file of systemd credential `name` (LoadCredential=), if the service has it."""
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not cred_dir:
+        return None
+    path = Path(cred_dir) / name
+    return path if path.is_file() else None
 
 
 class MQTTConfig(Section):
@@ -280,18 +297,112 @@ class MetricsConfig(Section):
     host: str = Field("127.0.0.1", description="Address the metrics endpoint binds.")
 
 
+_DEVICE_CLASS_NAMES = (
+    "apparent_power aqi area atmospheric_pressure battery blood_glucose_concentration "
+    "carbon_monoxide carbon_dioxide conductivity current data_rate data_size distance "
+    "duration energy energy_distance energy_storage frequency gas humidity illuminance "
+    "irradiance moisture monetary nitrogen_dioxide nitrogen_monoxide nitrous_oxide ozone ph "
+    "pm1 pm10 pm25 power_factor power precipitation precipitation_intensity pressure "
+    "reactive_power signal_strength sound_pressure speed sulphur_dioxide temperature "
+    "volatile_organic_compounds volatile_organic_compounds_parts voltage volume "
+    "volume_storage volume_flow_rate water weight wind_direction wind_speed "
+)
+SENSOR_DEVICE_CLASSES = frozenset(_DEVICE_CLASS_NAMES.split())
+"""Home Assistant's numeric sensor device classes (SensorDeviceClass, 2025.4); Home Assistant
+refuses a whole discovery config whose device_class is not one of them."""
+
+
+class Presentation(Section):
+    """How a sensor's forecast looks in Home Assistant (a route's `unit`, `device_class`,
+    `name` in SPEC 3a are the same fields)."""
+
+    unit: str | None = Field(
+        None, min_length=1, description="unit_of_measurement of the forecast, e.g. °C."
+    )
+    device_class: str | None = Field(
+        None, description="Home Assistant sensor device class, e.g. temperature."
+    )
+    name: str | None = Field(
+        None, min_length=1, description="Device name template, e.g. 'Boiler {sensor_id}'."
+    )
+    precision: int | None = Field(
+        None, ge=0, le=10, description="Decimals Home Assistant shows (suggested precision)."
+    )
+
+    @field_validator("device_class")
+    @classmethod
+    def _check_device_class(cls, value: str | None) -> str | None:
+        if value is not None and value not in SENSOR_DEVICE_CLASSES:
+            raise ValueError(
+                f"not a numeric Home Assistant sensor device class (e.g. temperature, "
+                f"humidity, power, carbon_dioxide; see {HA_DEVICE_CLASS_DOCS})"
+            )
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                value.format(sensor_id="x")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"the only placeholder is {{sensor_id}} ({exc})") from None
+        return value
+
+
+HA_DEVICE_CLASS_DOCS = "https://www.home-assistant.io/integrations/sensor/#device-class"
+
+
+class EntityRule(Presentation):
+    sensors: str = Field(
+        min_length=1, description="Glob on the sensor id, e.g. 'boiler-*'; the first match wins."
+    )
+
+
 class HomeAssistantConfig(Section):
     discovery: bool = Field(False, description="Announce forecasts via MQTT discovery.")
     prefix: str = Field(
         "homeassistant", pattern=r"^[^#+]+$", description="Home Assistant's discovery prefix."
     )
+    node_id: str = Field(
+        "sensorcast",
+        pattern=r"^[A-Za-z0-9-]{1,32}$",
+        description="Names this installation in unique ids and discovery topics; change it "
+        "only to run two independent installations against one Home Assistant.",
+    )
+    entities: list[EntityRule] = Field(
+        default_factory=list,
+        description="Per-sensor unit, device_class, name and precision, by glob on the sensor "
+        "id ([[homeassistant.entities]] in TOML); the first match wins.",
+    )
 
 
 class LogConfig(Section):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level, any case."
+    )
+    format: Literal["auto", "text", "journal", "json"] = Field(
+        "auto",
+        description="auto: syslog priority prefixes under systemd's journal, timestamps "
+        "otherwise; or text, journal, json (one JSON object a line).",
+    )
     drop_interval: float = Field(
         10.0, ge=0, description="Seconds between log lines about dropped input, per reason."
     )
+    event_interval: float = Field(
+        10.0,
+        ge=0,
+        description="Sensor life events (first seen, first forecast, gap reset, evicted) "
+        "logged at INFO: at most event_burst lines of a kind per this many seconds.",
+    )
+    event_burst: int = Field(
+        20, ge=0, description="Sensor life event lines of one kind per event_interval."
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _any_case(cls, level: Any) -> Any:
+        return level.strip().upper() if isinstance(level, str) else level
 
 
 def _default_bundle() -> Path:

@@ -1,18 +1,33 @@
-"""Home Assistant MQTT discovery: each forecast appears as a sensor entity.
+"""Home Assistant MQTT discovery: forecasts as sensor entities, anomalies as binary sensors.
 
-Off by default. When on, the first full window of a sensor publishes one
-retained config message per target under `<prefix>/sensor/<node>/<object>/config`,
-with availability tied to the daemon's status topic; after every reconnect the
-announcements are made again, in case the broker lost its retained messages.
+Off by default. When on, every sensor with a full window becomes a Home Assistant
+device (named after the sensor, `via_device` the gateway) with one forecast sensor
+entity per model target and, with anomalies on, an anomaly binary sensor; the
+gateway itself is a device with a connectivity entity fed by the status topic.
+
+- Unique ids and config topics are built from `homeassistant.node_id` (not the
+  host name) and the sensor id escaped one-to-one (`_` -> `__`, `.` -> `_d`,
+  `:` -> `_c`), so `living-room.temp` and `living-room_temp` never collide and
+  renaming the host changes nothing.
+- Configs are retained and carry `origin`. `expire_after` is `max_gap` cadences:
+  by then the daemon would start the sensor's window over, so the forecast is
+  stale. Home Assistant restores an MQTT sensor's state across its own restart
+  while `expire_after` has not run out (RestoreSensor in its mqtt/sensor.py).
+- An evicted sensor's configs are removed (an empty retained payload); so are
+  configs a reload no longer produces (a target or the anomaly sensor gone).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
-import re
+import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+from sensorcast import __version__
+from sensorcast.config import EntityRule, Presentation
 from sensorcast.models.bundle import BundleMeta
 from sensorcast.mqttio import STATUS_OFFLINE, STATUS_ONLINE
 from sensorcast.topics import TopicTemplate
@@ -20,72 +35,260 @@ from sensorcast.topics import TopicTemplate
 Publish = Callable[[str, bytes, bool], object]
 """(topic, payload, retain)"""
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+ORIGIN = {"name": "sensorcast", "sw_version": __version__}
+MIN_EXPIRE_AFTER = 10
+"""Seconds; below this, network jitter alone would flip a fast sensor to unavailable."""
+CADENCE_SLACK = 2.0
+"""Announce again when a sensor's cadence moved by more than this factor (expire_after)."""
+_ESCAPES = str.maketrans({"_": "__", ".": "_d", ":": "_c"})
 
 
-def object_id(text: str) -> str:
-    """Home Assistant accepts only [A-Za-z0-9_-] in discovery topic levels."""
-    return _UNSAFE.sub("_", text)
+def escape(text: str) -> str:
+    """A one-to-one map of sensor ids and target names onto Home Assistant's [A-Za-z0-9_-]."""
+    return text.translate(_ESCAPES)
+
+
+def presentation_lookup(rules: Sequence[EntityRule]) -> Callable[[str], Presentation]:
+    """The first rule whose glob matches a sensor id, else no presentation."""
+    none = Presentation()
+
+    def lookup(sensor_id: str) -> Presentation:
+        for rule in rules:
+            if fnmatch.fnmatchcase(sensor_id, rule.sensors):
+                return rule
+        return none
+
+    return lookup
+
+
+@dataclass(frozen=True, slots=True)
+class _Announced:
+    cadence: float | None
+    topics: frozenset[str]
+    generation: int
 
 
 class HomeAssistantDiscovery:
-    """Announces forecast entities for sensors as they become ready."""
+    """Announces, updates and removes the entities of sensors as they come and go."""
 
     def __init__(
         self,
         prefix: str,
+        node_id: str,
         client_id: str,
         status_topic: str,
         output: TopicTemplate,
         meta: BundleMeta,
         publish: Publish,
+        *,
+        presentation: Callable[[str], Presentation] | None = None,
+        anomaly_topic: TopicTemplate | None = None,
+        max_gap: float = 3.0,
     ) -> None:
         self.prefix = prefix
-        self.node = object_id(client_id)
+        self.node = node_id
         self.status_topic = status_topic
         self.output = output
-        self.meta = meta
+        self.max_gap = max_gap
+        self.client_id = client_id
+        self.gateway_id = f"sensorcast_gateway_{escape(client_id)}"
         self._publish = publish
-        self._announced: set[str] = set()
         self._lock = threading.Lock()
+        self._announced: dict[str, _Announced] = {}
+        self._generation = 0
+        self._gateway_generation = -1
+        self.configure(meta, presentation, anomaly_topic)
 
-    def forget(self) -> None:
-        """Announce every sensor again (after a reconnect or a model change)."""
+    def configure(
+        self,
+        meta: BundleMeta,
+        presentation: Callable[[str], Presentation] | None = None,
+        anomaly_topic: TopicTemplate | None = None,
+    ) -> None:
+        """Serve this model and presentation from now on (at start and on reload): configs
+        it no longer produces are removed, the others are announced again at the next window."""
+        self.meta = meta
+        self.presentation = presentation or presentation_lookup(())
+        self.anomaly_topic = anomaly_topic
         with self._lock:
-            self._announced.clear()
+            announced = list(self._announced.items())
+        for sensor_id, known in announced:
+            current = {topic for topic, _ in self.messages(sensor_id, known.cadence)}
+            for topic in sorted(known.topics - current):
+                self._publish(topic, b"", True)
+        self.refresh()
 
-    def announce(self, sensor_id: str) -> None:
+    def refresh(self) -> None:
+        """Announce everything again (after a reconnect, in case the broker lost retained
+        messages, or a reload): the gateway now, each sensor at its next window."""
         with self._lock:
-            if sensor_id in self._announced:
-                return
-            self._announced.add(sensor_id)
-        for topic, payload in self.messages(sensor_id):
+            self._generation += 1
+
+    def announce(self, sensor_id: str, cadence: float | None) -> None:
+        """Called for every full window (network thread): publishes only what changed."""
+        known = self._announced.get(sensor_id)
+        if (
+            known is not None
+            and known.generation == self._generation
+            and (known.cadence == cadence or _close(known.cadence, cadence))
+        ):
+            return
+        messages = self.messages(sensor_id, cadence)
+        with self._lock:
+            generation = self._generation
+            self._announced[sensor_id] = _Announced(
+                cadence, frozenset(t for t, _ in messages), generation
+            )
+            gateway = self._gateway_generation != generation
+            self._gateway_generation = generation
+        if gateway:
+            messages = self.gateway_messages() + messages
+        for topic, payload in messages:
             self._publish(topic, payload, True)
 
-    def messages(self, sensor_id: str) -> list[tuple[str, bytes]]:
-        """The discovery config messages for one sensor, one per target."""
-        single = len(self.meta.targets) == 1
+    def remove(self, sensor_id: str) -> None:
+        """Delete an evicted sensor's entities from Home Assistant."""
+        with self._lock:
+            known = self._announced.pop(sensor_id, None)
+        for topic in sorted(known.topics if known else ()):
+            self._publish(topic, b"", True)
+
+    def announced(self) -> list[str]:
+        with self._lock:
+            return list(self._announced)
+
+    # --- payloads -----------------------------------------------------------
+    def gateway_messages(self) -> list[tuple[str, bytes]]:
+        """The gateway device and its connectivity entity, fed by the status topic."""
+        config: dict[str, object] = {
+            "name": "Status",
+            "unique_id": f"{self.gateway_id}_status",
+            "state_topic": self.status_topic,
+            "payload_on": STATUS_ONLINE.decode(),
+            "payload_off": STATUS_OFFLINE.decode(),
+            "device_class": "connectivity",
+            "entity_category": "diagnostic",
+            "device": {
+                "identifiers": [self.gateway_id],
+                "name": f"sensorcast {self.client_id}",
+                "manufacturer": "sensorcast",
+                "model": "forecasting gateway",
+                "sw_version": __version__,
+            },
+            "origin": ORIGIN,
+        }
+        topic = f"{self.prefix}/binary_sensor/{self.node}/{self.gateway_id}/config"
+        return [(topic, _dump(config))]
+
+    def messages(self, sensor_id: str, cadence: float | None) -> list[tuple[str, bytes]]:
+        """A sensor's config messages: one forecast sensor per target, and the anomaly
+        binary sensor when anomalies are on."""
+        look = self.presentation(sensor_id)
+        sid = escape(sensor_id)
+        device = {
+            "identifiers": [f"{self.node}_{sid}"],
+            "name": look.name.format(sensor_id=sensor_id) if look.name else sensor_id,
+            "manufacturer": "sensorcast",
+            "model": self.meta.model_id,
+            "sw_version": __version__,
+            "via_device": self.gateway_id,
+        }
+        common: dict[str, object] = {
+            "availability_topic": self.status_topic,
+            "payload_available": STATUS_ONLINE.decode(),
+            "payload_not_available": STATUS_OFFLINE.decode(),
+            "device": device,
+            "origin": ORIGIN,
+        }
+        cadence = cadence or self.meta.cadence_s
         out = []
+        single = len(self.meta.targets) == 1
+        state_topic = self.output.format(sensor_id)
         for target in self.meta.targets:
-            oid = object_id(f"{sensor_id}_{target}_forecast")
-            path = "value_json.forecast[0]" + ("" if single else f"[{json.dumps(target)}]")
-            config = {
-                "name": f"{target} forecast",
-                "unique_id": f"sensorcast_{self.node}_{oid}",
-                "state_topic": self.output.format(sensor_id),
-                "value_template": f"{{{{ {path} }}}}",
-                "json_attributes_topic": self.output.format(sensor_id),
+            object_id = f"{sid}_forecast_{escape(target)}"
+            config: dict[str, object] = {
+                "name": "Forecast" if single else f"{target} forecast",
+                "unique_id": f"{self.node}_{object_id}",
+                "state_topic": state_topic,
+                "value_template": _state_template(None if single else target),
+                "json_attributes_topic": state_topic,
+                "json_attributes_template": _attributes_template(None if single else target),
                 "state_class": "measurement",
-                "availability_topic": self.status_topic,
-                "payload_available": STATUS_ONLINE.decode(),
-                "payload_not_available": STATUS_OFFLINE.decode(),
-                "device": {
-                    "identifiers": [f"sensorcast_{self.node}_{object_id(sensor_id)}"],
-                    "name": sensor_id,
-                    "manufacturer": "sensorcast",
-                    "model": self.meta.model_id,
-                },
             }
-            topic = f"{self.prefix}/sensor/{self.node}/{oid}/config"
-            out.append((topic, json.dumps(config, separators=(",", ":")).encode()))
+            if look.unit is not None:
+                config["unit_of_measurement"] = look.unit
+            if look.device_class is not None:
+                config["device_class"] = look.device_class
+            if look.precision is not None:
+                config["suggested_display_precision"] = look.precision
+            if cadence is not None and math.isfinite(cadence):
+                config["expire_after"] = max(MIN_EXPIRE_AFTER, math.ceil(self.max_gap * cadence))
+            config.update(common)
+            topic = f"{self.prefix}/sensor/{self.node}/{object_id}/config"
+            out.append((topic, _dump(config)))
+        if self.anomaly_topic is not None:
+            out.append(self._anomaly_message(sensor_id, cadence, common))
         return out
+
+    def _anomaly_message(
+        self, sensor_id: str, cadence: float | None, common: dict[str, object]
+    ) -> tuple[str, bytes]:
+        """The anomaly binary sensor: on when an anomaly event arrives (SPEC 5a), off again
+        one cadence later unless another follows; the event's fields are its attributes."""
+        assert self.anomaly_topic is not None
+        object_id = f"{escape(sensor_id)}_anomaly"
+        topic = self.anomaly_topic.format(sensor_id)
+        config: dict[str, object] = {
+            "name": "Anomaly",
+            "unique_id": f"{self.node}_{object_id}",
+            "state_topic": topic,
+            "value_template": "{{ 'ON' }}",
+            "payload_on": "ON",
+            "payload_off": "OFF",
+            "device_class": "problem",
+            "json_attributes_topic": topic,
+            "off_delay": max(1, math.ceil(cadence)) if cadence else MIN_EXPIRE_AFTER,
+            **common,
+        }
+        return f"{self.prefix}/binary_sensor/{self.node}/{object_id}/config", _dump(config)
+
+
+def anomaly_binary_sensors(settings: object) -> TopicTemplate | None:
+    """The anomaly topic to announce binary sensors for, when the settings have anomaly
+    events (SPEC 5a: `anomaly.enabled`, `anomaly.topic`) and they are on; else None."""
+    anomaly = getattr(settings, "anomaly", None)
+    if anomaly is None or not getattr(anomaly, "enabled", False):
+        return None
+    return TopicTemplate(str(anomaly.topic), allow_wildcards=False)
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return 1 / CADENCE_SLACK <= a / b <= CADENCE_SLACK
+
+
+def _dump(config: dict[str, object]) -> bytes:
+    return json.dumps(config, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _state_template(target: str | None) -> str:
+    pick = "" if target is None else f"[{json.dumps(target)}]"
+    return f"{{{{ value_json.forecast[0]{pick} }}}}"
+
+
+_FIELDS = ("forecast", "lower", "upper")
+_SHARED = ("at", "level", "source", "model")
+
+
+def _attributes_template(target: str | None) -> str:
+    """The whole horizon (`forecast`, `lower`, `upper`, and `at`), the interval's `level`,
+    `source` and `model`, as attributes; fields a forecast lacks are null."""
+    parts = []
+    for key in _FIELDS:
+        value = f"value_json.get({json.dumps(key)})"
+        if target is not None:
+            value = f"(({value} or []) | map(attribute={json.dumps(target)}) | list) or none"
+        parts.append(f"{json.dumps(key)}: {value}")
+    parts += [f"{json.dumps(k)}: value_json.get({json.dumps(k)})" for k in _SHARED]
+    return "{{ {" + ", ".join(parts) + "} | tojson }}"

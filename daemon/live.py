@@ -29,6 +29,9 @@ LIVE = frozenset(
         "state.interval",
         "log.level",
         "log.drop_interval",
+        "log.event_interval",
+        "log.event_burst",
+        "homeassistant.entities",
     }
 )
 """Dotted keys a reload applies at once; every other changed key is named as needing a

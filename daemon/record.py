@@ -24,7 +24,7 @@ from typing import Any, TextIO
 from sensorcast.config import settings_from_args
 from sensorcast.drops import Drop, DropLog
 from sensorcast.errors import ConfigError, UserError
-from sensorcast.logs import setup_logging
+from sensorcast.logs import LEVELS, setup_logging
 from sensorcast.metrics import Metrics
 from sensorcast.models.bundle import BundleError, load_bundle
 from sensorcast.mqttio import MQTTLink
@@ -44,7 +44,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="FILE.csv", help="CSV to append to")
     p.add_argument("--config", metavar="FILE", help="TOML config file (or SENSORCAST_CONFIG)")
     p.add_argument("--model", metavar="DIR", help="model bundle whose features to record")
-    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log.level")
+    p.add_argument("--log-level", type=str.upper, choices=LEVELS, help="log.level (any case)")
     p.add_argument(
         "--duration", type=float, default=0, metavar="S", help="stop after S seconds (0: never)"
     )
@@ -175,7 +175,7 @@ class Recorder:
 def run(args: argparse.Namespace) -> int:
     """Record until SIGINT/SIGTERM, `--duration` or `--count`; 0 after a clean stop."""
     settings = settings_from_args(args)
-    setup_logging(settings.log.level)
+    setup_logging(settings.log.level, settings.log.format)
     if args.duration < 0 or args.count < 0:
         raise UserError("--duration and --count must be 0 (no limit) or more")
     try:

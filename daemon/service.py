@@ -22,9 +22,14 @@ from pathlib import Path
 from sensorcast.accuracy import OnlineAccuracy
 from sensorcast.buffer import SensorTable, Window
 from sensorcast.config import InputConfig, Settings
-from sensorcast.discovery import HomeAssistantDiscovery
+from sensorcast.discovery import (
+    HomeAssistantDiscovery,
+    anomaly_binary_sensors,
+    presentation_lookup,
+)
 from sensorcast.drops import Drop, DropLog
 from sensorcast.errors import ConfigError, UserError
+from sensorcast.events import SensorEvents
 from sensorcast.handoff import ReadyQueue
 from sensorcast.inference import InferenceWorker, ServedBundle
 from sensorcast.live import LIVE, apply_keys, changed_keys
@@ -106,6 +111,9 @@ class Service:
         self.anomaly_topic = (
             TopicTemplate(anomaly.topic, allow_wildcards=False) if anomaly.enabled else None
         )
+        self.events = SensorEvents(
+            settings.log.event_interval, settings.log.event_burst, bundle.meta.timesteps
+        )
         self.table = self._make_table(bundle.meta)
         self.lock = threading.Lock()
         self.queue = ReadyQueue(settings.inference.max_pending)
@@ -146,7 +154,7 @@ class Service:
 
     def _make_table(self, meta: BundleMeta) -> SensorTable:
         cfg = self.settings.input
-        return SensorTable(
+        table = SensorTable(
             meta.timesteps,
             len(meta.features),
             max_sensors=cfg.max_sensors,
@@ -154,6 +162,10 @@ class Service:
             gap_fill=cfg.gap_fill,
             max_fill_steps=cfg.max_fill_steps,
         )
+        table.on_gap_reset = lambda sid, gap, cadence: self.events.gap_reset(
+            sid, gap, cadence, table.max_gap
+        )
+        return table
 
     def _make_discovery(self, meta: BundleMeta) -> HomeAssistantDiscovery | None:
         ha = self.settings.homeassistant
@@ -161,13 +173,17 @@ class Service:
             return None
         discovery = HomeAssistantDiscovery(
             ha.prefix,
+            ha.node_id,
             self.settings.mqtt.client_id,
             self.link.status_topic,
             self.output,
             meta,
             self.link.publish,
+            presentation=presentation_lookup(ha.entities),
+            anomaly_topic=anomaly_binary_sensors(self.settings),
+            max_gap=self.settings.input.max_gap,
         )
-        self.link.on_connected.append(discovery.forget)
+        self.link.on_connected.append(discovery.refresh)
         return discovery
 
     def _set_model_info(self, meta: BundleMeta) -> None:
@@ -194,10 +210,13 @@ class Service:
         self.metrics.readings.inc()
         if previous is not None:
             self.accuracy.observe(sensor_id, previous, reading.values)
+        else:
+            self.events.first_seen(sensor_id)
         if isinstance(result, Window):
             self.queue.put(result, received)
+            self.events.window_ready(sensor_id, self.meta.model_id)
             if self.discovery is not None:
-                self.discovery.announce(sensor_id)
+                self.discovery.announce(sensor_id, result.cadence)
         return None
 
     def _drop(self, reason: Drop, topic: str) -> None:
@@ -284,6 +303,7 @@ class Service:
             if ttl > 0:
                 self.table.evicted += self.table.evict_idle(time.time() - ttl)
             evicted, self.table.evicted = self.table.evicted, 0
+            gone = self.table.take_evicted()
             gaps, self.table.gap_resets = self.table.gap_resets, 0
             fills, self.table.gap_fills = self.table.gap_fills, 0
             self.metrics.sensors.set(len(self.table))
@@ -295,6 +315,17 @@ class Service:
         for to, n in scores.take_switches().items():
             self.metrics.guard_switches.labels(to).inc(n)
         self.metrics.on_persistence.set(scores.on_persistence)
+        for sensor_id, why in gone:
+            self._forget_sensor(sensor_id, why)
+        self.events.flush()
+
+    def _forget_sensor(self, sensor_id: str, why: str) -> None:
+        """An evicted sensor: say so, and take its entities and retained forecast away."""
+        self.events.evicted(sensor_id, why)
+        if self.discovery is not None:
+            self.discovery.remove(sensor_id)
+        if self.settings.output.retain:
+            self.link.publish(self.output.format(sensor_id), b"", True)
 
     def snapshot(self) -> None:
         state_dir = self.settings.state.dir
@@ -337,12 +368,17 @@ class Service:
             if not same_shape:
                 self.table = self._make_table(bundle.meta)
                 self.queue.clear()
+                self.events.forget_all()
+            self.events.timesteps = bundle.meta.timesteps
             self._apply_live()
         self._set_model_info(bundle.meta)
         self.accuracy.configure(bundle.meta.features, bundle.meta.targets, bundle.meta.model_id)
         if self.discovery is not None:
-            self.discovery.meta = bundle.meta
-            self.discovery.forget()
+            self.discovery.configure(
+                bundle.meta,
+                presentation_lookup(self.settings.homeassistant.entities),
+                anomaly_binary_sensors(self.settings),
+            )
         kept = "kept" if same_shape else "reset (timesteps or features changed)"
         applied = [k for k in live if not k.startswith("model.")]
         log.info(
@@ -367,6 +403,9 @@ class Service:
         self.worker.max_wait = cfg.inference.max_wait_ms / 1000
         self.link.retain_forecasts = cfg.output.retain
         self._drop_log.interval = cfg.log.drop_interval
+        self.events.interval, self.events.burst = cfg.log.event_interval, cfg.log.event_burst
+        if self.discovery is not None:
+            self.discovery.max_gap = cfg.input.max_gap
         for name in ("", "sensorcast"):
             logging.getLogger(name).setLevel(cfg.log.level)
 

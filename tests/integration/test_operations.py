@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import time
@@ -123,29 +122,6 @@ def test_prometheus_endpoint(broker, client_factory, run_daemon):
     assert values["sensorcast_broker_connected"] == 1
     assert values["sensorcast_batch_size_count"] >= 1
     assert f'id="{service.meta.model_id}"' in text
-
-
-def test_home_assistant_discovery(broker, client_factory, run_daemon):
-    settings = daemon_settings(broker.port, homeassistant={"discovery": True})
-    daemon = run_daemon(settings)
-    service = daemon.service
-    ha = client_factory("homeassistant/#", "forecasts/#")
-    pub = client_factory()
-    for i in range(service.meta.timesteps + 1):
-        pub.publish("sensors/room.kitchen/reading", {"value": 21 + i % 2, "ts": 1e9 + 60 * i})
-    wait_for(lambda: ha.received("forecasts/"))
-    configs = ha.received("homeassistant/")
-    assert len(configs) == 1  # announced once, not per forecast
-    topic, payload, _ = configs[0]
-    assert topic == "homeassistant/sensor/sc-test/room_kitchen_value_forecast/config"
-    config = json.loads(payload)
-    assert config["state_topic"] == "forecasts/room.kitchen"
-    assert config["availability_topic"] == "sensorcast/sc-test/status"
-    assert config["value_template"] == "{{ value_json.forecast[0] }}"
-    assert config["device"]["model"] == service.meta.model_id
-    # a subscriber that comes later (Home Assistant restarting) still finds it
-    late = client_factory("homeassistant/#")
-    assert wait_for(lambda: late.received("homeassistant/")) == [(topic, payload, True)]
 
 
 def test_online_accuracy_scores_each_forecast_when_its_reading_arrives(
