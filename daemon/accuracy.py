@@ -5,6 +5,11 @@ values (what persistence would have said). When the next reading of that
 sensor arrives, right after the window it was made from, both errors are
 folded into rolling means, exported per model and target next to each other,
 so the metrics always say whether the model beats repeating the last value.
+
+Errors in sensor units average badly across sensors (degrees, ppm and lux
+summed: the largest unit decides), so each error is also divided by its
+window's own scale, the mean absolute change between consecutive readings
+(the MASE scaling); these scaled means and their ratio are scale-free.
 """
 
 from __future__ import annotations
@@ -19,6 +24,12 @@ from sensorcast.metrics import Metrics
 
 ROLLING_WEIGHT = 0.01
 """Weight of the newest error in the rolling means (about the last 100 forecasts)."""
+SCALE_FLOOR = 1e-3
+"""A window's scale is at least this fraction of its mean magnitude, so one nearly flat
+window (a quantised sensor that did not change) cannot outweigh a hundred others; a window
+that is flat at zero is not scaled at all."""
+
+Floats = NDArray[np.float64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,12 +37,27 @@ class Expected:
     """What the model and persistence said the reading after `window_ts` would be."""
 
     window_ts: float
-    forecast: NDArray[np.float64]
-    persistence: NDArray[np.float64]
+    forecast: Floats
+    persistence: Floats
+    scale: Floats
+
+
+def window_scale(window: Floats) -> Floats:
+    """Per column: the mean absolute change between consecutive readings, floored."""
+    change = np.abs(np.diff(window, axis=0)).mean(axis=0) if len(window) > 1 else 0.0
+    floor: Floats = SCALE_FLOOR * np.abs(window).mean(axis=0)
+    return np.maximum(change, floor)
+
+
+def _fold(mean: Floats, new: Floats, use: NDArray[np.bool_]) -> Floats:
+    """Rolling means updated where `use`; NaN means nothing folded yet."""
+    first = np.isnan(mean)
+    updated = np.where(first, new, mean + ROLLING_WEIGHT * (new - mean))
+    return np.where(use, updated, mean)
 
 
 class OnlineAccuracy:
-    """Rolling MAE of the model and of persistence, per model and target."""
+    """Rolling MAE and scaled MAE of the model and of persistence, per model and target."""
 
     def __init__(
         self,
@@ -41,44 +67,50 @@ class OnlineAccuracy:
         model_id: str,
         max_sensors: int,
     ) -> None:
-        self._mae = metrics.online_mae
-        self._persistence = metrics.online_persistence_mae
-        self._scored = metrics.online_scored
+        self._metrics = metrics
         self._expected: dict[str, Expected] = {}
         self._lock = threading.Lock()
         self.max_sensors = max_sensors
+        self._model: str | None = None
+        self._scored_targets: list[str] = []
         self.configure(features, targets, model_id)
 
     def configure(self, features: list[str], targets: list[str], model_id: str) -> None:
-        """Score for this model from now on (after a reload)."""
+        """Score for this model from now on (after a reload); the old model's series go."""
+        m = self._metrics
+        if self._model is not None and self._model != model_id:
+            m.forget_model(self._model, self._scored_targets)
         scored = [(i, t) for i, t in enumerate(targets) if t in features]
         self._target_idx = np.array([i for i, _ in scored], dtype=np.intp)
         self._feature_idx = np.array([features.index(t) for _, t in scored], dtype=np.intp)
         self._model = model_id
-        self._mean = np.full(len(scored), np.nan)
-        self._pmean = np.full(len(scored), np.nan)
-        self._gauges = [
-            (self._mae.labels(model_id, t), self._persistence.labels(model_id, t))
-            for _, t in scored
-        ]
-        for mae, pmae in self._gauges:  # NaN, not 0, until something is scored
-            mae.set(float("nan"))
-            pmae.set(float("nan"))
-        self._counter = self._scored.labels(model_id)
+        self._scored_targets = [t for _, t in scored]
+        n = len(scored)
+        self._mean, self._pmean = np.full(n, np.nan), np.full(n, np.nan)
+        self._smean, self._spmean = np.full(n, np.nan), np.full(n, np.nan)
+        families = (
+            m.online_mae,
+            m.online_persistence_mae,
+            m.online_mase,
+            m.online_persistence_mase,
+            m.online_relative_error,
+        )
+        self._gauges = [tuple(g.labels(model_id, t) for g in families) for _, t in scored]
+        for gauges in self._gauges:  # NaN, not 0, until something is scored
+            for gauge in gauges:
+                gauge.set(float("nan"))
+        self._counter = m.online_scored.labels(model_id)
         with self._lock:
             self._expected.clear()
 
-    def expect(
-        self,
-        sensor_id: str,
-        window_ts: float,
-        forecast: NDArray[np.float64],
-        window: NDArray[np.float64],
-    ) -> None:
+    def expect(self, sensor_id: str, window_ts: float, forecast: Floats, window: Floats) -> None:
         """Record a forecast (horizon, targets) made from `window` (timesteps, features)."""
         if not self._gauges:
             return
-        entry = Expected(window_ts, forecast[0, self._target_idx], window[-1, self._feature_idx])
+        columns = window[:, self._feature_idx]
+        entry = Expected(
+            window_ts, forecast[0, self._target_idx], columns[-1], window_scale(columns)
+        )
         with self._lock:
             self._expected.pop(sensor_id, None)
             self._expected[sensor_id] = entry
@@ -95,10 +127,16 @@ class OnlineAccuracy:
         actual = np.asarray(values, dtype=np.float64)[self._feature_idx]
         err = np.abs(actual - entry.forecast)
         perr = np.abs(actual - entry.persistence)
-        first = np.isnan(self._mean)
-        self._mean = np.where(first, err, self._mean + ROLLING_WEIGHT * (err - self._mean))
-        self._pmean = np.where(first, perr, self._pmean + ROLLING_WEIGHT * (perr - self._pmean))
-        for (mae, pmae), m, p in zip(self._gauges, self._mean, self._pmean, strict=True):
-            mae.set(m)
-            pmae.set(p)
+        everywhere = np.ones(err.shape, dtype=bool)
+        scaled = entry.scale > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self._mean = _fold(self._mean, err, everywhere)
+            self._pmean = _fold(self._pmean, perr, everywhere)
+            self._smean = _fold(self._smean, err / entry.scale, scaled)
+            self._spmean = _fold(self._spmean, perr / entry.scale, scaled)
+            ratio = self._smean / self._spmean
+        values_now = zip(self._mean, self._pmean, self._smean, self._spmean, ratio, strict=True)
+        for gauges, current in zip(self._gauges, values_now, strict=True):
+            for gauge, value in zip(gauges, current, strict=True):
+                gauge.set(float(value))
         self._counter.inc()

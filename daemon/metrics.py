@@ -1,9 +1,30 @@
-"""Prometheus metrics of one daemon instance, on a registry of its own."""
+"""Prometheus metrics of one daemon instance, on a registry of its own.
+
+Besides the daemon's own series: process metrics (resident memory, CPU seconds,
+open files: `process_*`), the Python platform (`python_info`) and garbage
+collector, and `sensorcast_build_info` (versions of sensorcast and the libraries
+that serve).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+import contextlib
+import platform
+from importlib.metadata import PackageNotFoundError, version
 
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    start_http_server,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from sensorcast import __version__
 from sensorcast.drops import Drop
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -18,6 +39,12 @@ class Metrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        Info("sensorcast_build", "sensorcast and the libraries it serves with", registry=r).info(
+            build_info()
+        )
         self.readings = Counter(
             "sensorcast_readings", "Readings accepted into a buffer", registry=r
         )
@@ -85,6 +112,26 @@ class Metrics:
             ["model", "target"],
             registry=r,
         )
+        self.online_mase = Gauge(
+            "sensorcast_online_mase",
+            "Rolling mean of the first step's error scaled by its window's mean absolute "
+            "change: every sensor counts alike, whatever its unit",
+            ["model", "target"],
+            registry=r,
+        )
+        self.online_persistence_mase = Gauge(
+            "sensorcast_online_persistence_mase",
+            "The same scaled error for repeating the last reading, on the same readings",
+            ["model", "target"],
+            registry=r,
+        )
+        self.online_relative_error = Gauge(
+            "sensorcast_online_relative_error",
+            "sensorcast_online_mase / sensorcast_online_persistence_mase: below 1 the model "
+            "beats repeating the last value",
+            ["model", "target"],
+            registry=r,
+        )
         self.online_scored = Counter(
             "sensorcast_online_scored",
             "Forecasts scored against their realised reading",
@@ -94,6 +141,22 @@ class Metrics:
         self._drop = {reason: self.dropped.labels(reason.value) for reason in Drop}
         for reason in FORECAST_DROPS:  # every label from the start, so rates work at once
             self.forecasts_dropped.labels(reason)
+
+    def forget_model(self, model_id: str, targets: list[str]) -> None:
+        """Remove a model's accuracy series (after a reload replaced it), so they do not
+        stay frozen at their last values."""
+        for gauge in (
+            self.online_mae,
+            self.online_persistence_mae,
+            self.online_mase,
+            self.online_persistence_mase,
+            self.online_relative_error,
+        ):
+            for target in targets:
+                with contextlib.suppress(KeyError):
+                    gauge.remove(model_id, target)
+        with contextlib.suppress(KeyError):
+            self.online_scored.remove(model_id)
 
     def drop(self, reason: Drop) -> None:
         self._drop[reason].inc()
@@ -105,3 +168,15 @@ class Metrics:
         """Current value of a sample (for status output and tests)."""
         v = self.registry.get_sample_value(name, labels or None)
         return 0.0 if v is None else v
+
+
+def build_info() -> dict[str, str]:
+    """Versions for `sensorcast_build_info`."""
+    info = {"version": __version__, "python": platform.python_version()}
+    libraries = (("paho_mqtt", "paho-mqtt"), ("numpy", "numpy"), ("litert", "ai-edge-litert"))
+    for label, dist in libraries:
+        try:
+            info[label] = version(dist)
+        except PackageNotFoundError:
+            info[label] = "none"
+    return info

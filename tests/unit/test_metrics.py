@@ -1,0 +1,74 @@
+"""Metrics that average honestly: scale-free accuracy, process and build metrics, reloads."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sensorcast.accuracy import OnlineAccuracy
+from sensorcast.drops import Drop
+from sensorcast.metrics import FORECAST_DROPS, Metrics
+
+
+def score(acc: OnlineAccuracy, sid: str, window: list[float], forecast: float, actual: float):
+    w = np.asarray(window, dtype=np.float64)[:, None]
+    acc.expect(sid, 1.0, np.array([[forecast]]), w)
+    acc.observe(sid, 1.0, (actual,))
+
+
+def test_scaled_accuracy_lets_every_sensor_count_alike_whatever_its_unit():
+    metrics = Metrics()
+    acc = OnlineAccuracy(metrics, ["value"], ["value"], "m@1", 100)
+    labels = {"model": "m@1", "target": "value"}
+    for _ in range(200):
+        # a temperature in degrees: the model errs by half of persistence's error
+        score(acc, "temp", [20.0, 20.1, 20.0, 20.1], forecast=20.05, actual=20.0)
+        # lux in thousands: the model errs twice as much as persistence
+        score(acc, "lux", [15000.0, 15100.0, 15000.0, 15100.0], forecast=14800.0, actual=15000.0)
+    mae = metrics.value("sensorcast_online_mae", **labels)
+    pmae = metrics.value("sensorcast_online_persistence_mae", **labels)
+    assert mae / pmae > 1.9  # in units, the lux sensor decides alone
+    relative = metrics.value("sensorcast_online_relative_error", **labels)
+    # scaled, each sensor weighs the same: (0.5 + 2) / (1 + 1) per unit of its own change
+    assert abs(relative - 1.25) < 0.05
+    mase = metrics.value("sensorcast_online_mase", **labels)
+    pmase = metrics.value("sensorcast_online_persistence_mase", **labels)
+    assert math.isclose(relative, mase / pmase)
+
+
+def test_a_flat_window_is_not_scaled_and_series_start_as_nan():
+    metrics = Metrics()
+    acc = OnlineAccuracy(metrics, ["value"], ["value"], "m@1", 100)
+    labels = {"model": "m@1", "target": "value"}
+    assert math.isnan(metrics.value("sensorcast_online_relative_error", **labels))
+    score(acc, "stuck", [0.0, 0.0, 0.0], forecast=0.0, actual=1.0)
+    assert metrics.value("sensorcast_online_mae", **labels) == 1.0
+    assert math.isnan(metrics.value("sensorcast_online_mase", **labels))
+
+
+def test_a_reload_removes_the_old_model_series():
+    metrics = Metrics()
+    acc = OnlineAccuracy(metrics, ["value"], ["value"], "old@1", 100)
+    score(acc, "a", [1.0, 2.0, 3.0], forecast=4.0, actual=4.5)
+    acc.configure(["value"], ["value"], "new@2")
+    text = exposition(metrics)
+    assert 'model="old@1"' not in text
+    assert 'sensorcast_online_relative_error{model="new@2",target="value"} NaN' in text
+
+
+def exposition(metrics: Metrics) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(metrics.registry).decode()
+
+
+def test_process_build_and_every_reason_label_from_the_start():
+    text = exposition(Metrics())
+    assert "process_resident_memory_bytes" in text and "process_cpu_seconds_total" in text
+    assert "python_info{" in text
+    assert 'sensorcast_build_info{litert="' in text and 'version="' in text
+    for reason in Drop:
+        assert f'sensorcast_dropped_total{{reason="{reason.value}"}} 0.0' in text
+    for reason in FORECAST_DROPS:
+        assert f'sensorcast_forecasts_dropped_total{{reason="{reason}"}} 0.0' in text
