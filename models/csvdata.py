@@ -1,5 +1,8 @@
 """Sensor CSVs as training reads them: wide or long, any of three time forms.
 
+Home Assistant history exports and InfluxDB annotated CSVs are read by `history`
+into the same long table.
+
 A CSV is wide (`time,<feature>...`: one series) or long (`time,sensor_id,<feature>...`:
 one series per sensor). Times are epoch seconds, ISO-8601 (naive means UTC) or
 `YYYYMMDD`; empty cells are gaps. Every mistake is a one-line `UserError`.
@@ -56,9 +59,24 @@ class Series:
     duplicates: int
 
 
-def read_csv(path: str | Path) -> Table:
-    """Read a CSV's header and rows; raise `UserError` for a missing or malformed file."""
+def read_csv(path: str | Path, fmt: str = "auto", resample: float | None = None) -> Table:
+    """Read a CSV's header and rows; raise `UserError` for a missing or malformed file.
+
+    `fmt`: `csv` (wide or long), `homeassistant` (a history export), `influx` (an InfluxDB
+    annotated CSV) or `auto` to tell them apart; see `sensorcast.models.history`.
+    """
+    from sensorcast.models import history
+
     p = Path(path)
+    kind = history.detect(p) if fmt == "auto" else fmt
+    if kind == "homeassistant":
+        return history.read_homeassistant(p, resample)
+    if kind == "influx":
+        return history.read_influx(p)
+    return _read_plain(p)
+
+
+def _read_plain(p: Path) -> Table:
     try:
         with p.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)

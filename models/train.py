@@ -96,6 +96,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         help="window (default): each window by its own mean/std, so any magnitude; "
         "global: the training split's mean/std",
     )  # fmt: skip
+    p.add_argument(
+        "--format", choices=("auto", "csv", "homeassistant", "influx"), default="auto",
+        help="the data file's kind (default: detected): a sensor CSV, a Home Assistant "
+        "history export, an InfluxDB annotated CSV",
+    )  # fmt: skip
+    p.add_argument("--resample", type=float, metavar="S",
+                   help="Home Assistant exports: grid step in seconds (default: the median "
+                   "time between changes)")  # fmt: skip
     p.add_argument("--name", help="bundle name (default: the --out directory's name)")
     p.add_argument("--sensor-metrics", type=_names, metavar="ID,ID",
                    help="also score these sensor_ids' test tails one by one")  # fmt: skip
@@ -143,7 +151,7 @@ def load_data(
     args: argparse.Namespace, horizon: int
 ) -> tuple[dataset.Table, dataset.WindowSpec, dataset.Prepared]:
     """Read the CSV, resolve the columns and window the three splits."""
-    table = dataset.read_csv(args.data)
+    table = dataset.read_csv(args.data, args.format, args.resample)
     feats, tgts = dataset.resolve_columns(table, args.features, args.targets)
     if args.normalisation == "window" and not set(tgts) <= set(feats):
         raise UserError("--normalisation window needs every target to be a feature")
