@@ -103,6 +103,10 @@ COMMANDS: dict[str, tuple[str, Callable[[], tuple[Configure, Run]]]] = {
         _module("sensorcast.demo.command"),
     ),
     "record": ("append incoming readings to a training CSV", _module("sensorcast.record")),
+    "deploy": (
+        "print a shipped deploy file: systemd unit, example config, Grafana dashboard",
+        _module("sensorcast.deployfiles"),
+    ),
     "bench": (
         "measure throughput, latency, memory and start-up here",
         _module("sensorcast.bench.command"),

@@ -1,0 +1,76 @@
+"""`sensorcast deploy`: the files of deploy/ as the wheel ships them, for installs without
+a checkout (the systemd unit, the example configuration, the Grafana dashboard, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+from sensorcast.errors import UserError
+
+PACKAGE = "sensorcast.deploy"
+ALIASES = {
+    "unit": "sensorcast.service",
+    "group": "sensorcast@.service",
+    "config": "sensorcast.toml",
+    "dashboard": "grafana-dashboard.json",
+    "telegraf": "telegraf.conf",
+    "prometheus": "prometheus.yml",
+}
+"""Short names for the files; any file's own name works too."""
+UNIT_EXEC = "/opt/sensorcast/bin/sensorcast"
+
+
+def files() -> dict[str, Traversable]:
+    """Every shipped deploy file by name."""
+    root = resources.files(PACKAGE)
+    return {
+        f.name: f
+        for f in root.iterdir()
+        if f.is_file() and not f.name.startswith(("_", ".")) and not f.name.endswith(".py")
+    }
+
+
+def text(name: str) -> str:
+    """A deploy file's text by short or file name; unit files point at this install."""
+    shipped = files()
+    file_name = ALIASES.get(name, name)
+    if file_name not in shipped:
+        names = [a for a, f in ALIASES.items() if f in shipped] + sorted(shipped)
+        raise UserError(f"no deploy file {name!r}; choose one of: {', '.join(names)}")
+    content = shipped[file_name].read_text(encoding="utf-8")
+    if file_name.endswith(".service"):
+        content = content.replace(UNIT_EXEC, str(_executable()))
+    return content
+
+
+def _executable() -> Path:
+    """This install's `sensorcast` script (the unit's ExecStart), or the usual path."""
+    candidate = Path(sys.executable).with_name("sensorcast")
+    return candidate if candidate.is_file() else Path(UNIT_EXEC)
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Print a deploy file shipped with this install: unit (the systemd service), group "
+        "(one instance of a group), config (the example configuration), dashboard (Grafana), "
+        "telegraf and prometheus (wiring for the dashboard). Unit files name this "
+        "install's sensorcast in ExecStart."
+    )
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--print", dest="name", metavar="NAME", help="write NAME to stdout")
+    group.add_argument("--list", action="store_true", help="list the deploy files")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        by_file = {f: a for a, f in ALIASES.items()}
+        for name in sorted(files()):
+            alias = by_file.get(name)
+            print(f"{alias or '-':<11} {name}")
+        return 0
+    sys.stdout.write(text(args.name))
+    return 0

@@ -1,0 +1,116 @@
+"""Deploy files travel with the package, and what they refer to exists."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from sensorcast.config import TLS_KEY_CREDENTIAL, load_settings
+from sensorcast.metrics import Metrics
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+SENSORCAST = Path(sys.executable).with_name("sensorcast")
+
+
+def deploy(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SENSORCAST), "deploy", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_installed_package_prints_its_deploy_files():
+    unit = deploy("--print", "unit")
+    assert unit.returncode == 0, unit.stderr
+    expected = (DEPLOY / "sensorcast.service").read_text()
+    assert unit.stdout == expected.replace("/opt/sensorcast/bin/sensorcast", str(SENSORCAST))
+    for alias, name in (("config", "sensorcast.toml"), ("dashboard", "grafana-dashboard.json")):
+        printed = deploy("--print", alias)
+        assert printed.returncode == 0 and printed.stdout == (DEPLOY / name).read_text()
+    listing = deploy("--list").stdout
+    assert "unit        sensorcast.service" in listing and "telegraf" in listing
+    wrong = deploy("--print", "nope")
+    assert wrong.returncode == 1 and wrong.stderr.count("\n") == 1 and "unit" in wrong.stderr
+    assert deploy().returncode == 2  # an argument error
+
+
+def test_the_example_config_is_valid_with_its_home_assistant_section_on(tmp_path: Path):
+    text = (DEPLOY / "sensorcast.toml").read_text()
+    uncommented = re.sub(
+        r"^# (\[homeassistant\]|\[\[homeassistant.entities\]\]|discovery|sensors|"
+        r"unit|device_class|name|precision)",
+        r"\1",
+        text,
+        flags=re.M,
+    )
+    path = tmp_path / "sensorcast.toml"
+    path.write_text(uncommented)
+    settings = load_settings(path)
+    assert settings.homeassistant.discovery
+    assert settings.homeassistant.entities[0].device_class == "temperature"
+
+
+def test_the_tls_key_comes_from_its_systemd_credential(tmp_path: Path, monkeypatch):
+    cert, key = tmp_path / "client.crt", tmp_path / "creds" / TLS_KEY_CREDENTIAL
+    cert.write_text("cert")
+    key.parent.mkdir()
+    key.write_text("key")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(key.parent))
+    tls = load_settings(None, mqtt={"tls": {"enabled": True, "cert_file": str(cert)}}).mqtt.tls
+    assert tls.key_file == key
+    unit = (DEPLOY / "sensorcast.service").read_text()
+    assert f"#LoadCredential={TLS_KEY_CREDENTIAL}:/etc/sensorcast/client.key" in unit
+
+
+def dashboard_queries() -> list[str]:
+    doc = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    return [t["expr"] for p in doc["panels"] for t in p["targets"]]
+
+
+def metric_names(expr: str) -> set[str]:
+    words = set(re.findall(r"\b([a-z_]+_[a-z_]+)(?:\{|\[| offset|\)|$)", expr))
+    return {w for w in words if w.startswith(("sensorcast_", "process_"))}
+
+
+def test_every_dashboard_metric_is_exported_by_the_daemon_or_the_telegraf_config():
+    from prometheus_client import generate_latest
+
+    daemon = {
+        m.group(1)
+        for m in re.finditer(
+            r"^# TYPE (\S+) (\S+)", generate_latest(Metrics().registry).decode(), re.M
+        )
+    }
+    exported = set()
+    for name in daemon:  # counters and histograms are queried by their sample names
+        exported |= {name, f"{name}_total", f"{name}_bucket", f"{name}_info"}
+    telegraf = tomllib.loads((DEPLOY / "telegraf.conf").read_text())
+    for consumer in telegraf["inputs"]["mqtt_consumer"]:
+        for parser in consumer["json_v2"]:
+            for field in parser["field"]:
+                exported.add(f"{parser['measurement_name']}_{field.get('rename', field['path'])}")
+    used = set().union(*(metric_names(q) for q in dashboard_queries()))
+    assert used and used <= exported, used - exported
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (prometheus) not installed")
+def test_every_dashboard_query_is_valid_promql(tmp_path: Path):
+    rules = {"groups": [{"name": "dashboard", "rules": []}]}
+    for i, expr in enumerate(dashboard_queries()):
+        concrete = (
+            expr.replace("$__rate_interval", "1m").replace("$cadence", "1m").replace("$sensor", "x")
+        )
+        rules["groups"][0]["rules"].append({"record": f"dashboard:q{i}", "expr": concrete})
+    path = tmp_path / "rules.yml"
+    path.write_text(json.dumps(rules))  # JSON is YAML
+    result = subprocess.run(
+        ["promtool", "check", "rules", str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
