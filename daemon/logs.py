@@ -113,6 +113,25 @@ def make_formatter(fmt: LogFormat, stream: TextIO | None = None) -> logging.Form
     return logging.Formatter(TEXT_FORMAT)
 
 
+class PahoNotConnected(logging.Filter):
+    """paho-mqtt 2.x logs "Client is not connected" at ERROR whenever its network loop
+    turns without a socket: once at every clean stop, and between reconnect attempts,
+    which sensorcast reports itself at WARNING. Demoted to DEBUG, so `journalctl -p err`
+    shows real errors only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and record.getMessage().startswith(
+            "Client is not connected"
+        ):
+            if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+                return False
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+PAHO_LOGGER = "sensorcast.paho"
+
+
 def setup_logging(level: str | int, fmt: LogFormat = "auto") -> None:
     """Log lines to stderr at `level` in `fmt` (the root too, so library warnings show)."""
     name = level_name(level)
@@ -120,3 +139,6 @@ def setup_logging(level: str | int, fmt: LogFormat = "auto") -> None:
     handler.setFormatter(make_formatter(fmt, sys.stderr))
     logging.basicConfig(level=name, handlers=[handler], force=True)
     logging.getLogger("sensorcast").setLevel(name)
+    paho = logging.getLogger(PAHO_LOGGER)
+    if not any(isinstance(f, PahoNotConnected) for f in paho.filters):
+        paho.addFilter(PahoNotConnected())

@@ -131,8 +131,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("forecast.png"))
     args = parser.parse_args()
     broker = Mosquitto().start()
-    env = {**os.environ, "SENSORCAST_MQTT__HOST": "127.0.0.1",
-           "SENSORCAST_MQTT__PORT": str(broker.port), "SENSORCAST_MQTT__CLIENT_ID": "chart-run"}  # fmt: skip
+    env = {
+        **os.environ,
+        "SENSORCAST_MQTT__HOST": "127.0.0.1",
+        "SENSORCAST_MQTT__PORT": str(broker.port),
+        "SENSORCAST_MQTT__CLIENT_ID": "chart-run",
+    }
     daemon = subprocess.Popen([Path(sys.executable).with_name("sensorcast"), "run"], env=env)
     try:
         time.sleep(3)

@@ -98,7 +98,7 @@ def test_levels_in_any_case():
     assert level_name("debug") == "DEBUG" and level_name(" Warning ") == "WARNING"
     assert load_settings(None, log={"level": "info"}).log.level == "INFO"
     assert load_settings(None, log={"format": "json"}).log.format == "json"
-    with pytest.raises(ConfigError, match="log.level"):
+    with pytest.raises(ConfigError, match=r"log\.level"):
         load_settings(None, log={"level": "loud"})
     with pytest.raises(ValueError):
         level_name("loud")
@@ -122,3 +122,27 @@ def test_sensor_events_are_bounded_and_summed_up(caplog: pytest.LogCaptureFixtur
     assert len(lines) == 5
     events.flush(now=1e12)  # the interval is over: what was held back is summed up
     assert caplog.records[-1].getMessage().startswith("... and 7 more new sensors in 60s")
+
+
+PAHO = """
+import logging
+from sensorcast.logs import setup_logging
+setup_logging("{level}", "journal")
+logging.getLogger("sensorcast.paho").error(
+    "Client is not connected. Socket: None). Last known Connection State: MQTT_CS_DISCONNECTED"
+)
+logging.getLogger("sensorcast.paho").error("a real paho error")
+"""
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_pahos_not_connected_noise_at_a_clean_stop_is_not_an_error(level: str):
+    """paho 2.x logs it at ERROR at every clean disconnect; journalctl -p err must stay quiet."""
+    result = subprocess.run(
+        [sys.executable, "-c", PAHO.format(level=level)], capture_output=True, text=True
+    )
+    lines = result.stderr.splitlines()
+    assert "<3>ERROR sensorcast.paho: a real paho error" in lines
+    noise = [line for line in lines if "not connected" in line]
+    assert noise == ([] if level == "info" else [noise[0]])
+    assert all(line.startswith("<7>DEBUG") for line in noise)
