@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sensorcast import __version__
-from sensorcast.config import EntityRule, Presentation
+from sensorcast.config import EntityRule, Presentation, Settings
 from sensorcast.models.bundle import BundleMeta
 from sensorcast.mqttio import STATUS_OFFLINE, STATUS_ONLINE
 from sensorcast.topics import TopicTemplate
@@ -253,13 +253,11 @@ class HomeAssistantDiscovery:
         return f"{self.prefix}/binary_sensor/{self.node}/{object_id}/config", _dump(config)
 
 
-def anomaly_binary_sensors(settings: object) -> TopicTemplate | None:
-    """The anomaly topic to announce binary sensors for, when the settings have anomaly
-    events (SPEC 5a: `anomaly.enabled`, `anomaly.topic`) and they are on; else None."""
-    anomaly = getattr(settings, "anomaly", None)
-    if anomaly is None or not getattr(anomaly, "enabled", False):
-        return None
-    return TopicTemplate(str(anomaly.topic), allow_wildcards=False)
+def anomaly_binary_sensors(settings: Settings) -> TopicTemplate | None:
+    """The anomaly topic to announce binary sensors for: SPEC 5a's `anomaly.topic` when
+    `anomaly.enabled`, else None."""
+    anomaly = settings.anomaly
+    return TopicTemplate(anomaly.topic, allow_wildcards=False) if anomaly.enabled else None
 
 
 def _close(a: float | None, b: float | None) -> bool:

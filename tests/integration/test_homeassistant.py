@@ -36,12 +36,15 @@ def test_sensors_whose_ids_differ_only_in_punctuation_get_separate_entities(
     feed(pub, "living-room.temp", t + 1)
     feed(pub, "living-room_temp", t + 1)
     wait_for(lambda: len(ha.received("forecasts/")) == 4)
-    assert len(ha.received("homeassistant/")) == 3  # gateway + one each, once, not per forecast
-    configs = retained_configs(client_factory, 3)
+    # the gateway, and a forecast and an anomaly entity each: once, not per forecast
+    assert len(ha.received("homeassistant/")) == 5
+    configs = retained_configs(client_factory, 5)
     assert set(configs) == {
         GATEWAY,
         "homeassistant/sensor/sensorcast/living-room_dtemp_forecast_value/config",
         "homeassistant/sensor/sensorcast/living-room__temp_forecast_value/config",
+        "homeassistant/binary_sensor/sensorcast/living-room_dtemp_anomaly/config",
+        "homeassistant/binary_sensor/sensorcast/living-room__temp_anomaly/config",
     }
     dotted = configs["homeassistant/sensor/sensorcast/living-room_dtemp_forecast_value/config"]
     assert dotted["state_topic"] == "forecasts/living-room.temp"
@@ -49,6 +52,10 @@ def test_sensors_whose_ids_differ_only_in_punctuation_get_separate_entities(
     assert dotted["device"]["via_device"] == configs[GATEWAY]["device"]["identifiers"][0]
     assert dotted["expire_after"] == 180  # 3 cadences of 60 s
     assert configs[GATEWAY]["state_topic"] == "sensorcast/sc-test/status"
+    anomaly = configs["homeassistant/binary_sensor/sensorcast/living-room_dtemp_anomaly/config"]
+    assert anomaly["state_topic"] == "anomalies/living-room.temp"
+    forecast = json.loads(ha.received("forecasts/living-room.temp")[0][1])
+    assert {"lower", "upper", "level", "source"} <= set(forecast)  # the attributes' sources
 
 
 def test_an_evicted_sensor_leaves_home_assistant(broker, client_factory, run_daemon):
@@ -65,6 +72,7 @@ def test_an_evicted_sensor_leaves_home_assistant(broker, client_factory, run_dae
     pub.publish("sensors/third/reading", {"value": 1.0, "ts": 1e9})  # evicts "old"
     topic = "homeassistant/sensor/sensorcast/old_forecast_value/config"
     assert wait_for(lambda: [m for m in ha.received(topic) if m[1] == b""])
-    configs = retained_configs(client_factory, 2)
+    configs = retained_configs(client_factory, 3)
     assert topic not in configs
+    assert "homeassistant/binary_sensor/sensorcast/old_anomaly/config" not in configs
     assert "homeassistant/sensor/sensorcast/new_forecast_value/config" in configs

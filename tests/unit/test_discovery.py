@@ -227,23 +227,21 @@ def test_templates_render_state_and_interval_attributes_from_real_forecasts():
     config = json.loads(d.messages("boiler-3", 60.0)[0][1])
     encoder = ForecastEncoder(make_meta(horizon=2, cadence_s=60.0))
     window = Window("boiler-3", np.zeros((4, 1)), 1_700_000_000.0, 60.0)
-    payload = encoder.encode(window, np.array([[21.5], [21.75]]))
+    payload = encoder.encode(
+        window,
+        np.array([[21.5], [21.75]]),
+        lower=np.array([[20.9], [20.7]]),
+        upper=np.array([[22.1], [22.8]]),
+    )
     assert payload is not None
     assert float(render(config["value_template"], payload)) == 21.5
     attrs = json.loads(render(config["json_attributes_template"], payload))
     assert attrs["forecast"] == [21.5, 21.75] and attrs["at"] == [1_700_000_060.0, 1_700_000_120.0]
-    assert attrs["lower"] is None and attrs["source"] is None  # fields this forecast lacks
-    with_interval = json.loads(payload) | {
-        "lower": [20.9, 20.7],
-        "upper": [22.1, 22.8],
-        "level": 0.9,
-        "source": "model",
-    }
-    attrs = json.loads(
-        render(config["json_attributes_template"], json.dumps(with_interval).encode())
-    )
     assert attrs["lower"] == [20.9, 20.7] and attrs["upper"] == [22.1, 22.8]
-    assert attrs["level"] == 0.9 and attrs["source"] == "model"
+    assert attrs["level"] == json.loads(payload)["level"] and attrs["source"] == "model"
+    bare = {k: v for k, v in json.loads(payload).items() if k not in ("lower", "upper", "source")}
+    attrs = json.loads(render(config["json_attributes_template"], json.dumps(bare).encode()))
+    assert attrs["lower"] is None and attrs["source"] is None  # fields a forecast lacks: null
 
     multi, _ = discovery(targets=["temperature", "humidity"])
     humidity = json.loads(multi.messages("room", 60.0)[1][1])
@@ -279,7 +277,7 @@ def test_announces_once_again_when_the_cadence_moves_and_after_a_reconnect():
         d.announce("s1", cadence)
     assert published.take() == []
     d.announce("s1", 200.0)  # over twice the announced cadence
-    ((topic, payload, _),) = published.take()
+    ((_, payload, _),) = published.take()
     assert json.loads(payload)["expire_after"] == 600
     d.refresh()  # reconnected: the broker may have lost retained messages
     d.announce("s1", 200.0)
@@ -330,15 +328,7 @@ def test_presentation_rules_and_their_configuration_errors():
         load_settings(None, homeassistant={"node_id": "has_underscore"})
 
 
-def test_anomaly_binary_sensors_follow_the_anomaly_settings_when_they_exist():
-    class Anomaly:
-        enabled, topic = True, "alerts/{sensor_id}"
-
-    class WithAnomaly:
-        anomaly = Anomaly()
-
-    found = anomaly_binary_sensors(WithAnomaly())
+def test_anomaly_binary_sensors_follow_the_anomaly_settings():
+    found = anomaly_binary_sensors(load_settings(None, anomaly={"topic": "alerts/{sensor_id}"}))
     assert found is not None and found.format("x") == "alerts/x"
-    Anomaly.enabled = False
-    assert anomaly_binary_sensors(WithAnomaly()) is None
-    assert anomaly_binary_sensors(object()) is None  # settings without anomaly events
+    assert anomaly_binary_sensors(load_settings(None, anomaly={"enabled": False})) is None
