@@ -57,13 +57,14 @@ def test_the_example_config_is_valid_with_its_home_assistant_section_on(tmp_path
     assert settings.homeassistant.entities[0].device_class == "temperature"
 
 
-def test_the_tls_key_comes_from_its_systemd_credential(tmp_path: Path, monkeypatch):
-    cert, key = tmp_path / "client.crt", tmp_path / "creds" / TLS_KEY_CREDENTIAL
-    cert.write_text("cert")
+def test_the_tls_key_comes_from_its_systemd_credential(pki, tmp_path: Path, monkeypatch):
+    key = tmp_path / "creds" / TLS_KEY_CREDENTIAL
     key.parent.mkdir()
-    key.write_text("key")
+    key.write_bytes(pki.client_key.read_bytes())
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(key.parent))
-    tls = load_settings(None, mqtt={"tls": {"enabled": True, "cert_file": str(cert)}}).mqtt.tls
+    tls = load_settings(
+        None, mqtt={"tls": {"enabled": True, "cert_file": str(pki.client_crt)}}
+    ).mqtt.tls
     assert tls.key_file == key
     unit = (DEPLOY / "sensorcast.service").read_text()
     assert f"#LoadCredential={TLS_KEY_CREDENTIAL}:/etc/sensorcast/client.key" in unit
