@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -10,6 +11,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
+
+
+def message(line: str) -> str:
+    """A log line without the timestamp the text format starts with: `LEVEL name: text`."""
+    return TIMESTAMP.sub("", line)
 
 
 class Daemon:

@@ -14,7 +14,7 @@ from sensorcast.mqttio import status_topic
 
 from ..mqtt_helpers import Client, Mosquitto, free_port, wait_for
 from ..tls_helpers import PKI
-from .conftest import Daemon, write_config
+from .conftest import Daemon, message, write_config
 
 T0 = 1_700_000_000.0
 
@@ -69,7 +69,7 @@ def test_a_broker_certificate_from_another_ca_is_named_once(pki, tmp_path, daemo
         wait_for(lambda: broker_log(broker, "alert unknown ca") >= 4, timeout=30)
         named = lines_with(daemon, "certificate verify failed")
         assert len(named) == 1, daemon.lines
-        assert named[0].startswith("ERROR sensorcast.mqttio: TLS handshake with mqtts://")
+        assert message(named[0]).startswith("ERROR sensorcast.mqttio: TLS handshake with mqtts://")
         assert "mqtt.tls.ca_file" in named[0]
         assert not lines_with(daemon, "Client is not connected")
         assert not lines_with(daemon, "unreachable")

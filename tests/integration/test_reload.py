@@ -14,7 +14,7 @@ from sensorcast.mqttio import status_topic
 
 from ..hostile_bundles import LOAD_FAILURES, SERVE_FAILURES, rewritten
 from ..mqtt_helpers import wait_for
-from .conftest import Daemon, write_config
+from .conftest import Daemon, message, write_config
 
 T0 = 1_700_000_000.0
 TIMESTEPS = load_bundle(DEFAULT_BUNDLE).meta.timesteps
@@ -61,7 +61,9 @@ def test_sighup_onto_every_crafted_bundle_keeps_the_old_model_serving(
     assert daemon.wait() == 0
     assert not daemon.logged("Traceback")
     failures = [line for line in daemon.lines if "reload failed" in line]
-    assert all(line.startswith("ERROR sensorcast.service: reload failed") for line in failures)
+    assert all(
+        message(line).startswith("ERROR sensorcast.service: reload failed") for line in failures
+    )
 
 
 def test_sighup_applies_live_settings_and_names_the_rest(
