@@ -22,12 +22,22 @@ def _round(v: float) -> float:
     return float(f"{v:.{SIGNIFICANT_DIGITS}g}")
 
 
+_FORMAT = f"%.{SIGNIFICANT_DIGITS}g"
+
+
+def _text(v: float) -> str:
+    """A finite float as a JSON number with 7 significant digits, always with a point or an
+    exponent (so every parser reads a float): five times cheaper than repr(_round(v))."""
+    t = _FORMAT % v
+    return t if "." in t or "e" in t else t + ".0"
+
+
 class ForecastEncoder:
     """Builds one forecast payload per window for a bundle, and anomaly payloads.
 
-    The payload is assembled as text: byte for byte what `json.dumps(msg,
-    allow_nan=False, separators=(",", ":"))` writes, at a fraction of the cost
-    (numbers as `float.__repr__`, strings through json's own escaper).
+    The payload is assembled as text: strict, compact JSON, at a fraction of the cost of
+    `json.dumps` (numbers formatted to 7 significant digits, strings through json's own
+    escaper).
     """
 
     def __init__(self, meta: BundleMeta, level: float = 0.9) -> None:
@@ -81,7 +91,7 @@ class ForecastEncoder:
 
     def _values(self, rows: list[list[float]]) -> str:
         if len(self.targets) == 1:
-            return "[" + ",".join([float.__repr__(_round(step[0])) for step in rows]) + "]"
+            return "[" + ",".join([_text(step[0]) for step in rows]) + "]"
         return _STRICT.encode(
             [{t: _round(v) for t, v in zip(self.targets, step, strict=True)} for step in rows]
         )

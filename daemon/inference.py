@@ -157,10 +157,11 @@ class InferenceWorker(threading.Thread):
             return
         windows = [p.window for p in batch]
         started = time.perf_counter()
-        forecasts, scales = served.forecaster.forecast_scaled(np.stack([w.values for w in windows]))
+        raw = np.stack([w.values for w in windows])
+        forecasts, scales = served.forecaster.forecast_scaled(raw)
         self.metrics.inference_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(len(batch))
-        scored = served.scores.score(windows, forecasts, scales)
+        scored = served.scores.score(windows, forecasts, scales, raw)
         published = 0
         try:
             payloads = served.encoder.encode_each(

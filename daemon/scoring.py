@@ -200,10 +200,12 @@ class SensorScores:
         windows: list[Window],
         forecast: NDArray[np.float64],
         scale: NDArray[np.float64],
+        raw: NDArray[np.float64] | None = None,
     ) -> Scored:
         """Score each window's newest reading, then record and calibrate its forecast.
 
-        `forecast` is (n, horizon, targets) in sensor units; `scale` (n, 1, targets).
+        `forecast` is (n, horizon, targets) in sensor units; `scale` (n, 1, targets); `raw`
+        the windows' values stacked (n, timesteps, features), if the caller has them.
         Windows of one sensor are handled in order, even within one batch.
         """
         n = len(windows)
@@ -213,7 +215,9 @@ class SensorScores:
         with self._lock:
             slots = np.array([self._slot(w.sensor_id) for w in windows], dtype=np.intp)
             seqs = np.array([w.seq for w in windows], dtype=np.int64)
-            values = np.stack([w.values[:, self._target_idx] for w in windows])
+            if raw is None:
+                raw = np.stack([w.values for w in windows])
+            values = raw[:, :, self._target_idx]
             last = values[:, -1]
             steps = np.median(np.abs(np.diff(values, axis=1)), axis=1) * 1.4826
             rscale = np.maximum(steps, ROBUST_FLOOR * scale[:, 0, :])
