@@ -27,6 +27,9 @@ class ModelShape:
     units: int = 50
     dropout: float = 0.0
     seq2seq: bool = False
+    zero_head: bool = False
+    """Start the output layer at zero: with `last` normalisation the untrained model is
+    then exactly persistence, and training moves it away only where that helps."""
 
     @property
     def kind(self) -> Kind:
@@ -48,11 +51,12 @@ def build_network(shape: ModelShape) -> keras.Model:
         stack.append(layers.LSTM(shape.units, return_sequences=shape.seq2seq or not last))
         if shape.dropout > 0:
             stack.append(layers.Dropout(shape.dropout))
+    init = "zeros" if shape.zero_head else "glorot_uniform"
     if shape.seq2seq:
-        stack.append(layers.Dense(shape.targets))
+        stack.append(layers.Dense(shape.targets, kernel_initializer=init))
     else:
         stack += [
-            layers.Dense(shape.horizon * shape.targets),
+            layers.Dense(shape.horizon * shape.targets, kernel_initializer=init),
             layers.Reshape((shape.horizon, shape.targets)),
         ]
     model = keras.Sequential(

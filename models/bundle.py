@@ -50,16 +50,21 @@ class Normalisation(BaseModel):
 
     `global`: fixed per-feature mean/std from the training split (and per-target
     statistics for the outputs). `window`: every window is scaled by its own
-    mean/std per feature, so one model serves sensors of any magnitude.
+    mean/std per feature, so one model serves sensors of any magnitude. `last`:
+    every window is taken relative to its last reading and divided by a step
+    scale: `scale` (one per feature, the training split's RMS of first
+    differences) when stored, else the window's own RMS of first differences,
+    so an output of zero is persistence and one model serves any magnitude.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["global", "window"]
+    mode: Literal["global", "window", "last"]
     mean: list[float] | None = None
     std: list[float] | None = None
     target_mean: list[float] | None = None
     target_std: list[float] | None = None
+    scale: list[float] | None = None
 
     @model_validator(mode="after")
     def _check_stats(self) -> Normalisation:
@@ -76,7 +81,12 @@ class Normalisation(BaseModel):
                 if not all(v > 0 for v in s):
                     raise ValueError("normalisation std must be positive")
         elif any(s is not None for s in stats):
-            raise ValueError("window normalisation takes no statistics")
+            raise ValueError(f"{self.mode} normalisation takes no mean or std")
+        if self.scale is not None:
+            if self.mode != "last":
+                raise ValueError("only last normalisation takes a scale")
+            if not all(math.isfinite(v) and v > 0 for v in self.scale):
+                raise ValueError("normalisation scale must be finite and positive")
         return self
 
 
@@ -240,7 +250,9 @@ class BundleMeta(BaseModel):
             ):
                 raise ValueError("normalisation target_mean/target_std need one value per target")
         elif not set(self.targets) <= set(self.features):
-            raise ValueError("window normalisation needs every target to be a feature")
+            raise ValueError(f"{norm.mode} normalisation needs every target to be a feature")
+        if norm.scale is not None and len(norm.scale) != len(self.features):
+            raise ValueError("normalisation scale must have one value per feature")
         if self.architecture.kind == "seq2seq" and self.horizon != self.timesteps:
             raise ValueError("a seq2seq bundle has horizon equal to timesteps")
         if TFLITE_FILE not in self.files:
@@ -433,8 +445,7 @@ def write_bundle_meta(root: Path, fields: dict[str, Any]) -> BundleMeta:
     `schema_version`; the model files must already be in `root`.
     """
     files = {n: sha256_file(root / n) for n in (TFLITE_FILE, KERAS_FILE) if (root / n).is_file()}
-    schema = SCHEMA_VERSION if fields.get("calibration") is not None else 1
-    data = {"schema_version": schema, **fields, "files": files, "content_hash": "0" * 64}
+    data = {"schema_version": SCHEMA_VERSION, **fields, "files": files, "content_hash": "0" * 64}
     try:
         meta = BundleMeta.model_validate(data)
     except ValidationError as exc:

@@ -144,6 +144,8 @@ class Prepared:
     std: Float64
     target_mean: Float64
     target_std: Float64
+    step_scale: Float64
+    """Per feature: RMS of first differences within the training split's gap-free runs."""
     cadence_s: float | None
     duplicates: int
 
@@ -167,9 +169,12 @@ def prepare(series: Sequence[Series], spec: WindowSpec) -> Prepared:
     )
     rows = data[np.concatenate([np.arange(r.start, r.stop) for r in parts[0]])]
     mean, std = rows.mean(axis=0), _safe_std(rows)
+    steps = np.concatenate([np.diff(data[r.start : r.stop], axis=0) for r in parts[0]])
+    step_rms = np.sqrt((steps**2).mean(axis=0)) if len(steps) else np.ones(data.shape[1])
+    step_rms = np.where(np.isfinite(step_rms) & (step_rms > 0), step_rms, 1.0)
     f, t = idx
     return Prepared(
-        train, val, test, [s.name for s in series], mean[f], std[f], mean[t], std[t],
+        train, val, test, [s.name for s in series], mean[f], std[f], mean[t], std[t], step_rms[f],
         cadence_s=_common([c for c in cadences if c is not None]),
         duplicates=sum(s.duplicates for s in series),
     )  # fmt: skip

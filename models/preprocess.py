@@ -17,13 +17,20 @@ from sensorcast.models.bundle import Normalisation
 
 WINDOW_STD_FLOOR = 1e-6
 """Relative floor for a window's scale: a flat window maps to zeros, not to NaN."""
+STEP_SCALE_FLOOR = 1e-6
+"""Relative floor for `last`'s per-window step scale (of the last value, at least 1e-6):
+a flat window maps to zeros and its forecast to its level, never NaN."""
 
 FloatArray = NDArray[np.floating]
 
 
 @dataclass(frozen=True)
 class ScaleContext:
-    """Per-window centre and scale of each target, shaped (batch, 1, targets)."""
+    """Per-window centre and scale of each target, shaped (batch, 1, targets).
+
+    `scale` is also the unit of the bundle's interval calibration: forecast errors
+    divided by it are what `Calibration.abs_error` holds quantiles of.
+    """
 
     center: NDArray[np.float64]
     scale: NDArray[np.float64]
@@ -41,7 +48,8 @@ class Scaler:
             self._tmean = np.asarray(norm.target_mean, dtype=np.float64)
             self._tstd = np.asarray(norm.target_std, dtype=np.float64)
         elif len(self._target_idx) != len(targets):
-            raise ValueError("window normalisation needs every target to be a feature")
+            raise ValueError(f"{norm.mode} normalisation needs every target to be a feature")
+        self._scale = None if norm.scale is None else np.asarray(norm.scale, dtype=np.float64)
 
     def transform(self, windows: FloatArray) -> tuple[NDArray[np.float32], ScaleContext]:
         """Normalise raw windows (batch, timesteps, features) for the model."""
@@ -54,12 +62,25 @@ class Scaler:
                 scale=np.broadcast_to(self._tstd, (n, 1, self._tstd.size)),
             )
             return x.astype(np.float32), ctx
+        if self.mode == "last":
+            return self._relative_to_last(w)
         mean = w.mean(axis=1, keepdims=True)
         std = w.std(axis=1, keepdims=True)
         scale = np.maximum(std, WINDOW_STD_FLOOR * np.maximum(np.abs(mean), 1.0))
         x = (w - mean) / scale
         idx = self._target_idx
         return x.astype(np.float32), ScaleContext(center=mean[:, :, idx], scale=scale[:, :, idx])
+
+    def _relative_to_last(self, w: NDArray[np.float64]) -> tuple[NDArray[np.float32], ScaleContext]:
+        """`last`: (window - last reading) / step scale, per feature."""
+        last = w[:, -1:, :]
+        if self._scale is not None:
+            scale = np.broadcast_to(self._scale, last.shape)
+        else:
+            scale = np.maximum(step_scale(w), STEP_SCALE_FLOOR * np.maximum(np.abs(last), 1.0))
+        x = (w - last) / scale
+        idx = self._target_idx
+        return x.astype(np.float32), ScaleContext(center=last[:, :, idx], scale=scale[:, :, idx])
 
     def transform_targets(self, y: FloatArray, ctx: ScaleContext) -> NDArray[np.float32]:
         """Normalise training targets (batch, horizon, targets) with their windows' context."""
@@ -70,3 +91,17 @@ class Scaler:
         """Map model outputs (batch, horizon, targets) back to sensor units."""
         out: NDArray[np.float64] = np.asarray(y, dtype=np.float64) * ctx.scale + ctx.center
         return out
+
+
+def step_scale(w: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Root mean square of first differences along axis 1, keeping it: (batch, 1, features).
+
+    Chosen over the standard deviation of the differences (zero on a steady ramp)
+    and their mean or median absolute value (measured in the README: the RMS
+    makes one-step errors the most alike across real sensors). Zero for one step.
+    """
+    if w.shape[1] < 2:
+        return np.zeros((w.shape[0], 1, w.shape[2]))
+    d = np.diff(w, axis=1)
+    out: NDArray[np.float64] = np.sqrt(np.mean(d * d, axis=1, keepdims=True))
+    return out

@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from sensorcast.models.bundle import BundleError, load_bundle, write_bundle_meta
+from sensorcast.models.bundle import (
+    BundleError,
+    content_hash,
+    default_calibration,
+    load_bundle,
+    write_bundle_meta,
+)
 
 
 def bundle_fields(**overrides: Any) -> dict[str, Any]:
@@ -24,7 +30,11 @@ def bundle_fields(**overrides: Any) -> dict[str, Any]:
         "architecture": {"kind": "many_to_one", "layers": 1, "units": 8, "dropout": 0.0},
         "tflite": {"batch_sizes": [1, 4], "signature": "b{batch}", "input": "window"},
     }
-    return {**fields, **overrides}
+    fields = {**fields, **overrides}
+    if "calibration" not in fields:
+        fields["calibration"] = default_calibration(fields["horizon"], len(fields["targets"]))
+        fields["calibration"] = fields["calibration"].model_dump()
+    return fields
 
 
 def make_bundle(root: Path, **overrides: Any) -> Path:
@@ -56,7 +66,7 @@ def test_tampered_model_fails_its_checksum(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{"timesteps": 21}, {"features": ["other"], "targets": ["other"]}, {"horizon": 2}],
+    [{"timesteps": 21}, {"features": ["other"], "targets": ["other"]}, {"cadence_s": 120.0}],
 )
 def test_edited_settings_fail_the_content_hash(tmp_path: Path, change: dict[str, Any]) -> None:
     root = make_bundle(tmp_path / "b")
@@ -81,13 +91,77 @@ def test_wrong_schema_version(tmp_path: Path) -> None:
 
 def test_schema_2_needs_a_calibration(tmp_path: Path) -> None:
     root = make_bundle(tmp_path / "b")
-    edit_meta(root, schema_version=2)
-    with pytest.raises(BundleError, match="calibration is required"):
+    meta = json.loads((root / "bundle.json").read_text())
+    del meta["calibration"]
+    (root / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="calibration is required") as caught:
+        load_bundle(root)
+    assert "\n" not in str(caught.value)
+
+
+GOOD_CAL = {"levels": [0.5, 0.9], "abs_error": [[[0.7]], [[1.6]]], "n": 100}
+
+
+@pytest.mark.parametrize(
+    ("calibration", "message"),
+    [
+        ({**GOOD_CAL, "levels": [0.9, 0.5]}, "ascending, unique and within"),
+        ({**GOOD_CAL, "levels": [0.5, 1.0]}, "ascending, unique and within"),
+        ({**GOOD_CAL, "levels": []}, "calibration.levels"),
+        ({**GOOD_CAL, "abs_error": [[[0.7]]]}, "one entry per level"),
+        ({**GOOD_CAL, "abs_error": [[[0.7]], [[1.6], [2.0]]]}, r"shaped \(levels, horizon"),
+        ({**GOOD_CAL, "abs_error": [[[0.7], [0.9]], [[1.6], [2.0]]]}, r"shaped \(levels, horizon"),
+        ({**GOOD_CAL, "abs_error": [[[0.7]], [[-1.0]]]}, "finite and not negative"),
+        ({**GOOD_CAL, "abs_error": [[[0.7]], [[float("nan")]]]}, "finite and not negative"),
+        ({**GOOD_CAL, "abs_error": [[[0.7]], [["wide"]]]}, "calibration.abs_error"),
+        ({**GOOD_CAL, "n": -1}, "calibration.n"),
+        ({"levels": [0.5], "abs_error": [[[0.7]]]}, "calibration.n"),
+        ({**GOOD_CAL, "extra": 1}, "calibration.extra"),
+        ("0.9", "calibration"),
+        ([], "calibration"),
+    ],
+)  # fmt: skip
+def test_malformed_calibration_is_refused_at_load_with_one_line(
+    tmp_path: Path, calibration: Any, message: str
+) -> None:
+    root = make_bundle(tmp_path / "b")
+    edit_meta(root, calibration=calibration)
+    with pytest.raises(BundleError, match=message) as caught:
+        load_bundle(root)
+    assert "\n" not in str(caught.value) and str(caught.value).startswith(str(root))
+
+
+def test_edited_calibration_fails_the_content_hash(tmp_path: Path) -> None:
+    root = make_bundle(tmp_path / "b", calibration=GOOD_CAL)
+    edit_meta(root, calibration={**GOOD_CAL, "abs_error": [[[0.7]], [[9.9]]]})
+    with pytest.raises(BundleError, match="content_hash does not match"):
         load_bundle(root)
 
 
-def test_schema_1_gets_the_documented_default_calibration(tmp_path: Path) -> None:
+def make_schema_1_bundle(root: Path) -> Path:
+    """A bundle as the previous sensorcast wrote it: schema 1, no calibration."""
+    make_bundle(root)
+    meta = json.loads((root / "bundle.json").read_text())
+    meta["schema_version"] = 1
+    del meta["calibration"]
+    meta["content_hash"] = content_hash(meta["files"]["model.tflite"], meta)
+    (root / "bundle.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_bundles_are_written_with_the_current_schema_and_their_calibration(
+    tmp_path: Path,
+) -> None:
     meta = load_bundle(make_bundle(tmp_path / "b")).meta
+    assert meta.schema_version == 2 and meta.calibration is not None
+    assert meta.interval_calibration == meta.calibration
+    with pytest.raises(BundleError, match="calibration is required"):
+        write_bundle_meta(tmp_path / "b", {**bundle_fields(), "calibration": None})
+
+
+def test_schema_1_gets_the_documented_default_calibration(tmp_path: Path) -> None:
+    meta = load_bundle(make_schema_1_bundle(tmp_path / "b")).meta
+    assert meta.schema_version == 1
     assert meta.calibration is None
     cal = meta.interval_calibration
     assert cal.shape == (meta.horizon, len(meta.targets))
@@ -121,6 +195,12 @@ def test_window_normalisation_needs_targets_among_features(tmp_path: Path) -> No
         ({"name": "no spaces"}, "name"),
         ({"architecture": {"kind": "seq2seq", "layers": 1, "units": 8, "dropout": 0}},
          "horizon equal to timesteps"),
+        ({"normalisation": {"mode": "window", "scale": [1.0]}}, "only last normalisation"),
+        ({"normalisation": {"mode": "last", "scale": [0.0]}}, "finite and positive"),
+        ({"normalisation": {"mode": "last", "scale": [1.0, 2.0]}}, "one value per feature"),
+        ({"normalisation": {"mode": "last", "mean": [1.0]}}, "takes no mean or std"),
+        ({"normalisation": {"mode": "last"}, "targets": ["other"]},
+         "last normalisation needs every target"),
     ],
 )  # fmt: skip
 def test_inconsistent_fields_are_refused(

@@ -11,6 +11,8 @@ from sensorcast.models import report
 
 from .test_bundle import make_bundle
 
+RNG = np.random.default_rng(5)
+
 
 @pytest.mark.parametrize(
     ("cadence", "timesteps", "expected"),
@@ -82,3 +84,61 @@ def test_inspect_prints_identity_settings_and_metrics(
         "moving average of the window (20 steps)",
     )
     assert all(part in out for part in expected), out
+
+
+def test_season_by_autocorrelation_when_the_cadence_gives_none() -> None:
+    t = np.arange(3000.0)
+    series = np.sin(2 * np.pi * t / 12) + 0.01 * t + RNG.normal(0, 0.2, t.size)
+    history = np.stack([series[i : i + 30] for i in range(0, 2900, 3)])[..., None]
+    assert report.autocorrelation_season(history) == 12
+    assert report.choose_season(None, 30, history) == ("autocorrelation", 12)
+    assert report.choose_season(3600.0, 30, history) == ("daily", 24)  # the calendar first
+    walk = np.cumsum(RNG.normal(0, 1, 3000))
+    walks = np.stack([walk[i : i + 30] for i in range(0, 2900, 3)])[..., None]
+    assert report.autocorrelation_season(walks) is None
+
+
+def step_metrics(val_model: list[float]) -> dict[str, object]:
+    return {
+        "steps": {"value": {
+            "validation": {"model": val_model, "persistence": [1.0, 2.0], "baseline": [3.0, 3.0]},
+            "test": {"model": [0.5, 1.5], "persistence": [1.0, 2.0], "baseline": [3.0, 3.0]},
+        }},
+        "coverage": {"levels": [0.5, 0.9], "targets": {"value": [[0.51, 0.49], [0.9, 0.88]]}},
+    }  # fmt: skip
+
+
+def test_per_step_table_shows_ratios_and_coverage() -> None:
+    lines = report.format_steps(step_metrics([0.8, 1.6]))
+    assert "cov50" in lines[1] and "cov90" in lines[1]
+    assert lines[2].split() == [
+        "value", "1", "0.8", "1", "3", "0.8", "0.5", "1", "3", "0.5", "0.51", "0.9",
+    ]  # fmt: skip
+    assert lines[3].split()[:2] == ["value", "2"] and lines[3].split()[-2:] == ["0.49", "0.88"]
+    assert report.persistence_warning(step_metrics([0.8, 1.6])) is None
+
+
+def test_one_warning_line_when_validation_does_not_beat_persistence() -> None:
+    metrics = step_metrics([0.8, 2.1])
+    warning = report.persistence_warning(metrics)
+    assert warning is not None and "\n" not in warning
+    assert warning.startswith("warning:") and "value step 2 (1.05x)" in warning
+    assert "step 1" not in warning
+    text = report.format_metrics({**metrics, "targets": {"value": {}}})
+    assert text.splitlines()[-1] == warning
+
+
+def test_inspect_shows_the_calibration_or_that_it_is_the_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from .test_bundle import make_schema_1_bundle
+
+    cal = {"levels": [0.5, 0.9], "abs_error": [[[0.7]], [[1.6]]], "n": 321}
+    report.run_inspect(make_bundle(tmp_path / "b", calibration=cal))
+    assert "split conformal on 321 held-back windows; 90% half-width per step" in (
+        capsys.readouterr().out
+    )
+    report.run_inspect(make_schema_1_bundle(tmp_path / "c"))
+    out = capsys.readouterr().out
+    default = "none stored (schema 1): the documented default; 90% half-width per step"
+    assert f"{default}, in scale units: 1.65" in out

@@ -48,6 +48,58 @@ def test_flat_window_gives_finite_input_and_forecasts_its_level(level: float) ->
     assert np.allclose(scaler.inverse(np.zeros((2, 1, 1), np.float32), ctx), level)
 
 
-def test_window_mode_needs_targets_among_features() -> None:
+@pytest.mark.parametrize("mode", ["window", "last"])
+def test_relative_modes_need_targets_among_features(mode: str) -> None:
     with pytest.raises(ValueError, match="every target to be a feature"):
-        Scaler(Normalisation(mode="window"), ["a"], ["b"])
+        Scaler(Normalisation(mode=mode), ["a"], ["b"])
+
+
+def last_scaler(scale: list[float] | None = None) -> Scaler:
+    return Scaler(Normalisation(mode="last", scale=scale), ["a", "b"], ["b"])
+
+
+def test_last_mode_zero_output_is_persistence_and_targets_round_trip() -> None:
+    scaler = last_scaler()
+    w = windows()
+    x, ctx = scaler.transform(w)
+    assert np.allclose(x[:, -1, :], 0.0)  # the last reading is the origin
+    forecast = scaler.inverse(np.zeros((5, 4, 1), np.float32), ctx)
+    assert np.allclose(forecast, w[:, -1:, 1:2].repeat(4, axis=1))
+    y = RNG.normal(2000.0, 50.0, (5, 4, 1))
+    assert np.allclose(scaler.inverse(scaler.transform_targets(y, ctx), ctx), y)
+
+
+def test_last_mode_scales_by_the_windows_rms_step_and_ignores_magnitude() -> None:
+    scaler = last_scaler()
+    w = windows()
+    x, ctx = scaler.transform(w)
+    steps = np.diff(w[:, :, 1], axis=1)
+    assert np.allclose(ctx.scale[:, 0, 0], np.sqrt((steps**2).mean(axis=1)))
+    x_small, _ = last_scaler().transform(w * 1e-4 + 7)
+    assert np.allclose(x, x_small, atol=1e-4)
+
+
+def test_last_mode_on_a_ramp_keeps_a_real_scale() -> None:
+    """The RMS of steps, unlike their standard deviation, is not zero on a steady ramp."""
+    ramp = np.linspace(0.0, 19.0, 20).reshape(1, 20, 1)
+    scaler = Scaler(Normalisation(mode="last"), ["v"], ["v"])
+    x, ctx = scaler.transform(ramp)
+    assert ctx.scale[0, 0, 0] == pytest.approx(1.0)
+    assert x[0, 0, 0] == pytest.approx(-19.0)
+
+
+def test_last_mode_with_a_stored_scale_uses_it() -> None:
+    scaler = last_scaler([2.0, 0.5])
+    w = windows()
+    x, ctx = scaler.transform(w)
+    assert np.allclose(x, (w - w[:, -1:, :]) / [2.0, 0.5], atol=1e-3)
+    assert np.allclose(ctx.scale, 0.5) and ctx.scale.shape == (5, 1, 1)
+
+
+@pytest.mark.parametrize("level", [0.0, 1e-3, 21.5, 1e4])
+@pytest.mark.parametrize("timesteps", [1, 20])
+def test_last_mode_flat_or_single_reading_window_is_finite(level: float, timesteps: int) -> None:
+    scaler = Scaler(Normalisation(mode="last"), ["value"], ["value"])
+    x, ctx = scaler.transform(np.full((2, timesteps, 1), level))
+    assert np.isfinite(x).all() and np.abs(x).max() == 0.0 and (ctx.scale > 0).all()
+    assert np.allclose(scaler.inverse(np.ones((2, 3, 1), np.float32), ctx), level, atol=1e-5)
