@@ -1,10 +1,11 @@
 """Regenerate the shipped default bundle: `python -m sensorcast.models.default_model`.
 
-Univariate (`value`), 20 timesteps, horizon 1, one LSTM(50), window
-normalisation, so one model serves sensors of any magnitude. It trains on the
-real series in `DATA_DIR` (Mauna Loa CO2, and each room-occupancy column as its
-own sensor) plus synthetic sensors drawn with a fixed seed, written as one
-long-format CSV and passed through the same code as `sensorcast train`.
+Univariate (`value`), 20 timesteps, horizon 6, one LSTM(50), `last`
+normalisation with each window's own step scale (so one model serves sensors of
+any magnitude, and its untrained start is persistence), MAE loss. It trains on
+the real series in `DATA_DIR` that are not held out (see `realdata`), plus
+synthetic sensors drawn with a fixed seed (random walks among them), written as
+one long-format CSV and passed through the same code as `sensorcast train`.
 """
 
 from __future__ import annotations
@@ -20,38 +21,35 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sensorcast.errors import UserError
-from sensorcast.models import DATA_DIR, DEFAULT_BUNDLE, dataset, train
+from sensorcast.models import DEFAULT_BUNDLE, train
+from sensorcast.models.realdata import TUNING
 
 SEED = 20_240_601
-SYNTHETIC_SENSORS = 25
+SYNTHETIC_SENSORS = 30
 SYNTHETIC_ROWS = 2_400
 CADENCES_S = (300.0, 600.0, 900.0, 1_800.0, 3_600.0)
 DAY_S, WEEK_S = 86_400.0, 604_800.0
-REAL_SERIES = ("co2_maunaloa", "room_temperature", "room_humidity", "room_light", "room_co2")
+TIMESTEPS, HORIZON = 20, 6
+REAL_SERIES = tuple(s.name for s in TUNING)
 
 Series = tuple[str, NDArray[np.float64], NDArray[np.float64]]
 
 
 def real_series() -> Iterator[Series]:
-    """The shipped real measurements, one `(sensor_id, times, values)` per quantity."""
-    co2 = dataset.read_csv(DATA_DIR / "co2_maunaloa_weekly.csv")
-    (s,) = dataset.load_series(co2, ["co2"])
-    yield "co2_maunaloa", s.times, s.values[:, 0]
-    room = dataset.read_csv(DATA_DIR / "room_occupancy.csv")
-    columns = ["temperature", "humidity", "light", "co2"]
-    (r,) = dataset.load_series(room, columns)
-    for j, column in enumerate(columns):
-        yield f"room_{column}", r.times, r.values[:, j]
+    """The shipped real measurements not held out, one `(sensor_id, times, values)` each."""
+    for s in TUNING:
+        yield (s.name, *s.load())
 
 
 def synthetic_sensor(rng: np.random.Generator, index: int) -> Series:
-    """One made-up sensor, `index % 5` picking its kind: smooth, clipped at zero (light),
-    quantised (a cheap thermometer), switching (on/off loads) or a random walk.
+    """One made-up sensor, `index % 6` picking its kind: smooth, clipped at zero (light),
+    quantised (a cheap thermometer), switching (on/off loads), nearly a random walk, or
+    a pure random walk (Gaussian or heavy-tailed steps: persistence is the best forecast).
 
     Daily and weekly cycles, trend, AR(1) noise and level steps, scaled to
     magnitudes from about 0.01 to 1e4 with offsets; a few gaps and empty values.
     """
-    n, kind = SYNTHETIC_ROWS, index % 5
+    n, kind = SYNTHETIC_ROWS, index % 6
     cadence = float(rng.choice(CADENCES_S))
     times = 1.6e9 + cadence * (np.arange(n) + rng.uniform(-0.02, 0.02, n))
     phase = rng.uniform(0, 2 * np.pi, 2)
@@ -64,6 +62,9 @@ def synthetic_sensor(rng: np.random.Generator, index: int) -> Series:
         shape = np.maximum(shape, 0.0)
     elif kind == 3:
         shape = _level_steps(rng, n, n // 40) + rng.normal(0, 0.01, n)
+    elif kind == 5:
+        steps = rng.standard_t(3, n) if index % 12 == 5 else rng.normal(0, 1, n)
+        shape = np.cumsum(steps) * rng.uniform(0.005, 0.05)
     scale = 10 ** rng.uniform(-2, 4)
     values = scale * (shape + (0.0 if kind == 1 else rng.uniform(-2, 20)))
     if kind == 2:
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     """Build the training CSV in a temporary directory and run `sensorcast train` on it."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=DEFAULT_BUNDLE, help="bundle directory")
-    p.add_argument("--epochs", type=int, default=40, help="maximum epochs (default 40)")
+    p.add_argument("--epochs", type=int, default=30, help="maximum epochs (default 30)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     opts = p.parse_args(argv)
     parser = argparse.ArgumentParser()
@@ -117,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         write_training_csv(data)
         args = parser.parse_args([
             str(data), "--out", str(opts.out), "--name", "default",
-            "--timesteps", "20", "--horizon", "1", "--layers", "1", "--units", "50",
-            "--normalisation", "window", "--epochs", str(opts.epochs), "--batch-size", "128",
+            "--timesteps", str(TIMESTEPS), "--horizon", str(HORIZON), "--layers", "1",
+            "--units", "50", "--normalisation", "last", "--step-scale", "window", "--loss", "mae",
+            "--epochs", str(opts.epochs), "--batch-size", "128",
             "--patience", "5", "--seed", "0", "--sensor-metrics", ",".join(REAL_SERIES),
             *(["--quiet"] if opts.quiet else []),
         ])  # fmt: skip

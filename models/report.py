@@ -19,6 +19,10 @@ from sensorcast.models.bundle import BundleMeta, load_bundle
 SEASONS_S = {"daily": 86_400.0, "weekly": 604_800.0, "yearly": 31_557_600.0}
 SEASON_TOLERANCE = 0.05
 """A season counts when it spans a whole number of steps to within this fraction."""
+ACF_MIN = 0.3
+"""An autocorrelation peak counts as a season from this correlation up."""
+ACF_WINDOWS = 5_000
+"""Training windows the autocorrelation is measured on (evenly spaced)."""
 
 Float64 = NDArray[np.float64]
 
@@ -33,6 +37,39 @@ def season_steps(cadence_s: float | None, timesteps: int) -> tuple[str, int] | N
         if 2 <= whole <= timesteps and abs(steps - whole) <= SEASON_TOLERANCE * steps:
             return name, whole
     return None
+
+
+def autocorrelation_season(history: Float64) -> int | None:
+    """The lag (2 .. T-1) of the highest autocorrelation peak of the windows `history`
+    (n, T, K), each window's own mean removed, when that peak reaches `ACF_MIN`."""
+    n, t = history.shape[:2]
+    if n == 0 or t < 4:
+        return None
+    pick = np.linspace(0, n - 1, min(n, ACF_WINDOWS)).astype(int)
+    h = history[pick] - history[pick].mean(axis=1, keepdims=True)
+    acf = [1.0]
+    for lag in range(1, t - 1):
+        a, b = h[:, lag:].ravel(), h[:, :-lag].ravel()
+        denom = float(np.sqrt((a * a).sum() * (b * b).sum()))
+        acf.append(float((a * b).sum()) / denom if denom > 0 else 0.0)
+    peaks = [
+        k for k in range(2, t - 1)
+        if acf[k] > acf[k - 1] and (k + 1 >= len(acf) or acf[k] >= acf[k + 1])
+    ]  # fmt: skip
+    best = max(peaks, key=lambda k: acf[k], default=None)
+    return best if best is not None and acf[best] >= ACF_MIN else None
+
+
+def choose_season(
+    cadence_s: float | None, timesteps: int, history: Float64
+) -> tuple[str, int] | None:
+    """The seasonal-naive season: daily/weekly/yearly from the cadence when one fits in
+    the window, else the training windows' autocorrelation peak, else none."""
+    season = season_steps(cadence_s, timesteps)
+    if season is None:
+        lag = autocorrelation_season(history)
+        season = None if lag is None else ("autocorrelation", lag)
+    return season
 
 
 def baselines(history: Float64, horizon: int, season: int | None) -> tuple[Float64, Float64]:
@@ -86,6 +123,79 @@ def evaluate(
     return {"baseline": baseline, "targets": error_table(truth, forecasts, targets)}
 
 
+def step_errors(
+    pred: Float64, truth: Float64, history: Float64, targets: Sequence[str],
+    season: tuple[str, int] | None,
+) -> dict[str, dict[str, list[float]]]:  # fmt: skip
+    """Per target, per horizon step: MAE of the model, persistence and the baseline."""
+    persistence, base = baselines(history, truth.shape[1], season[1] if season else None)
+    out = {}
+    for j, target in enumerate(targets):
+        out[target] = {
+            name: np.abs(f[..., j] - truth[..., j]).mean(axis=0).tolist()
+            for name, f in (("model", pred), ("persistence", persistence), ("baseline", base))
+        }
+    return out
+
+
+def persistence_warning(metrics: dict[str, Any]) -> str | None:
+    """One line when the model does not beat persistence on validation at some step."""
+    steps = metrics.get("steps")
+    if not isinstance(steps, dict):
+        return None
+    losing = []
+    for target, splits in steps.items():
+        val = splits.get("validation", {}) if isinstance(splits, dict) else {}
+        pairs = zip(val.get("model", []), val.get("persistence", []), strict=False)
+        losing += [f"{target} step {i + 1} ({m / p:.2f}x)" for i, (m, p) in enumerate(pairs)
+                   if not m < p]  # fmt: skip
+    if not losing:
+        return None
+    return (
+        "warning: the model does not beat persistence on validation at "
+        + ", ".join(losing[:6])
+        + (", ..." if len(losing) > 6 else "")
+        + ": repeating the last value forecasts better there"
+    )
+
+
+def format_steps(metrics: dict[str, Any]) -> list[str]:
+    """Per-step validation and test MAE against persistence and the baseline, and the
+    test coverage of the calibrated intervals."""
+    steps = metrics.get("steps")
+    if not isinstance(steps, dict) or not steps:
+        return []
+    cover = metrics.get("coverage")
+    cover = cover if isinstance(cover, dict) else {}
+    levels = cover.get("levels", [])
+    cols = ("val model", "persist", "base", "ratio", "test model", "persist", "base", "ratio")
+    head = f"{'target':<12} {'step':>4} " + " ".join(f"{c:>10}" for c in cols)
+    head += "".join(f" {'cov' + format(v * 100, 'g'):>6}" for v in levels)
+    lines = [
+        "per step, MAE in sensor units; ratio = model / persistence; "
+        "cov = test coverage of the calibrated interval",
+        head,
+    ]
+    for target, splits in steps.items():
+        if not isinstance(splits, dict):
+            continue
+        coverage = cover.get("targets", {}).get(target, [])
+        for i in range(len(splits.get("test", {}).get("model", []))):
+            cells = [*_step_cells(splits.get("validation"), i), *_step_cells(splits.get("test"), i)]
+            cells += [f"{_num(row[i], 3):>6}" for row in coverage if i < len(row)]
+            lines.append(f"{target:<12} {i + 1:>4} " + " ".join(cells))
+    return lines
+
+
+def _step_cells(part: Any, i: int) -> list[str]:
+    """Model, persistence and baseline MAE at step i, and model / persistence."""
+    part = part if isinstance(part, dict) else {}
+    got = [part.get(k, []) for k in ("model", "persistence", "baseline")]
+    m, p, b = (v[i] if isinstance(v, list) and i < len(v) else None for v in got)
+    ratio = m / p if isinstance(m, float) and isinstance(p, float) and p > 0 else None
+    return [f"{_num(v):>10}" for v in (m, p, b, ratio)]
+
+
 def format_metrics(metrics: dict[str, Any]) -> str:
     """The metrics table (test tail, sensor units) that `train` and `inspect` print."""
     targets = metrics.get("targets")
@@ -108,7 +218,10 @@ def format_metrics(metrics: dict[str, Any]) -> str:
         f"{head} {'base MAE':>10} {'RMSE':>10} {'skill':>6}",
     ]
     lines += [_table_row(name, row, width) for name, row in rows]
-    return "\n".join(lines)
+    steps = format_steps(metrics)
+    warning = persistence_warning(metrics)
+    lines += ["", *steps] if steps else []
+    return "\n".join([*lines, *([warning] if warning else [])])
 
 
 def format_bundle(meta: BundleMeta) -> str:
@@ -131,6 +244,7 @@ def format_bundle(meta: BundleMeta) -> str:
         ("targets", ", ".join(meta.targets)),
         ("cadence", _cadence_label(meta.cadence_s)),
         ("normalisation", _normalisation_label(meta)),
+        ("calibration", _calibration_label(meta)),
         (
             "training",
             f"{training.get('data', '?')}, {training.get('rows', '?')} rows, "
@@ -159,9 +273,25 @@ def _normalisation_label(meta: BundleMeta) -> str:
     norm = meta.normalisation
     if norm.mode == "window":
         return "window (each window scaled by its own mean and std)"
+    if norm.mode == "last":
+        if norm.scale is None:
+            return "last (relative to the last reading, per-window RMS step scale)"
+        scales = ", ".join(f"{f} {v:.4g}" for f, v in zip(meta.features, norm.scale, strict=False))
+        return f"last (relative to the last reading, training-split step scale: {scales})"
     pairs = zip(meta.features, norm.mean or [], norm.std or [], strict=False)
     stats = ", ".join(f"{f} {m:.4g}±{s:.4g}" for f, m, s in pairs)
     return f"global (training-split statistics: {stats})"
+
+
+def _calibration_label(meta: BundleMeta) -> str:
+    cal = meta.interval_calibration
+    q90 = ", ".join(_num(row[0], 3) for row in cal.quantile(0.9))
+    where = (
+        f"split conformal on {cal.n} held-back windows"
+        if meta.calibration is not None
+        else f"none stored (schema {meta.schema_version}): the documented default"
+    )
+    return f"{where}; 90% half-width per step, in scale units: {q90}"
 
 
 def _cadence_label(seconds: float | None) -> str:
@@ -175,7 +305,9 @@ def _cadence_label(seconds: float | None) -> str:
 
 def _baseline_label(base: dict[str, Any]) -> str:
     if base.get("name") == "seasonal_naive":
-        return f"seasonal naive ({base.get('season')}, {base.get('steps')} steps)"
+        how = base.get("season")
+        how = "by autocorrelation" if how == "autocorrelation" else how
+        return f"seasonal naive ({how}, {base.get('steps')} steps)"
     return f"moving average of the window ({base.get('steps', '?')} steps)"
 
 

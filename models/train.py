@@ -24,6 +24,7 @@ from sensorcast.errors import UserError
 from sensorcast.models import dataset, export, report
 from sensorcast.models.build import ModelShape, build_network
 from sensorcast.models.bundle import NAME_PATTERN, Normalisation
+from sensorcast.models.evaluate import calibrate_intervals, predict_scaled, score
 from sensorcast.models.preprocess import Scaler
 
 if TYPE_CHECKING:
@@ -35,8 +36,12 @@ MAX_TRAIN_Z = 10.0
 """Training and validation windows with a normalised target beyond this are left out.
 
 With window normalisation, a jump after a flat window is tens of thousands of
-window-scales; MSE would chase it. Test windows are always kept.
+window-scales; the loss would chase it. With `last` the bound grows with the
+square root of the step (a random walk's spread). Test windows are always kept.
 """
+NORMALISATIONS = ("last", "window", "global")
+DEFAULT_NORMALISATION = "last"
+LOSSES = {"mae": "mean_absolute_error", "huber": "huber", "mse": "mean_squared_error"}
 
 
 def _names(text: str) -> list[str]:
@@ -61,7 +66,11 @@ feature. Training and validation windows whose normalised target exceeds 10
 
 The table at the end scores the test tail in sensor units: the model against
 persistence (last value) and a seasonal-naive forecast when a daily, weekly or
-yearly season fits in the window (else the window's mean)."""
+yearly season fits in the window, else at the lag of the training windows'
+autocorrelation peak (at least 0.3), else the window's mean; then per horizon
+step, on validation and test, with the test coverage of the intervals
+calibrated on the validation windows (split conformal, stored in bundle.json).
+A warning line says where the model does not beat persistence on validation."""
 
 _NUMBERS: tuple[tuple[str, type, Any, str, str], ...] = (
     ("--timesteps", int, 20, "T", "window length"),
@@ -92,10 +101,22 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--targets", type=_names, metavar="A,B", help="outputs (default: all features)")
     p.add_argument("--seq2seq", action="store_true", help="forecast T steps, one per input step")
     p.add_argument(
-        "--normalisation", choices=("window", "global"), default="window",
-        help="window (default): each window by its own mean/std, so any magnitude; "
-        "global: the training split's mean/std",
-    )  # fmt: skip
+        "--normalisation",
+        choices=NORMALISATIONS,
+        default=DEFAULT_NORMALISATION,
+        help=f"last: relative to the window's last reading, in steps (an untrained model is "
+        f"persistence); window: each window by its own mean/std; global: the training "
+        f"split's mean/std (default {DEFAULT_NORMALISATION})",
+    )
+    p.add_argument(
+        "--step-scale",
+        choices=("split", "window"),
+        default="split",
+        help="with last: divide by the training split's RMS step (split, default) or by each "
+        "window's own (window: one model for sensors of any magnitude)",
+    )
+    p.add_argument("--loss", choices=tuple(LOSSES), default="mae",
+                   help="training loss (default mae: robust to jumps)")  # fmt: skip
     p.add_argument(
         "--format", choices=("auto", "csv", "homeassistant", "influx"), default="auto",
         help="the data file's kind (default: detected): a sensor CSV, a Home Assistant "
@@ -121,19 +142,25 @@ def run(args: argparse.Namespace) -> int:
     export.check_out_dir(Path(args.out))
     table, spec, prep = load_data(args, horizon)
     shape = ModelShape(args.timesteps, len(spec.features), horizon, len(spec.targets),
-                       args.layers, args.units, args.dropout, args.seq2seq)  # fmt: skip
-    norm = _normalisation(args.normalisation, prep)
+                       args.layers, args.units, args.dropout, args.seq2seq,
+                       zero_head=args.normalisation == "last")  # fmt: skip
+    norm = _normalisation(args, prep)
     scaler = Scaler(norm, spec.features, spec.targets)
     _say(args, f"training {shape.kind} on {len(prep.train)} windows (validation "
          f"{len(prep.val)}, test {len(prep.test)}) from {table.path.name}")  # fmt: skip
     model, metrics = fit(shape, scaler, prep, args)
-    metrics |= score(predict(model, scaler, prep.test.x), prep, spec, args.sensor_metrics)
+    season = report.choose_season(prep.cadence_s, spec.timesteps, prep.train.history)
+    test_pred, test_scale = predict_scaled(model, scaler, prep.test.x)
+    metrics |= score(test_pred, prep, spec, args.sensor_metrics, season)
+    calibration = calibrate_intervals(model, scaler, prep, spec, season, (test_pred, test_scale),
+                                      metrics)  # fmt: skip
     fields = {
         "name": name,
         "created": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "timesteps": spec.timesteps, "features": spec.features, "targets": spec.targets,
         "horizon": spec.horizon, "cadence_s": prep.cadence_s,
         "normalisation": norm.model_dump(exclude_none=True),
+        "calibration": calibration.model_dump(),
         "architecture": {"kind": shape.kind, "layers": shape.layers, "units": shape.units,
                          "dropout": shape.dropout},
         "metrics": metrics, "versions": versions(), "training": _training_info(args, table, prep),
@@ -153,8 +180,8 @@ def load_data(
     """Read the CSV, resolve the columns and window the three splits."""
     table = dataset.read_csv(args.data, args.format, args.resample)
     feats, tgts = dataset.resolve_columns(table, args.features, args.targets)
-    if args.normalisation == "window" and not set(tgts) <= set(feats):
-        raise UserError("--normalisation window needs every target to be a feature")
+    if args.normalisation != "global" and not set(tgts) <= set(feats):
+        raise UserError(f"--normalisation {args.normalisation} needs every target to be a feature")
     spec = dataset.WindowSpec(feats, tgts, args.timesteps, horizon, args.max_gap,
                               args.val_frac, args.test_frac)  # fmt: skip
     series = dataset.load_series(table, spec.columns)
@@ -167,12 +194,12 @@ def load_data(
 def fit(
     shape: ModelShape, scaler: Scaler, prep: dataset.Prepared, args: argparse.Namespace
 ) -> tuple[keras.Model, dict[str, Any]]:
-    """Seeded build and fit with Adam, MSE and early stopping on validation loss."""
+    """Seeded build and fit with Adam, the chosen loss and early stopping on validation."""
     import keras
     import tensorflow as tf
 
-    x, y, dropped = _scaled(scaler, prep.train)
-    vx, vy, vdropped = _scaled(scaler, prep.val)
+    x, y, dropped = _scaled(scaler, prep.train, args.normalisation)
+    vx, vy, vdropped = _scaled(scaler, prep.val, args.normalisation)
     if not len(x) or not len(vx):
         raise UserError("every training or validation window is an outlier jump; check the data")
     if dropped + vdropped:
@@ -181,7 +208,7 @@ def fit(
     keras.utils.set_random_seed(args.seed)
     tf.config.experimental.enable_op_determinism()  # same seed, same bundle
     model = build_network(shape)
-    model.compile(optimizer=keras.optimizers.Adam(), loss="mse")
+    model.compile(optimizer=keras.optimizers.Adam(), loss=LOSSES[args.loss])
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=args.patience, restore_best_weights=True
     )
@@ -203,33 +230,6 @@ def fit(
         "epochs": len(history.epoch),
         "best_val_loss": float(min(history.history["val_loss"])),
     }
-
-
-def predict(model: keras.Model, scaler: Scaler, windows: np.ndarray) -> np.ndarray:
-    """Forecasts in sensor units for raw windows, through the shared `Scaler`."""
-    x, ctx = scaler.transform(windows)
-    forecast: np.ndarray = scaler.inverse(model.predict(x, batch_size=1024, verbose=0), ctx)
-    return forecast
-
-
-def score(
-    pred: np.ndarray, prep: dataset.Prepared, spec: dataset.WindowSpec, sensors: list[str] | None
-) -> dict[str, Any]:
-    """Test-tail metrics overall and, for the named sensors, per sensor."""
-    test = prep.test
-    season = report.season_steps(prep.cadence_s, spec.timesteps)
-    out: dict[str, Any] = report.evaluate(pred, test.y, test.history, spec.targets, season)
-    per_sensor = {}
-    for sensor in sensors or []:
-        mine = test.sensor == prep.sensors.index(sensor)
-        if mine.any():
-            scores = report.evaluate(
-                pred[mine], test.y[mine], test.history[mine], spec.targets, season
-            )
-            per_sensor[sensor] = {**scores["targets"]}
-    if per_sensor:
-        out["sensors"] = per_sensor
-    return out
 
 
 def versions() -> dict[str, str]:
@@ -278,9 +278,13 @@ def _check_options(args: argparse.Namespace) -> tuple[int, str]:
     return (args.timesteps if args.seq2seq else (args.horizon or 1)), name
 
 
-def _normalisation(mode: str, prep: dataset.Prepared) -> Normalisation:
+def _normalisation(args: argparse.Namespace, prep: dataset.Prepared) -> Normalisation:
+    mode = args.normalisation
     if mode == "window":
         return Normalisation(mode="window")
+    if mode == "last":
+        split = args.step_scale == "split" or (args.step_scale == "auto" and len(prep.sensors) == 1)
+        return Normalisation(mode="last", scale=prep.step_scale.tolist() if split else None)
     return Normalisation(
         mode="global",
         mean=prep.mean.tolist(),
@@ -290,11 +294,13 @@ def _normalisation(mode: str, prep: dataset.Prepared) -> Normalisation:
     )
 
 
-def _scaled(scaler: Scaler, w: dataset.Windows) -> tuple[np.ndarray, np.ndarray, int]:
+def _scaled(scaler: Scaler, w: dataset.Windows, mode: str) -> tuple[np.ndarray, np.ndarray, int]:
     """Normalised inputs and targets, leaving out windows whose targets exceed `MAX_TRAIN_Z`."""
     x, ctx = scaler.transform(w.x)
     y = scaler.transform_targets(w.y, ctx)
-    keep = np.abs(y).max(axis=(1, 2)) <= MAX_TRAIN_Z
+    steps = np.arange(1, y.shape[1] + 1)[None, :, None]
+    bound = MAX_TRAIN_Z * (np.sqrt(steps) if mode == "last" else 1.0)
+    keep = (np.abs(y) <= bound).all(axis=(1, 2))
     return x[keep], y[keep], int((~keep).sum())
 
 

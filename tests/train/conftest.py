@@ -20,13 +20,16 @@ SHAPES: dict[str, tuple[str, list[str]]] = {
         ["--features", "temperature,humidity", "--targets", "temperature", "--layers", "2",
          "--dropout", "0.1", "--normalisation", "global"],
     ),
-    "seq2seq": ("co2.csv", ["--timesteps", "8", "--seq2seq"]),
+    "seq2seq": ("co2.csv", ["--timesteps", "8", "--seq2seq", "--normalisation", "window"]),
     "multi_target_global": (
         "room.csv",
         ["--features", "temperature,humidity,co2", "--targets", "temperature,co2",
          "--horizon", "3", "--normalisation", "global"],
     ),
-    "multi_target_window": ("room.csv", ["--timesteps", "10", "--targets", "humidity,co2"]),
+    "multi_target_window": ("room.csv", ["--timesteps", "10", "--targets", "humidity,co2",
+                                         "--normalisation", "window"]),
+    "last_window_scale": ("room.csv", ["--features", "temperature,co2", "--horizon", "6",
+                                       "--normalisation", "last", "--step-scale", "window"]),
 }  # fmt: skip
 """Seed shapes and normalisations covered by the train and parity tests."""
 

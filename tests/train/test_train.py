@@ -13,14 +13,14 @@ pytest.importorskip("tensorflow")
 from sensorcast.errors import UserError
 from sensorcast.models import export, report, train
 from sensorcast.models.build import ModelShape, build_network
-from sensorcast.models.bundle import load_bundle
+from sensorcast.models.bundle import SCHEMA_VERSION, load_bundle
 
 from .conftest import SHAPES, BundleCache, train_args
 
 pytestmark = pytest.mark.train
 
 EXPECTED = {
-    "many_to_one": ("many_to_one", 12, 2, ["co2"], ["co2"], "window"),
+    "many_to_one": ("many_to_one", 12, 2, ["co2"], ["co2"], train.DEFAULT_NORMALISATION),
     "stacked": ("stacked", 20, 1, ["temperature", "humidity"], ["temperature"], "global"),
     "seq2seq": ("seq2seq", 8, 8, ["co2"], ["co2"], "window"),
     "multi_target_global": (
@@ -29,6 +29,9 @@ EXPECTED = {
     "multi_target_window": (
         "many_to_one", 10, 1, ["temperature", "humidity", "light", "co2"], ["humidity", "co2"],
         "window",
+    ),
+    "last_window_scale": (
+        "many_to_one", 20, 6, ["temperature", "co2"], ["temperature", "co2"], "last"
     ),
 }  # fmt: skip
 
@@ -52,6 +55,46 @@ def test_seed_shapes_train_into_valid_bundles(bundles: BundleCache, name: str) -
     assert meta.training["data"] == trained.data.name and meta.training["seed"] == 0
     assert report.format_metrics(m) in trained.stdout
     assert f"({meta.model_id})" in trained.stdout
+    assert meta.schema_version == SCHEMA_VERSION
+    assert meta.calibration is not None and meta.calibration.n >= m["n_val"]
+    assert meta.calibration.shape == (horizon, len(targets))
+    for target in targets:
+        steps = m["steps"][target]
+        for split in ("validation", "test"):
+            for k in ("model", "persistence", "baseline"):
+                assert len(steps[split][k]) == horizon
+        coverage = m["coverage"]["targets"][target]
+        assert len(coverage) == len(m["coverage"]["levels"]) and len(coverage[0]) == horizon
+    warned = "warning: the model does not beat persistence on validation" in trained.stdout
+    assert warned == (not m["beats_persistence"])
+
+
+def test_last_on_one_series_stores_the_training_splits_step_scale(bundles: BundleCache) -> None:
+    trained = bundles.get("last_window_scale")
+    assert load_bundle(trained.path).meta.normalisation.scale is None  # asked for
+    one = load_bundle(bundles.get("many_to_one").path).meta.normalisation
+    if one.mode == "last":
+        assert one.scale is not None and 0.1 < one.scale[0] < 2.0  # ppm per week
+
+
+def test_an_untrained_last_model_is_exactly_persistence() -> None:
+    from sensorcast.models.bundle import Normalisation
+    from sensorcast.models.preprocess import Scaler
+
+    model = build_network(ModelShape(timesteps=12, features=2, horizon=3, targets=1, units=4,
+                                     zero_head=True))  # fmt: skip
+    scaler = Scaler(Normalisation(mode="last"), ["a", "b"], ["b"])
+    windows = np.random.default_rng(3).normal(50.0, 5.0, (7, 12, 2))
+    x, ctx = scaler.transform(windows)
+    forecast = scaler.inverse(np.asarray(model(x, training=False)), ctx)
+    assert np.array_equal(forecast, np.repeat(windows[:, -1:, 1:], 3, axis=1))
+
+
+def test_intervals_cover_the_test_tail_near_their_level(bundles: BundleCache) -> None:
+    meta = load_bundle(bundles.get("many_to_one").path).meta
+    coverage = meta.metrics["coverage"]
+    cover90 = np.asarray(coverage["targets"]["co2"][coverage["levels"].index(0.9)])
+    assert 0.75 <= cover90.mean() <= 1.0, cover90
 
 
 def test_inspect_shows_a_trained_bundle(
