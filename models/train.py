@@ -110,10 +110,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--step-scale",
-        choices=("split", "window"),
-        default="split",
-        help="with last: divide by the training split's RMS step (split, default) or by each "
-        "window's own (window: one model for sensors of any magnitude)",
+        choices=("auto", "split", "window"),
+        default="auto",
+        help="with last: divide by the training split's RMS step (split) or by each window's "
+        "own (window: one model for sensors of any magnitude); auto (default): split for "
+        "one series, window for several",
     )
     p.add_argument("--loss", choices=tuple(LOSSES), default="mae",
                    help="training loss (default mae: robust to jumps)")  # fmt: skip

@@ -161,10 +161,11 @@ def test_user_mistakes_are_one_line_errors(
     assert not (tmp_path / "x").exists()
 
 
-def test_window_normalisation_refuses_a_target_that_is_not_a_feature(
-    bundles: BundleCache, tmp_path: Path
+@pytest.mark.parametrize("mode", ["window", "last"])
+def test_relative_normalisations_refuse_a_target_that_is_not_a_feature(
+    bundles: BundleCache, tmp_path: Path, mode: str
 ) -> None:
     argv = [str(bundles.data / "room.csv"), "--out", str(tmp_path / "x"),
-            "--features", "temperature", "--targets", "co2"]  # fmt: skip
-    with pytest.raises(UserError, match="--normalisation window needs every target"):
+            "--features", "temperature", "--targets", "co2", "--normalisation", mode]  # fmt: skip
+    with pytest.raises(UserError, match=f"--normalisation {mode} needs every target"):
         train.run(train_args(argv))
