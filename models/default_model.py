@@ -25,11 +25,13 @@ from sensorcast.models import DEFAULT_BUNDLE, train
 from sensorcast.models.realdata import TUNING
 
 SEED = 20_240_601
-SYNTHETIC_SENSORS = 30
+SYNTHETIC_SENSORS = 45
 SYNTHETIC_ROWS = 2_400
+KINDS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 5, 6, 7, 8, 9)
+"""Synthetic kinds in turn: five cycles, then each random walk twice."""
 CADENCES_S = (300.0, 600.0, 900.0, 1_800.0, 3_600.0)
 DAY_S, WEEK_S = 86_400.0, 604_800.0
-TIMESTEPS, HORIZON = 20, 6
+TIMESTEPS, HORIZON = 32, 6
 REAL_SERIES = tuple(s.name for s in TUNING)
 
 Series = tuple[str, NDArray[np.float64], NDArray[np.float64]]
@@ -42,16 +44,36 @@ def real_series() -> Iterator[Series]:
 
 
 def synthetic_sensor(rng: np.random.Generator, index: int) -> Series:
-    """One made-up sensor, `index % 6` picking its kind: smooth, clipped at zero (light),
-    quantised (a cheap thermometer), switching (on/off loads), nearly a random walk, or
-    a pure random walk (Gaussian or heavy-tailed steps: persistence is the best forecast).
+    """One made-up sensor, `KINDS[index % len(KINDS)]` picking its kind.
 
-    Daily and weekly cycles, trend, AR(1) noise and level steps, scaled to
-    magnitudes from about 0.01 to 1e4 with offsets; a few gaps and empty values.
+    A third are cycles (kinds 0-4): smooth, clipped at zero (light), quantised (a
+    cheap thermometer), switching (on/off loads), nearly a random walk; daily and
+    weekly cycles, trend, AR(1) noise and level steps. Two thirds are random walks
+    (5-9), where a forecast can do no better than the last value (or, under
+    measurement noise, a smoothed one): Gaussian or heavy-tailed steps, quantised,
+    noisy, jumping. A model that extrapolates every wiggle loses to persistence on
+    them, so they teach it to move only on evidence. All scaled to magnitudes
+    from about 0.01 to 1e4 with offsets; a few gaps.
     """
-    n, kind = SYNTHETIC_ROWS, index % 6
+    n, kind = SYNTHETIC_ROWS, KINDS[index % len(KINDS)]
     cadence = float(rng.choice(CADENCES_S))
     times = 1.6e9 + cadence * (np.arange(n) + rng.uniform(-0.02, 0.02, n))
+    scale = 10 ** rng.uniform(-2, 4)
+    if kind >= 5:
+        values = scale * (rng.uniform(-2, 20) + _walk(rng, n, kind))
+    else:
+        values = scale * _cycle(rng, n, kind, times)
+        if kind == 2:
+            values = np.round(values / (scale / 20)) * (scale / 20)
+    values[rng.random(n) < 0.003] = np.nan
+    keep = rng.random(n) > 0.003
+    return f"synthetic_{index:02d}", times[keep], values[keep]
+
+
+def _cycle(
+    rng: np.random.Generator, n: int, kind: int, times: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Kinds 0-4: daily and weekly cycles, trend, AR(1) noise, level steps, offsets."""
     phase = rng.uniform(0, 2 * np.pi, 2)
     shape = rng.uniform(0.3, 1) * np.sin(2 * np.pi * times / DAY_S + phase[0])
     shape += rng.uniform(0, 0.3) * np.sin(2 * np.pi * times / WEEK_S + phase[1])
@@ -59,19 +81,28 @@ def synthetic_sensor(rng: np.random.Generator, index: int) -> Series:
     phi = 0.999 if kind == 4 else rng.uniform(0.9, 0.995)
     shape += _ar1(rng, n, phi, rng.uniform(0.005, 0.1)) + rng.normal(0, rng.uniform(0, 0.02), n)
     if kind == 1:
-        shape = np.maximum(shape, 0.0)
-    elif kind == 3:
+        return np.maximum(shape, 0.0)
+    if kind == 3:
         shape = _level_steps(rng, n, n // 40) + rng.normal(0, 0.01, n)
-    elif kind == 5:
-        steps = rng.standard_t(3, n) if index % 12 == 5 else rng.normal(0, 1, n)
-        shape = np.cumsum(steps) * rng.uniform(0.005, 0.05)
-    scale = 10 ** rng.uniform(-2, 4)
-    values = scale * (shape + (0.0 if kind == 1 else rng.uniform(-2, 20)))
-    if kind == 2:
-        values = np.round(values / (scale / 20)) * (scale / 20)
-    values[rng.random(n) < 0.003] = np.nan
-    keep = rng.random(n) > 0.003
-    return f"synthetic_{index:02d}", times[keep], values[keep]
+    out: NDArray[np.float64] = shape + rng.uniform(-2, 20)
+    return out
+
+
+def _walk(rng: np.random.Generator, n: int, kind: int) -> NDArray[np.float64]:
+    """Kinds 5-9: random walks with Gaussian, Student-t (3), quantised, noisy or jump steps."""
+    step = rng.uniform(0.005, 0.05)
+    if kind == 6:
+        return np.cumsum(rng.standard_t(3, n)) * step
+    walk = np.cumsum(rng.normal(0, 1, n)) * step
+    if kind == 7:  # read by a sensor with a coarse resolution
+        quantum = step * rng.uniform(0.5, 3)
+        return np.round(walk / quantum) * quantum
+    if kind == 8:  # measurement noise on top
+        return walk + rng.normal(0, step * rng.uniform(0.2, 1.5), n)
+    if kind == 9:  # rare jumps, otherwise small steps
+        jumps = (rng.random(n) < 0.02) * rng.normal(0, 20, n)
+        return walk + np.cumsum(jumps) * step
+    return walk
 
 
 def _ar1(rng: np.random.Generator, n: int, phi: float, sigma: float) -> NDArray[np.float64]:
@@ -94,7 +125,8 @@ def _level_steps(rng: np.random.Generator, n: int, count: int) -> NDArray[np.flo
 def write_training_csv(path: Path, seed: int = SEED) -> list[str]:
     """Write every series as one long-format CSV (`time,sensor_id,value`); return the ids."""
     rng = np.random.default_rng(seed)
-    series = [*real_series(), *(synthetic_sensor(rng, i) for i in range(SYNTHETIC_SENSORS))]
+    synthetic = (synthetic_sensor(rng, i) for i in range(SYNTHETIC_SENSORS))
+    series = [*real_series(), *synthetic]
     with path.open("w", newline="", encoding="utf-8") as f:
         out = csv.writer(f)
         out.writerow(["time", "sensor_id", "value"])

@@ -88,9 +88,18 @@ def score_series(
     return Score(
         name, kind, held_out, len(x),
         np.abs(pred - y).mean(axis=0), np.abs(x[:, -1:] - y).mean(axis=0),
-        np.nanmean(np.abs(seasonal - y), axis=0), season[0] if season else "-",
+        _mean_where_known(np.abs(seasonal - y)), season[0] if season else "-",
         (np.abs(pred - y) <= half).mean(axis=0),
     )  # fmt: skip
+
+
+def _mean_where_known(errors: Float64) -> Float64:
+    """Per-step mean over the windows where the error is known; NaN where none is."""
+    known = ~np.isnan(errors)
+    total = np.where(known, errors, 0.0).sum(axis=0)
+    count = known.sum(axis=0)
+    out: Float64 = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return out
 
 
 def random_walks(seed: int = WALK_SEED) -> list[tuple[str, Float64, Float64]]:
