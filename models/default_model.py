@@ -81,7 +81,8 @@ def _cycle(
     phi = 0.999 if kind == 4 else rng.uniform(0.9, 0.995)
     shape += _ar1(rng, n, phi, rng.uniform(0.005, 0.1)) + rng.normal(0, rng.uniform(0, 0.02), n)
     if kind == 1:
-        return np.maximum(shape, 0.0)
+        clipped: NDArray[np.float64] = np.maximum(shape, 0.0)
+        return clipped
     if kind == 3:
         shape = _level_steps(rng, n, n // 40) + rng.normal(0, 0.01, n)
     out: NDArray[np.float64] = shape + rng.uniform(-2, 20)
