@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from sensorcast.models import DEFAULT_BUNDLE
+from sensorcast.models.bundle import load_bundle
 from sensorcast.mqttio import status_topic
 
 from ..mqtt_helpers import Client, Mosquitto, free_port, wait_for
@@ -51,7 +52,7 @@ def test_tls_with_the_right_ca_and_client_certificate_serves(pki, tmp_path, daem
         # `online` is published after the subscription, on the same connection
         wait_for(lambda: sub.received(status), timeout=20)
         assert daemon.logged("connected to mqtts://127.0.0.1")
-        for i in range(20):
+        for i in range(load_bundle(DEFAULT_BUNDLE).meta.timesteps):
             pub.publish("sensors/t/reading", {"value": 20.0 + i % 3, "ts": T0 + 60 * i})
         wait_for(lambda: sub.json("forecasts/t"), timeout=20)
         daemon.signal(signal.SIGTERM)

@@ -94,7 +94,8 @@ def test_bare_numbers_iso_timestamps_and_nested_fields(broker, client_factory, r
         )
     msgs = wait_for(lambda: sub.json("forecasts/tasmota_1"))
     assert msgs[0]["ts"] == T0 + 10 * (t - 1)  # ISO string in, epoch seconds out
-    assert msgs[0]["at"] == pytest.approx([T0 + 10 * t])
+    horizon = daemon.service.meta.horizon
+    assert msgs[0]["at"] == pytest.approx([T0 + 10 * (t - 1 + s) for s in range(1, horizon + 1)])
 
 
 def test_bare_number_payload_uses_receive_time(broker, client_factory, run_daemon):

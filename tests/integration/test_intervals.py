@@ -7,11 +7,13 @@ import json
 import numpy as np
 
 from sensorcast.models import DEFAULT_BUNDLE
+from sensorcast.models.bundle import load_bundle
 
 from ..conftest import daemon_settings
 from ..mqtt_helpers import wait_for
 
 T0 = 1_700_000_000.0
+TIMESTEPS = load_bundle(DEFAULT_BUNDLE).meta.timesteps
 
 
 def test_every_forecast_has_an_interval_and_a_spike_is_an_anomaly(
@@ -51,10 +53,10 @@ def test_anomalies_off_publish_none(broker, client_factory, run_daemon):
     run_daemon(daemon_settings(broker.port, anomaly={"enabled": False}))
     sub = client_factory("anomalies/#", "forecasts/#")
     pub = client_factory()
-    values = [20.0] * 25 + [90.0, 20.0, 20.0]
+    values = [20.0] * (TIMESTEPS + 5) + [90.0, 20.0, 20.0]
     for i, v in enumerate(values):
         pub.publish("sensors/a/reading", {"value": v, "ts": T0 + i})
-    wait_for(lambda: len(sub.received("forecasts/")) >= len(values) - 19)
+    wait_for(lambda: len(sub.received("forecasts/")) >= len(values) - TIMESTEPS + 1)
     assert sub.received("anomalies/") == []
     assert all(json.loads(p)["lower"] for _, p, _ in sub.received("forecasts/"))
 
@@ -64,7 +66,7 @@ def test_scores_survive_a_restart_with_a_state_dir(broker, client_factory, run_d
     first = run_daemon(settings)
     pub = client_factory()
     sub = client_factory("forecasts/#")
-    for i in range(60):
+    for i in range(TIMESTEPS + 40):
         pub.publish("sensors/b/reading", {"value": 10 + (i % 5), "ts": T0 + i})
     wait_for(lambda: len(sub.received()) >= 41)
     assert first.stop() == 0

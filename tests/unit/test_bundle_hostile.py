@@ -105,7 +105,7 @@ def test_load_model_serves_a_valid_renamed_bundle(tmp_path: Path) -> None:
     windows = [[[20.0 + i % 3] for i in range(bundle.meta.timesteps)]]
     import numpy as np
 
-    assert served.forecaster.forecast(np.asarray(windows)).shape == (1, 1, 1)
+    assert served.forecaster.forecast(np.asarray(windows)).shape == (1, bundle.meta.horizon, 1)
 
 
 def test_input_fields_naming_a_missing_feature_is_a_config_error() -> None:
