@@ -14,7 +14,7 @@ from rich.text import Text
 from sensorcast.demo.fleet import SimulatedSensor
 from sensorcast.demo.scoreboard import Scoreboard, SensorScore
 
-WIDE = 110
+WIDE = 140
 """From this many columns on, the table shows the extra columns."""
 SCREEN_LINES = 11
 """Lines of the live view that are not sensor rows (title, header, totals, help, margin)."""

@@ -89,7 +89,7 @@ def replay(
             SENSORCAST_ANOMALY__TOPIC="replay/anomalies/{sensor_id}",
             SENSORCAST_OUTPUT__LEVEL=str(level),
             SENSORCAST_MODEL__PATH=str(bundle),
-            SENSORCAST_LOG__LEVEL="WARNING",
+            SENSORCAST_LOG__LEVEL=os.environ.get("REPLAY_LOG", "WARNING"),
             **env,
         )
         out = Collector(broker.port)
@@ -187,6 +187,8 @@ def main() -> int:
     series = load_series(table, columns[:1])[0]
     keep = ~np.isnan(series.values[:, 0])
     times, values = series.times[keep], series.values[keep, 0].copy()
+    if times[0] < 0:  # before 1970: the daemon takes epoch seconds from 0 on; keep the spacing
+        times = times - times[0] + 1e9
     spikes: list[int] = []
     if args.spikes:
         rng = np.random.default_rng(0)
