@@ -96,7 +96,7 @@ class SplitDetector:
         self._previous: dict[str, list[float]] = {}
         self._reports: list[tuple[str, bytes]] = []
         self._strikes: dict[int, int] = {}
-        self._next = time.monotonic() + period
+        self._next: float | None = None
         self._logged_at = -LOG_INTERVAL
         self.split: dict[int, str] = {}
         """Sensors judged split now: hash -> sensor id."""
@@ -121,6 +121,8 @@ class SplitDetector:
     def tick(self, now: float | None = None) -> bool:
         """Close the period when it is due: publish our report, judge peers'. True if it did."""
         now = time.monotonic() if now is None else now
+        if self._next is None:  # the first period starts now
+            self._next = now + self.period
         if now < self._next:
             return False
         self._next = now + self.period
