@@ -151,6 +151,11 @@ class Mosquitto:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+NATS_ACK_WAIT = 1.0
+"""Seconds before nats-server delivers an unacknowledged QoS 1 message again (mqtt.ack_wait),
+as in deploy/nats-server.conf; its default, 30 s, lets newer readings overtake such ones."""
+
+
 def find_nats() -> str | None:
     """The nats-server binary (Debian's package puts it in /usr/sbin)."""
     found = shutil.which("nats-server")
@@ -172,7 +177,9 @@ class NatsServer:
     protocol = "3.1.1"
     host = "127.0.0.1"
 
-    def __init__(self, partitions: int = 2, *, ack_wait: float = 1.0, binary: str | None = None):
+    def __init__(
+        self, partitions: int = 2, *, ack_wait: float = NATS_ACK_WAIT, binary: str | None = None
+    ):
         found = binary or find_nats()
         if found is None:
             raise FileNotFoundError("nats-server is not installed (apt install nats-server)")
@@ -192,7 +199,7 @@ class NatsServer:
             f'server_name: "sensorcast-test"\n'
             f'listen: "{self.host}:{self.nats_port}"\n'
             f'jetstream {{ store_dir: "{self.dir}/jetstream" }}\n'
-            f'mqtt {{ listen: "{self.host}:{self.port}", ack_wait: "{self.ack_wait}s" }}\n'
+            f'mqtt {{ listen: "{self.host}:{self.port}", ack_wait: "{self.ack_wait:g}s" }}\n'
             f"mappings = {{ {partition_mapping(self.partitions)} }}\n"
         )
 

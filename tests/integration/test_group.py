@@ -10,6 +10,7 @@ group, through kills, restarts and a change of the number of partitions.
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 import time
 import urllib.request
@@ -21,7 +22,7 @@ import pytest
 
 from sensorcast.models import DEFAULT_BUNDLE
 from sensorcast.models.bundle import load_bundle
-from sensorcast.sandbox import NatsServer, find_nats, free_port
+from sensorcast.sandbox import NATS_ACK_WAIT, NatsServer, find_nats, free_port, partition_mapping
 
 from ..mqtt_helpers import Client, wait_for
 from .conftest import Daemon
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.skipif(
     find_nats() is None, reason="nats-server is not installed (./dev test installs it)"
 )
 
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 T0 = 1_700_000_000.0
 TIMESTEPS = load_bundle(DEFAULT_BUNDLE).meta.timesteps
 SENSORS = [f"g{i}" for i in range(12)]
@@ -237,3 +239,14 @@ def test_going_from_two_to_three_partitions(group):
     want += Counter((s, T0 + 60 * i) for s in moved for i in range(2 * TIMESTEPS - 1, end))
     settle(g, want)
     assert g.forecasts() == want
+
+
+def test_the_shipped_nats_configuration_is_the_tested_one():
+    conf = DEPLOY / "nats-server.conf"
+    binary = find_nats()
+    assert binary is not None
+    check = subprocess.run([binary, "-t", "-c", str(conf)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    text = conf.read_text()
+    assert partition_mapping(2) in text
+    assert f'ack_wait: "{NATS_ACK_WAIT:g}s"' in text
