@@ -151,9 +151,12 @@ class Mosquitto:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-NATS_ACK_WAIT = 1.0
+NATS_ACK_WAIT = 2.0
 """Seconds before nats-server delivers an unacknowledged QoS 1 message again (mqtt.ack_wait),
 as in deploy/nats-server.conf; its default, 30 s, lets newer readings overtake such ones."""
+NATS_MAX_ACK_PENDING = 100
+"""QoS 1 messages in flight to one subscriber (mqtt.max_ack_pending): few enough that a slow
+daemon acknowledges each well within ack_wait, else nats-server sends it again, out of order."""
 
 
 def find_nats() -> str | None:
@@ -178,7 +181,12 @@ class NatsServer:
     host = "127.0.0.1"
 
     def __init__(
-        self, partitions: int = 2, *, ack_wait: float = NATS_ACK_WAIT, binary: str | None = None
+        self,
+        partitions: int = 2,
+        *,
+        ack_wait: float = NATS_ACK_WAIT,
+        max_ack_pending: int = NATS_MAX_ACK_PENDING,
+        binary: str | None = None,
     ):
         found = binary or find_nats()
         if found is None:
@@ -186,6 +194,7 @@ class NatsServer:
         self.binary = found
         self.partitions = partitions
         self.ack_wait = ack_wait
+        self.max_ack_pending = max_ack_pending
         self.dir = Path(tempfile.mkdtemp(prefix="sensorcast-nats-"))
         self.conf = self.dir / "nats-server.conf"
         self.log_path = self.dir / "nats-server.log"
@@ -199,7 +208,8 @@ class NatsServer:
             f'server_name: "sensorcast-test"\n'
             f'listen: "{self.host}:{self.nats_port}"\n'
             f'jetstream {{ store_dir: "{self.dir}/jetstream" }}\n'
-            f'mqtt {{ listen: "{self.host}:{self.port}", ack_wait: "{self.ack_wait:g}s" }}\n'
+            f'mqtt {{ listen: "{self.host}:{self.port}", ack_wait: "{self.ack_wait:g}s", '
+            f"max_ack_pending: {self.max_ack_pending} }}\n"
             f"mappings = {{ {partition_mapping(self.partitions)} }}\n"
         )
 

@@ -9,6 +9,7 @@ group, through kills, restarts and a change of the number of partitions.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import threading
@@ -22,7 +23,14 @@ import pytest
 
 from sensorcast.models import DEFAULT_BUNDLE
 from sensorcast.models.bundle import load_bundle
-from sensorcast.sandbox import NATS_ACK_WAIT, NatsServer, find_nats, free_port, partition_mapping
+from sensorcast.sandbox import (
+    NATS_ACK_WAIT,
+    NATS_MAX_ACK_PENDING,
+    NatsServer,
+    find_nats,
+    free_port,
+    partition_mapping,
+)
 
 from ..mqtt_helpers import Client, wait_for
 from .conftest import Daemon
@@ -47,6 +55,8 @@ class Group:
     def __init__(self, nats: NatsServer, tmp: Path) -> None:
         self.nats = nats
         self.tmp = tmp
+        self.extra = ""
+        """More TOML for every instance."""
         self.procs: dict[int, Daemon] = {}
         self.metrics_ports: dict[int, int] = {}
         self.watch = Client(nats.port, "forecasts/#", "sensorcast/+/status", client_id="watch")
@@ -63,7 +73,7 @@ class Group:
             f'[model]\npath = "{DEFAULT_BUNDLE}"\n'
             f'[input]\ntopic = "part/{k}/{{sensor_id}}"\n'
             f'[state]\ndir = "{self.tmp / f"state-{k}"}"\ninterval = 0.2\n'
-            f"[metrics]\nport = {port}\n"
+            f"[metrics]\nport = {port}\n{self.extra}"
         )
         return path
 
@@ -250,3 +260,43 @@ def test_the_shipped_nats_configuration_is_the_tested_one():
     text = conf.read_text()
     assert partition_mapping(2) in text
     assert f'ack_wait: "{NATS_ACK_WAIT:g}s"' in text
+    assert f"max_ack_pending: {NATS_MAX_ACK_PENDING}\n" in text
+    unit = (DEPLOY / "sensorcast@.service").read_text()
+    assert f"ExecStartPre=/bin/sleep {NATS_ACK_WAIT:g}\n" in unit
+
+
+def test_each_instance_announces_its_own_sensors_under_its_own_status(group):
+    g = group(2)
+    g.extra = "[homeassistant]\ndiscovery = true\n"
+    g.start(0)
+    g.start(1)
+    g.publish(range(TIMESTEPS))
+    settle(g, expected(SENSORS, range(TIMESTEPS)))
+    ha = Client(g.nats.port, "homeassistant/#", "sensorcast/+/status", client_id="ha")
+    try:
+        wait_for(lambda: len(ha.received("homeassistant/")) >= len(SENSORS))
+        time.sleep(0.5)
+        configs = [json.loads(p) for _, p, retained in ha.received("homeassistant/") if p]
+        forecasts = [c for c in configs if c["state_topic"].startswith("forecasts/")]
+        # one entity per sensor, announced by the instance that serves it
+        assert sorted(c["state_topic"] for c in forecasts) == sorted(
+            f"forecasts/{s}" for s in SENSORS
+        )
+        assert len({c["unique_id"] for c in forecasts}) == len(SENSORS)
+        routed = g.partition_of()
+        for c in forecasts:
+            sensor = c["state_topic"].split("/")[1]
+            (k,) = routed[sensor]
+            assert c["availability_topic"] == f"sensorcast/sc-group-{k}/status"
+        # each instance's status is its own: stopping one leaves the other online
+        g.procs[1].signal(signal.SIGTERM)
+        assert g.procs[1].wait() == 0
+        late = Client(g.nats.port, "sensorcast/+/status", client_id="late")
+        wait_for(lambda: len(late.received()) == 2)  # both retained
+        assert sorted((t, p) for t, p, _ in late.received()) == [
+            ("sensorcast/sc-group-0/status", b"online"),
+            ("sensorcast/sc-group-1/status", b"offline"),
+        ]
+        late.close()
+    finally:
+        ha.close()
