@@ -112,7 +112,7 @@ class SplitDetector:
             else:
                 span[1] = ts
 
-    def receive(self, topic: str, payload: bytes) -> None:
+    def receive(self, topic: str, payload: bytes, retained: bool = False) -> None:
         """A report from the group's topic (our own included, and ignored later)."""
         with self._lock:
             if len(self._reports) < MAX_PENDING:
