@@ -209,6 +209,12 @@ class InputConfig(Section):
         description="Subscribe as a member of this MQTT shared-subscription group "
         "($share/<group>/<subscription>); see README 'Many daemons'.",
     )
+    group: bool = Field(
+        False,
+        description="One of a group of daemons (README 'Many daemons'): a sensor that goes "
+        "quiet here may be served by another member now, so evicting it leaves its Home "
+        "Assistant entities and retained forecast alone. Implied by share_group.",
+    )
 
     @field_validator("topic")
     @classmethod

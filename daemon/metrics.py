@@ -107,7 +107,7 @@ class Metrics:
         )
         self.group_members = Gauge(
             "sensorcast_group_members",
-            "Members of the share group heard from in the last period, this one included",
+            "Members of the share group heard from lately, this one included",
             registry=r,
         )
         self.model = Info("sensorcast_model", "The bundle being served", registry=r)

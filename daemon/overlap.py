@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 PERIOD = 30.0
 """Seconds between reports; a sensor needs a few readings per period to be judged."""
 CONFIRM = 3
-"""Consecutive periods with an overlap before a sensor counts as split."""
+"""Consecutive reports of a member with an overlap before a sensor counts as split."""
+FORGET = 3
+"""Periods without a report after which a member counts as gone."""
 LOG_INTERVAL = 300.0
 """Seconds between repeated log lines while sensors stay split."""
 MAGIC = b"SCG1"
@@ -57,7 +59,8 @@ def encode(ranges: dict[str, tuple[float, float]]) -> list[bytes]:
     records = np.empty(len(ranges), dtype=RECORD)
     for i, (sid, (first, last)) in enumerate(ranges.items()):
         records[i] = (sensor_hash(sid), first, last)
-    return [MAGIC + records[i : i + CHUNK].tobytes() for i in range(0, len(records), CHUNK)]
+    chunks = range(0, len(records), CHUNK)
+    return [MAGIC + records[i : i + CHUNK].tobytes() for i in chunks] or [MAGIC]  # alive, idle
 
 
 def decode(payload: bytes) -> NDArray[Any] | None:
@@ -95,13 +98,16 @@ class SplitDetector:
         self._current: dict[str, list[float]] = {}
         self._previous: dict[str, list[float]] = {}
         self._reports: list[tuple[str, bytes]] = []
-        self._strikes: dict[int, int] = {}
+        self._strikes: dict[str, dict[int, int]] = {}
+        """Per member: sensors overlapping in its consecutive reports, and how many."""
+        self._heard: dict[str, int] = {}
+        self._period = 0
         self._next: float | None = None
         self._logged_at = -LOG_INTERVAL
         self.split: dict[int, str] = {}
         """Sensors judged split now: hash -> sensor id."""
         self.peers: set[str] = set()
-        """Other members heard from in the last period."""
+        """Other members heard from in the last FORGET periods."""
 
     def seen(self, sensor_id: str, ts: float) -> None:
         """An accepted reading (its ts is newer than the sensor's previous one)."""
@@ -136,23 +142,36 @@ class SplitDetector:
         return True
 
     def _judge(self, reports: list[tuple[str, bytes]], own: dict[str, tuple[float, float]]) -> None:
+        """Count, per member, the sensors whose ranges overlap ours in its reports; a member
+        that did not report this period (timing, a lost message) keeps its counts."""
+        self._period += 1
         index = {sensor_hash(sid): (sid, first, last) for sid, (first, last) in own.items()}
-        overlapping: set[int] = set()
-        peers: set[str] = set()
+        overlapping: dict[str, set[int]] = {}
         for topic, payload in reports:
             member = topic.rsplit("/", 1)[-1]
             records = decode(payload)
             if member == self.client_id or records is None:
                 continue
-            peers.add(member)
+            hits = overlapping.setdefault(member, set())
             for h, first, last in records.tolist():
                 mine = index.get(h)
                 if mine is not None and mine[1] < last and first < mine[2]:
-                    overlapping.add(h)
-        self.peers = peers
-        self._strikes = {h: self._strikes.get(h, 0) + 1 for h in overlapping}
-        self.split = {h: index[h][0] for h, n in self._strikes.items() if n >= self.confirm}
-        self._report(peers)
+                    hits.add(h)
+        for member, hits in overlapping.items():
+            before = self._strikes.get(member, {})
+            self._strikes[member] = {h: before.get(h, 0) + 1 for h in hits}
+            self._heard[member] = self._period
+        for member in [m for m, p in self._heard.items() if self._period - p >= FORGET]:
+            del self._heard[member]
+            self._strikes.pop(member, None)
+        self.peers = set(self._heard)
+        self.split = {
+            h: index[h][0]
+            for counts in self._strikes.values()
+            for h, n in counts.items()
+            if n >= self.confirm and h in index
+        }
+        self._report(self.peers)
 
     def _report(self, peers: set[str]) -> None:
         now = time.monotonic()

@@ -332,8 +332,12 @@ class Service:
         self.events.flush()
 
     def _forget_sensor(self, sensor_id: str, why: str) -> None:
-        """An evicted sensor: say so, and take its entities and retained forecast away."""
+        """An evicted sensor: say so, and take its entities and retained forecast away, unless
+        another member of a group may serve it now (they are that member's then)."""
         self.events.evicted(sensor_id, why)
+        cfg = self.settings.input
+        if cfg.group or cfg.share_group is not None:
+            return
         if self.discovery is not None:
             self.discovery.remove(sensor_id)
         if self.settings.output.retain:

@@ -57,6 +57,8 @@ class Group:
         self.tmp = tmp
         self.extra = ""
         """More TOML for every instance."""
+        self.env: dict[str, str] = {}
+        """More environment for every instance, as group.env would give it."""
         self.procs: dict[int, Daemon] = {}
         self.metrics_ports: dict[int, int] = {}
         self.watch = Client(nats.port, "forecasts/#", "sensorcast/+/status", client_id="watch")
@@ -79,7 +81,7 @@ class Group:
 
     def start(self, k: int) -> Daemon:
         before = len(self.online(k))
-        d = self.procs[k] = Daemon(self.config(k))
+        d = self.procs[k] = Daemon(self.config(k), env=self.env)
         try:
             wait_for(lambda: len(self.online(k)) > before, timeout=20)
         except TimeoutError:
@@ -298,5 +300,41 @@ def test_each_instance_announces_its_own_sensors_under_its_own_status(group):
             ("sensorcast/sc-group-1/status", b"offline"),
         ]
         late.close()
+    finally:
+        ha.close()
+
+
+def test_a_sensor_that_moves_keeps_its_home_assistant_entity(group):
+    """Its old instance evicts it (input.sensor_ttl) but must not remove its entity, which
+    the new instance now serves: a member of a group leaves evictions alone."""
+    g = group(2)
+    g.extra = "[homeassistant]\ndiscovery = true\n"
+    g.env = {"SENSORCAST_INPUT__GROUP": "true", "SENSORCAST_INPUT__SENSOR_TTL": "1"}
+    g.start(0)
+    g.start(1)
+    g.publish(range(TIMESTEPS))
+    settle(g, expected(SENSORS, range(TIMESTEPS)))
+    before = g.partition_of()
+    g.start(2)
+    g.nats.repartition(3)
+    g.routes.messages.clear()
+    g.publish(range(TIMESTEPS, 2 * TIMESTEPS))
+    after = g.partition_of()
+    moved = [s for s in SENSORS if after[s] != before[s]]
+    settle(g, Counter((s, T0 + 60 * (2 * TIMESTEPS - 1)) for s in moved))
+    time.sleep(2.5)  # past sensor_ttl: the old instances evict the sensors that moved
+    ha = Client(g.nats.port, "homeassistant/#", client_id="ha-late")
+    try:
+        wait_for(lambda: len(ha.received("homeassistant/")) >= len(SENSORS))
+        time.sleep(0.5)
+        configs = [json.loads(p) for _, p, _ in ha.received("homeassistant/") if p]
+        owner = {
+            c["state_topic"].split("/")[1]: c["availability_topic"]
+            for c in configs
+            if c.get("state_topic", "").startswith("forecasts/")
+        }
+        for s in SENSORS:  # every sensor still has its entity, available with its owner
+            (k,) = after[s]
+            assert owner.get(s) == f"sensorcast/sc-group-{k}/status", s
     finally:
         ha.close()

@@ -64,7 +64,7 @@ def test_members_share_the_readings_and_report_the_split(
         def split() -> list[float]:
             return [m.service.metrics.value("sensorcast_group_split_sensors") for m in members]
 
-        for i in range(rounds, rounds + 30):  # readings keep coming while they compare notes
+        for i in range(rounds, rounds + 150):  # readings keep coming while they compare notes
             for s in sensors:
                 pub.publish(f"sensors/{s}/reading", {"value": 20 + i % 3, "ts": T0 + 60 * i})
             time.sleep(0.03)

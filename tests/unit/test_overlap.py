@@ -7,7 +7,16 @@ import logging
 import numpy as np
 import pytest
 
-from sensorcast.overlap import CHUNK, CONFIRM, MAGIC, SplitDetector, decode, encode, sensor_hash
+from sensorcast.overlap import (
+    CHUNK,
+    CONFIRM,
+    FORGET,
+    MAGIC,
+    SplitDetector,
+    decode,
+    encode,
+    sensor_hash,
+)
 
 T0 = 1_700_000_000.0
 
@@ -23,7 +32,12 @@ class Bus:
         for member in self.members.values():
             assert not member.tick(self.now)  # the first period starts
 
+    mute: str | None = None
+    """A member whose reports are lost (a late tick, a dropped message)."""
+
     def publish(self, topic: str, payload: bytes) -> None:
+        if self.mute is not None and topic.endswith(f"/{self.mute}"):
+            return
         for member in self.members.values():
             member.receive(topic, payload)
 
@@ -158,3 +172,28 @@ def test_garbage_reports_are_ignored(payload: bytes) -> None:
     d.tick(0.0)
     d.tick(1.0)
     assert not d.split and not d.peers
+
+
+def test_a_missed_report_neither_counts_nor_resets() -> None:
+    bus = Bus("a", "b")
+    for p in range(CONFIRM + 2):
+        bus.mute = "b" if p == 2 else None  # b's report of one period never reaches a
+        bus.period(round_robin("s", 4 * p))
+    assert set(bus.members["a"].split.values()) == {"s"}
+
+
+def test_a_member_that_leaves_is_forgotten() -> None:
+    bus = Bus("a", "b")
+    for p in range(CONFIRM + 1):
+        bus.period(round_robin("s", 4 * p))
+    assert bus.members["a"].split and bus.members["a"].peers == {"b"}
+    bus.mute = "b"  # b is gone: a takes every reading from now on
+    for p in range(CONFIRM + 1, CONFIRM + 2 + FORGET):  # its last report is judged late
+        bus.period({"a": [("s", T0 + 4 * p + i) for i in range(4)], "b": []})
+    assert not bus.members["a"].split and not bus.members["a"].peers
+
+
+def test_an_idle_member_still_reports() -> None:
+    assert encode({}) == [MAGIC]
+    records = decode(MAGIC)
+    assert records is not None and len(records) == 0

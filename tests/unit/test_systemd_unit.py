@@ -70,6 +70,8 @@ def test_group_template_verifies_as_an_instance(tmp_path: Path) -> None:
 
 
 def test_group_template_differs_from_the_unit_only_per_instance() -> None:
+    comments = [ln for ln in UNIT.read_text().splitlines() if ln.startswith("#LoadCredential")]
+    assert comments and all(ln in TEMPLATE.read_text().splitlines() for ln in comments)
     single, group = dict(settings(UNIT)), settings(TEMPLATE)
     keys = dict(group)
     per_instance = {"Description", "StateDirectory", "ExecStartPre", "After"}
@@ -80,6 +82,7 @@ def test_group_template_differs_from_the_unit_only_per_instance() -> None:
     assert env["SENSORCAST_MQTT__CLIENT_ID"] == "sensorcast-%i"
     assert env["SENSORCAST_INPUT__TOPIC"] == "part/%i/{sensor_id}"
     assert env["SENSORCAST_STATE__DIR"] == "%S/sensorcast/%i"
+    assert env["SENSORCAST_INPUT__GROUP"] == "true"
     assert keys["StateDirectory"] == "sensorcast/%i"
     files = [v for k, v in group if k == "EnvironmentFile"]
     assert files == ["-/etc/sensorcast/group.env", "-/etc/sensorcast/group-%i.env"]
@@ -104,4 +107,20 @@ def test_group_template_environment_is_a_valid_configuration(tmp_path: Path) -> 
     assert effective["mqtt"]["client_id"] == "sensorcast-3"
     assert effective["mqtt"]["protocol"] == "3.1.1"
     assert effective["input"]["topic"] == "part/3/{sensor_id}"
+    assert effective["input"]["group"] is True
     assert effective["state"]["dir"] == str(tmp_path / "sensorcast" / "3")
+
+
+def test_the_group_files_ship_with_the_package() -> None:
+    sensorcast = Path(sys.executable).with_name("sensorcast")
+
+    def printed(name: str) -> str:
+        result = subprocess.run(
+            [str(sensorcast), "deploy", "--print", name], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    template = TEMPLATE.read_text().replace("/opt/sensorcast/bin/sensorcast", str(sensorcast))
+    assert printed("group") == template
+    assert printed("nats") == (DEPLOY / "nats-server.conf").read_text()
