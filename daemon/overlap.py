@@ -6,9 +6,10 @@ of the sensor ids. A sensor is split when its time ranges at two members overlap
 at one member lies between two readings at the other. A sensor that moves from one member
 to another (a member leaves, the group is resized) never looks like that: every reading at
 its old member is older than every reading at its new one. One overlap may still come from a
-message redelivered to another member after a crash, so a sensor counts as split only after
-`confirm` periods in a row with an overlap. A round-robin broker (mosquitto) splits every
-sensor with more than one reading a period; hash dispatch (EMQX `hash_topic`) none.
+message redelivered to another member after a crash, so a sensor counts as split only once
+`confirm` reports in a row from the same member show an overlap. A round-robin broker
+(mosquitto) splits every sensor with more than one reading a period; hash dispatch (EMQX
+`hash_topic`) none.
 """
 
 from __future__ import annotations
