@@ -35,7 +35,7 @@ from pydantic_settings import (
 )
 
 from sensorcast.errors import ConfigError
-from sensorcast.topics import TopicTemplate
+from sensorcast.topics import TopicTemplate, check_share_group
 
 ENV_PREFIX = "SENSORCAST_"
 CONFIG_ENV = "SENSORCAST_CONFIG"
@@ -204,12 +204,28 @@ class InputConfig(Section):
     max_fill_steps: int = Field(
         10, ge=1, description="With gap_fill=interpolate, longer gaps still reset."
     )
+    share_group: str | None = Field(
+        None,
+        description="Subscribe as a member of this MQTT shared-subscription group "
+        "($share/<group>/<subscription>); see README 'Many daemons'.",
+    )
+    group: bool = Field(
+        False,
+        description="One of a group of daemons (README 'Many daemons'): a sensor that goes "
+        "quiet here may be served by another member now, so evicting it leaves its Home "
+        "Assistant entities and retained forecast alone. Implied by share_group.",
+    )
 
     @field_validator("topic")
     @classmethod
     def _check_topic(cls, topic: str) -> str:
         TopicTemplate(topic, allow_wildcards=True)
         return topic
+
+    @field_validator("share_group")
+    @classmethod
+    def _check_share_group(cls, group: str | None) -> str | None:
+        return None if group is None else check_share_group(group)
 
 
 def _publish_topic(topic: str) -> str:

@@ -19,6 +19,7 @@ ALIASES = {
     "dashboard": "grafana-dashboard.json",
     "telegraf": "telegraf.conf",
     "prometheus": "prometheus.yml",
+    "nats": "nats-server.conf",
 }
 """Short names for the files; any file's own name works too."""
 UNIT_EXEC = "/opt/sensorcast/bin/sensorcast"
@@ -57,7 +58,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Print a deploy file shipped with this install: unit (the systemd service), group "
         "(one instance of a group), config (the example configuration), dashboard (Grafana), "
-        "telegraf and prometheus (wiring for the dashboard). Unit files name this "
+        "telegraf and prometheus (wiring for the dashboard), nats (nats-server for a group). "
+        "Unit files name this "
         "install's sensorcast in ExecStart."
     )
     group = p.add_mutually_exclusive_group(required=True)

@@ -99,6 +99,17 @@ class Metrics:
         )
         for to in ("persistence", "model"):
             self.guard_switches.labels(to)
+        self.group_split_sensors = Gauge(
+            "sensorcast_group_split_sensors",
+            "Sensors whose readings also reach another member of the share group, "
+            "interleaved in time: the broker splits them (README, 'Many daemons')",
+            registry=r,
+        )
+        self.group_members = Gauge(
+            "sensorcast_group_members",
+            "Members of the share group heard from lately, this one included",
+            registry=r,
+        )
         self.model = Info("sensorcast_model", "The bundle being served", registry=r)
         self.online_mae = Gauge(
             "sensorcast_online_mae",

@@ -1,10 +1,13 @@
-"""A private mosquitto and an in-process daemon, for the demo, the bench and the tests.
+"""Private brokers (mosquitto, nats-server) and an in-process daemon, for the demo, the bench
+and the tests.
 
 `Mosquitto` runs the installed broker as a child process on a free 127.0.0.1
 port, with a configuration of its own in a temporary folder: in its own
 process group (a terminal's Ctrl-C reaches only its parent, which stops it
 after the daemon has drained), terminated by the kernel if its parent dies,
 and restartable on the same port (fault tests kill and restart it).
+`NatsServer` runs nats-server the same way, with its MQTT listener, JetStream and the
+subject mapping that partitions readings for a group of daemons (README, "Many daemons").
 `ServiceThread` runs a daemon's main loop on a thread, as `sensorcast run`
 runs it on the main one.
 """
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
     from sensorcast.service import Service
 
 MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+NATS_PATHS = ("/usr/sbin/nats-server", "/usr/local/sbin/nats-server", "/usr/local/bin/nats-server")
 PR_SET_PDEATHSIG = 1
 
 
@@ -143,6 +147,126 @@ class Mosquitto:
 
     def close(self) -> None:
         """Stop and remove the temporary folder."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+NATS_ACK_WAIT = 2.0
+"""Seconds before nats-server delivers an unacknowledged QoS 1 message again (mqtt.ack_wait),
+as in deploy/nats-server.conf; its default, 30 s, lets newer readings overtake such ones."""
+NATS_MAX_ACK_PENDING = 100
+"""QoS 1 messages in flight to one subscriber (mqtt.max_ack_pending): few enough that a slow
+daemon acknowledges each well within ack_wait, else nats-server sends it again, out of order."""
+
+
+def find_nats() -> str | None:
+    """The nats-server binary (Debian's package puts it in /usr/sbin)."""
+    found = shutil.which("nats-server")
+    return found or next((p for p in NATS_PATHS if os.access(p, os.X_OK)), None)
+
+
+def partition_mapping(partitions: int) -> str:
+    """nats-server's subject mapping that sends `sensors/<id>/reading` to `part/<k>/<id>`,
+    k a deterministic hash of the sensor id modulo `partitions`."""
+    return f'"sensors.*.reading": "part.{{{{partition({partitions},1)}}}}.{{{{wildcard(1)}}}}"'
+
+
+class NatsServer:
+    """nats-server on 127.0.0.1 with its MQTT listener (MQTT 3.1.1, QoS 0/1), JetStream (which
+    the MQTT listener needs: sessions and QoS 1 messages live there) and `partitions`
+    partitions; killed and restarted on the same ports, re-partitioned by a live reload."""
+
+    kind = "nats"
+    protocol = "3.1.1"
+    host = "127.0.0.1"
+
+    def __init__(
+        self,
+        partitions: int = 2,
+        *,
+        ack_wait: float = NATS_ACK_WAIT,
+        max_ack_pending: int = NATS_MAX_ACK_PENDING,
+        binary: str | None = None,
+    ):
+        found = binary or find_nats()
+        if found is None:
+            raise FileNotFoundError("nats-server is not installed (apt install nats-server)")
+        self.binary = found
+        self.partitions = partitions
+        self.ack_wait = ack_wait
+        self.max_ack_pending = max_ack_pending
+        self.dir = Path(tempfile.mkdtemp(prefix="sensorcast-nats-"))
+        self.conf = self.dir / "nats-server.conf"
+        self.log_path = self.dir / "nats-server.log"
+        self.port = free_port()
+        """The MQTT listener's port."""
+        self.nats_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def config(self) -> str:
+        return (
+            f'server_name: "sensorcast-test"\n'
+            f'listen: "{self.host}:{self.nats_port}"\n'
+            f'jetstream {{ store_dir: "{self.dir}/jetstream" }}\n'
+            f'mqtt {{ listen: "{self.host}:{self.port}", ack_wait: "{self.ack_wait:g}s", '
+            f"max_ack_pending: {self.max_ack_pending} }}\n"
+            f"mappings = {{ {partition_mapping(self.partitions)} }}\n"
+        )
+
+    def start(self, timeout: float = 15.0) -> NatsServer:
+        """Start, or restart on the same ports with the same JetStream store."""
+        self.conf.write_text(self.config())
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [self.binary, "-c", str(self.conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                process_group=0,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                socket.create_connection((self.host, self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        self.kill()
+        lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        raise RuntimeError(
+            f"nats-server ({self.binary}) did not start: {lines[-1:] or 'no output'}"
+        )
+
+    def repartition(self, partitions: int) -> None:
+        """Change the mapping to `partitions` partitions with a live reload (SIGHUP)."""
+        self.partitions = partitions
+        self.conf.write_text(self.config())
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        done = "Reloaded server configuration"
+        before = self.log_path.read_text(errors="replace").count(done)
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while self.log_path.read_text(errors="replace").count(done) == before:
+            if time.monotonic() > deadline:
+                raise RuntimeError("nats-server did not reload its configuration")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 

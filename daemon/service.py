@@ -36,11 +36,12 @@ from sensorcast.live import LIVE, apply_keys, changed_keys
 from sensorcast.metrics import Metrics
 from sensorcast.models.bundle import Bundle, BundleError, BundleMeta, load_bundle
 from sensorcast.mqttio import MQTTLink
+from sensorcast.overlap import GroupWatch
 from sensorcast.readings import MAX_TS, PayloadParser, read_message
 from sensorcast.recurring import RecurringProblem
 from sensorcast.state import load_scores, load_snapshot, save_scores, save_snapshot
 from sensorcast.systemd import Notifier
-from sensorcast.topics import TopicTemplate
+from sensorcast.topics import TopicTemplate, shared_subscription
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +118,10 @@ class Service:
         self.table = self._make_table(bundle.meta)
         self.lock = threading.Lock()
         self.queue = ReadyQueue(settings.inference.max_pending)
+        share_group = settings.input.share_group
         self.link = MQTTLink(
             settings.mqtt,
-            self.input.subscription,
+            shared_subscription(self.input.subscription, share_group),
             self.on_message,
             self.metrics,
             max_queue=settings.output.max_queue,
@@ -146,6 +148,10 @@ class Service:
         self.stuck_after = 30.0
         """Seconds a batch may take while windows wait before the watchdog is withheld."""
         self.discovery = self._make_discovery(bundle.meta)
+        self.group = (
+            None if share_group is None else GroupWatch(settings.mqtt, share_group, self.metrics)
+        )
+        """With a share group: notices sensors whose readings the broker splits."""
         self.should_exit = threading.Event()
         self._reload_requested = threading.Event()
         self._drop_log = DropLog(settings.log.drop_interval)
@@ -208,6 +214,8 @@ class Service:
         if isinstance(result, Drop):
             return self._drop(result, topic)
         self.metrics.readings.inc()
+        if self.group is not None:
+            self.group.seen(sensor_id, ts)
         if previous is not None:
             self.accuracy.observe(sensor_id, previous, reading.values)
         else:
@@ -259,6 +267,8 @@ class Service:
         self.metrics.sensors.set(len(self.table))
         self.worker.start()
         self.link.start()
+        if self.group is not None:
+            self.group.start()
         log.info(
             "serving %s (%s, timesteps %d, features %s) from %s",
             self.meta.model_id,
@@ -315,13 +325,19 @@ class Service:
         for to, n in scores.take_switches().items():
             self.metrics.guard_switches.labels(to).inc(n)
         self.metrics.on_persistence.set(scores.on_persistence)
+        if self.group is not None:
+            self.group.tick()
         for sensor_id, why in gone:
             self._forget_sensor(sensor_id, why)
         self.events.flush()
 
     def _forget_sensor(self, sensor_id: str, why: str) -> None:
-        """An evicted sensor: say so, and take its entities and retained forecast away."""
+        """An evicted sensor: say so, and take its entities and retained forecast away, unless
+        another member of a group may serve it now (they are that member's then)."""
         self.events.evicted(sensor_id, why)
+        cfg = self.settings.input
+        if cfg.group or cfg.share_group is not None:
+            return
         if self.discovery is not None:
             self.discovery.remove(sensor_id)
         if self.settings.output.retain:
@@ -417,4 +433,6 @@ class Service:
         self.worker.join(timeout=10)
         self.snapshot()
         self.link.stop()
+        if self.group is not None:
+            self.group.stop()
         log.info("stopped")

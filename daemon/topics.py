@@ -45,3 +45,32 @@ class TopicTemplate:
 
     def format(self, sensor_id: str) -> str:
         return self.template.replace(PLACEHOLDER, sensor_id)
+
+
+SHARE_PREFIX = "$share"
+MAX_SHARE_GROUP = 64
+_SHARE_FORBIDDEN = frozenset("/+#")
+
+
+def check_share_group(group: str) -> str:
+    """A valid MQTT shared-subscription group name, or ValueError saying what is wrong.
+
+    MQTT 5 (4.8.2) forbids `/`, `+` and `#` in the name; control characters and spaces
+    are refused too (no broker needs them and they hide in logs)."""
+    if not group:
+        raise ValueError("a share group name must not be empty")
+    if len(group) > MAX_SHARE_GROUP:
+        raise ValueError(f"a share group name has at most {MAX_SHARE_GROUP} characters")
+    bad = sorted({c for c in group if c in _SHARE_FORBIDDEN or not c.isprintable() or c.isspace()})
+    if bad:
+        raise ValueError(f"a share group name may not contain {' '.join(map(repr, bad))}")
+    return group
+
+
+def shared_subscription(subscription: str, group: str | None) -> str:
+    """`$share/<group>/<subscription>` for a member of a shared-subscription group, or the
+    plain subscription. The broker delivers each message with its own topic, so the sensor
+    id is still read from the message's topic by `TopicTemplate.sensor_id`."""
+    if group is None:
+        return subscription
+    return f"{SHARE_PREFIX}/{check_share_group(group)}/{subscription}"

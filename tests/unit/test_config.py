@@ -456,3 +456,23 @@ def test_password_of_wrong_type_is_not_echoed(tmp_path: Path) -> None:
     msg = config_error(write_toml(tmp_path, "[mqtt]\npassword = 987654321\n"))
     assert "mqtt.password (SENSORCAST_MQTT__PASSWORD)" in msg
     assert "987654321" not in msg
+
+
+def test_share_group_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().input.share_group is None
+    monkeypatch.setenv("SENSORCAST_INPUT__SHARE_GROUP", "sensorcast")
+    assert load_settings().input.share_group == "sensorcast"
+
+
+@pytest.mark.parametrize("group", ["a/b", "", "+", "fleet#1", "x" * 65])
+def test_invalid_share_group_names_key_env_form_and_value(
+    monkeypatch: pytest.MonkeyPatch, group: str
+) -> None:
+    monkeypatch.setenv("SENSORCAST_INPUT__SHARE_GROUP", group)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    message = str(err.value)
+    assert message.startswith(
+        f"invalid config input.share_group (SENSORCAST_INPUT__SHARE_GROUP) = {group!r}: "
+    )
+    assert "\n" not in message

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sensorcast.topics import TopicTemplate
+from sensorcast.topics import TopicTemplate, check_share_group, shared_subscription
 
 
 @pytest.fixture
@@ -124,3 +124,36 @@ def test_plus_is_refused_where_wildcards_are_not_allowed() -> None:
 def test_error_names_the_template() -> None:
     with pytest.raises(ValueError, match="sensors/reading"):
         TopicTemplate("sensors/reading", allow_wildcards=True)
+
+
+@pytest.mark.parametrize("group", ["sensorcast", "g", "fleet-1_a.b:c", "x" * 64, "Grüppe"])
+def test_shared_subscription_wraps_the_plain_one(group: str) -> None:
+    sub = TopicTemplate("site/+/{sensor_id}", allow_wildcards=True).subscription
+    assert shared_subscription(sub, group) == f"$share/{group}/site/+/+"
+    assert shared_subscription(sub, None) == "site/+/+"
+
+
+@pytest.mark.parametrize(
+    ("group", "why"),
+    [
+        ("", "empty"),
+        ("a/b", "'/'"),
+        ("a+", "'\\+'"),
+        ("#", "'#'"),
+        ("a b", "' '"),
+        ("a\0b", "'\\\\x00'"),
+        ("tab\t", "'\\\\t'"),
+        ("x" * 65, "64"),
+    ],
+)
+def test_invalid_share_groups_are_refused(group: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        check_share_group(group)
+
+
+def test_message_topic_of_a_shared_subscription_still_names_the_sensor(
+    readings: TopicTemplate,
+) -> None:
+    # brokers deliver with the publisher's topic, never with the $share prefix
+    assert shared_subscription(readings.subscription, "g") == "$share/g/sensors/+/reading"
+    assert readings.sensor_id("sensors/boiler-3/reading") == "boiler-3"
