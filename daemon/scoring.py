@@ -11,9 +11,10 @@ normalised units of the bundle's calibration (error / window scale):
   exp(rate * (miss - (1 - level))) per scored reading), starting from the
   bundle's calibration, so the first forecast has an interval and every
   sensor converges to its own coverage.
-- Guard: rolling normalised errors of the model and of persistence; a sensor
-  whose model has recently done worse is served persistence (with hysteresis),
-  while the model keeps being scored.
+- Guard: rolling errors of the model and of persistence, in the sensor's own
+  units (one sensor, one unit: this is its MAE); a sensor whose model has
+  recently done worse is served persistence (with hysteresis), while the model
+  keeps being scored.
 - Anomalies: a reading outside the one-step interval at `anomaly_level` of
   the forecast served for it. A tracker at that level itself would learn to
   let anomalies in (at 0.99 it widens until 1% of readings fall outside, the
@@ -287,7 +288,9 @@ class SensorScores:
                     Anomaly(window, expected, expected - half, expected + half, y[i], score)
                 )
         if self.guard:
-            self._guard(slots, valid, r_model, r_pers)
+            # in the sensor's own units: what its users see as MAE (a normalised error would
+            # hide the misses of windows whose scale a jump has inflated)
+            self._guard(slots, valid, r_model * sc, r_pers * sc)
         a["n_scored"][slots] = n_scored + valid.any(axis=1)
 
     def _anomalies(

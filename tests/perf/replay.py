@@ -84,7 +84,6 @@ def replay(
             SENSORCAST_MQTT__PORT=str(broker.port),
             SENSORCAST_MQTT__CLIENT_ID="replay-daemon",
             SENSORCAST_INPUT__TOPIC="replay/sensors/{sensor_id}/reading",
-            SENSORCAST_INPUT__MAX_GAP="1e6",
             SENSORCAST_OUTPUT__TOPIC="replay/forecasts/{sensor_id}",
             SENSORCAST_ANOMALY__TOPIC="replay/anomalies/{sensor_id}",
             SENSORCAST_OUTPUT__LEVEL=str(level),
@@ -112,10 +111,12 @@ def replay(
                 payload = json.dumps({"value": float(v), "ts": float(t)})
                 pub.publish("replay/sensors/s/reading", payload, qos=1)
             sent = min(start + CHUNK, len(values))
-            expect = max(0, sent - meta.timesteps + 1)
-            deadline = time.monotonic() + 60
-            while out.count() < expect and time.monotonic() < deadline:
+            expect = max(0, sent - meta.timesteps + 1)  # fewer where a gap restarts a window
+            seen, still = out.count(), time.monotonic()
+            while out.count() < expect and time.monotonic() - still < 2.0:
                 time.sleep(0.01)
+                if out.count() != seen:
+                    seen, still = out.count(), time.monotonic()
         time.sleep(0.5)
         pub.loop_stop()
         pub.disconnect()
@@ -187,8 +188,8 @@ def main() -> int:
     series = load_series(table, columns[:1])[0]
     keep = ~np.isnan(series.values[:, 0])
     times, values = series.times[keep], series.values[keep, 0].copy()
-    if times[0] < 0:  # before 1970: the daemon takes epoch seconds from 0 on; keep the spacing
-        times = times - times[0] + 1e9
+    if times[0] < 0:  # before 1970: the daemon takes epoch seconds from 0 on; keep the spacing,
+        times = times - times[-1] + time.time() - 86_400  # ending yesterday (not in the future)
     spikes: list[int] = []
     if args.spikes:
         rng = np.random.default_rng(0)
