@@ -240,6 +240,12 @@ PublishTopic = Annotated[str, AfterValidator(_publish_topic)]
 class OutputConfig(Section):
     topic: PublishTopic = Field("forecasts/{sensor_id}", description="Forecast topic template.")
     retain: bool = Field(False, description="Publish forecasts retained.")
+    qos: int = Field(
+        1,
+        ge=0,
+        le=1,
+        description="QoS of forecasts and anomaly events; 0 spares the broker's acknowledgements.",
+    )
     max_queue: int = Field(
         50_000,
         ge=1,
@@ -282,7 +288,12 @@ class InferenceConfig(Section):
         0.0, ge=0, le=1000, description="Extra wait to fill a batch once a window is ready."
     )
     max_pending: int = Field(
-        20_000, ge=1, description="Ready windows queued for inference before coalescing."
+        20_000, ge=1, description="Ready windows queued for inference before the overload policy."
+    )
+    overload: Literal["backpressure", "coalesce"] = Field(
+        "backpressure",
+        description="Beyond max_pending: stop reading and let the broker hold the backlog "
+        "(every window forecast), or keep only each sensor's newest waiting window.",
     )
 
 

@@ -68,6 +68,14 @@ class Metrics:
         self.snapshot_failures = Counter(
             "sensorcast_snapshot_failures", "Buffer snapshots that could not be written", registry=r
         )
+        self.connects = Counter(
+            "sensorcast_broker_connects", "Connections made for readings", registry=r
+        )
+        self.input_held = Counter(
+            "sensorcast_input_held_seconds",
+            "Time reading was paused because windows waited for inference (backpressure)",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "sensorcast_batch_size", "Windows per model call", buckets=BATCH_BUCKETS, registry=r
         )

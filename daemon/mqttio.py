@@ -1,8 +1,15 @@
-"""The MQTT edge: one paho-mqtt client for readings in, forecasts and status out.
+"""The MQTT edge: paho-mqtt clients for readings in, forecasts and status out.
 
-paho's own network thread runs the connection: it reconnects with capped
-exponential backoff (`reconnect_min`..`reconnect_max`), to which this module
-adds a random jitter so a fleet of gateways does not reconnect in lockstep.
+Two connections: readings come in on one (`mqtt.client_id`, a persistent
+session), forecasts and the status go out on the other (`<client_id>-out`, a
+clean session that carries the last will). With one connection, a backlog of
+readings queued at the broker delays the acknowledgements of our own QoS 1
+forecasts (the broker queues them behind it), so forecasts would wait in
+memory until the backlog is read; apart, they flow while it drains.
+
+Each connection runs on a `NetworkLoop` (flow control, a keepalive that survives
+a backlog); reconnects back off exponentially (`reconnect_min`..`reconnect_max`)
+with a random jitter so a fleet of gateways does not reconnect in lockstep.
 Subscriptions are made in `on_connect`, so every reconnect restores them. The
 session is persistent (fixed client id, no clean start), and a QoS 1 reading is
 acknowledged only after the daemon has taken it into its buffers, so readings
@@ -38,6 +45,8 @@ from sensorcast.linkproblems import (
     describe_refusal,
 )
 from sensorcast.metrics import Metrics
+from sensorcast.mqttclient import LeanClient
+from sensorcast.netloop import NetworkLoop
 from sensorcast.recurring import RecurringProblem
 
 log = logging.getLogger(__name__)
@@ -51,6 +60,16 @@ STATUS_OFFLINE = b"offline"
 DEFAULT_RECEIVE_MAXIMUM = 20
 """QoS 1 publishes in flight at once: mosquitto's Receive Maximum (paho does not read the
 broker's value, and cannot change the limit on a live connection)."""
+PUBLISHER_SUFFIX = "-out"
+"""Appended to `mqtt.client_id` for the connection that publishes."""
+OUTSTANDING = 2000
+"""Forecasts handed to paho and not yet sent (QoS 0) or acknowledged (QoS 1) at which
+`publish` waits while connected, so a slow broker slows the worker (and, through the
+inference queue, reading) instead of filling memory; `max_queue` caps it when disconnected."""
+ROOM_WAIT = 10.0
+"""Longest `publish` waits for room on a connection that is not moving; then it queues."""
+ONLINE_WAIT = 2.0
+"""Longest the readings connection waits, after subscribing, for `online` to be delivered."""
 STABLE_AFTER = 10.0
 """Seconds a connection must last before the reconnect backoff starts again from the minimum."""
 QUICK_DROPS_CLASH = 3
@@ -76,9 +95,12 @@ class MQTTLink:
         retain_forecasts: bool = False,
         client_id: str | None = None,
         persistent: bool = True,
+        qos: int = 1,
+        may_read: Callable[[], bool] = lambda: True,
     ) -> None:
-        """`persistent=False`: a clean session and no status topic, for side clients such as
-        `sensorcast record` that must never take over the daemon's session."""
+        """`persistent=False`: a clean session, no status topic and one connection, for side
+        clients such as `sensorcast record` that must never take over the daemon's session.
+        `qos`: of forecasts. `may_read`: false while readings must wait (flow control)."""
         self.cfg = cfg
         self.client_id = client_id or cfg.client_id
         self._persistent = persistent
@@ -101,16 +123,28 @@ class MQTTLink:
         self._problem = RecurringProblem()
         self._paho_log = PahoLog(logging.getLogger("sensorcast.paho"))
         self._v5 = cfg.protocol == "5"
-        self.client = self._make_client(max_queue)
+        self._qos = qos
+        self.client = self._make_client(max_queue, self.client_id, self._persistent)
+        self.publisher = self.client
+        """The client forecasts and the status go out on (a second connection for the daemon)."""
+        if persistent:
+            out_id = self.client_id[: 64 - len(PUBLISHER_SUFFIX)] + PUBLISHER_SUFFIX
+            self.publisher = self._make_client(max_queue, out_id, False)
+            self.publisher.will_set(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
+        self._loops = [NetworkLoop(self.client, may_read)]
+        if self.publisher is not self.client:
+            self._loops.append(NetworkLoop(self.publisher))
+        self._publisher_connects = 0
+        self._publisher_up = False
 
-    def _make_client(self, max_queue: int) -> mqtt.Client:
+    def _make_client(self, max_queue: int, client_id: str, persistent: bool) -> mqtt.Client:
         cfg = self.cfg
         protocol = MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311
-        client = mqtt.Client(
+        client = LeanClient(
             CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
+            client_id=client_id,
             protocol=protocol,
-            clean_session=None if self._v5 else not self._persistent,
+            clean_session=None if self._v5 else not persistent,
         )
         # An exception in any callback is logged, never allowed to end the network thread.
         client.suppress_exceptions = True
@@ -120,8 +154,6 @@ class MQTTLink:
         # paho's hints say int; it computes with whatever number it is given
         client.reconnect_delay_set(cfg.reconnect_min, cfg.reconnect_max)  # type: ignore[arg-type]
         client.manual_ack_set(True)
-        if self._persistent:
-            client.will_set(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
         if cfg.username is not None:
             password = cfg.password.get_secret_value() if cfg.password else None
             client.username_pw_set(cfg.username, password)
@@ -136,6 +168,7 @@ class MQTTLink:
         client.on_connect_fail = self._handle_connect_fail
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
+        client.on_raw_message = self._handle_raw
         client.on_subscribe = self._handle_subscribe
         return client
 
@@ -146,35 +179,64 @@ class MQTTLink:
 
     def start(self) -> None:
         """Connect in the background; an unreachable broker is retried, never fatal."""
-        props = None
-        if self._v5 and self._persistent:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = self.cfg.session_expiry
-        # v3.1.1 takes its clean session from the constructor; v5 from clean_start here
-        clean_start = (not self._persistent) if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY
-        self.client.connect_async(
-            self.cfg.host,
-            self.cfg.port,
-            keepalive=self.cfg.keepalive,
-            clean_start=clean_start,
-            properties=props,
-        )
-        self.client.loop_start()
+        for loop in self._loops:
+            persistent = self._persistent and loop.client is self.client
+            props = None
+            if self._v5 and persistent:
+                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                props.SessionExpiryInterval = self.cfg.session_expiry
+            # v3.1.1 takes its clean session from the constructor; v5 from clean_start here
+            clean_start = (not persistent) if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY
+            loop.client.connect_async(
+                self.cfg.host,
+                self.cfg.port,
+                keepalive=self.cfg.keepalive,
+                clean_start=clean_start,
+                properties=props,
+            )
+            loop.start()
 
     def publish(self, topic: str, payload: bytes, retain: bool | None = None) -> bool:
-        """Queue a message at QoS 1; False if the bounded outbound queue is full."""
+        """Queue a forecast (at the configured QoS); False if the bounded queue is full.
+
+        Waits while the connection is up and `OUTSTANDING` messages are still on their way.
+        """
+        pub = self.publisher
+        if len(pub._out_messages) + len(pub._out_packet) >= OUTSTANDING:
+            self._wait_for_room()
         keep = self.retain_forecasts if retain is None else retain
-        info = self.client.publish(topic, payload, qos=1, retain=keep)
+        info = self._loops[-1].publish(
+            lambda: pub.publish(topic, payload, qos=self._qos, retain=keep)
+        )
         return info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
 
+    def _wait_for_room(self) -> None:
+        pub = self.publisher
+        deadline = time.monotonic() + ROOM_WAIT
+        while (
+            len(pub._out_messages) + len(pub._out_packet) >= OUTSTANDING // 2
+            and pub.is_connected()
+            and not self._stopping.is_set()
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.001)
+
+    def wake(self) -> None:
+        """Reading may resume (flow control): make the input loop look again."""
+        self._loops[0].wake()
+
+    @property
+    def paused_seconds(self) -> float:
+        """Time reading has been held back by flow control."""
+        return self._loops[0].paused_seconds
+
     def alive(self) -> bool:
-        """paho's network thread is running (it reconnects by itself while it does)."""
-        thread = getattr(self.client, "_thread", None)
-        return thread is not None and bool(thread.is_alive())
+        """The network threads are running (they reconnect by themselves while they do)."""
+        return all(loop.is_alive() for loop in self._loops)
 
     def flushed(self) -> bool:
         """Nothing is waiting to be sent or acknowledged."""
-        return not self.client._out_messages
+        return not self.publisher._out_messages and not self.publisher.want_write()
 
     def stop_input(self) -> None:
         """Stop taking readings; later ones stay unacknowledged for the next session."""
@@ -184,14 +246,14 @@ class MQTTLink:
         """Publish `offline`, flush what is queued (bounded by `timeout`), disconnect."""
         self._stopping.set()
         deadline = time.monotonic() + timeout
-        if self.connected.is_set() and self._persistent:
-            info = self.client.publish(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
-            while time.monotonic() < deadline and self.connected.is_set():
+        if self._persistent and self.publisher.is_connected():
+            info = self.publisher.publish(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
+            while time.monotonic() < deadline and self.publisher.is_connected():
                 if info.is_published() and self.flushed():
                     break
                 time.sleep(0.01)
-        self.client.disconnect()
-        self.client.loop_stop()
+        for loop in self._loops:
+            loop.close()
         self.metrics.connected.set(0)
 
     def _backoff(self) -> None:
@@ -208,11 +270,12 @@ class MQTTLink:
             line = describe_refusal(reason, self.endpoint, self.cfg.username, self._v5)
             self._report(logging.ERROR, line)
             return
+        if client is not self.client:
+            return self._publisher_connected()
         self._problem.clear()
         self._connected_at = time.monotonic()
         client.subscribe(self.subscription, qos=self.cfg.qos)
-        if self._persistent:
-            client.publish(self.status_topic, STATUS_ONLINE, qos=1, retain=True)
+        self.metrics.connects.inc()
         self.connected.set()
         self.metrics.connected.set(1)
         for listener in self.on_connected:
@@ -232,7 +295,33 @@ class MQTTLink:
         if failed:
             log.error("broker refused the subscription to %s: %s", self.subscription, failed[0])
         else:
+            if self._persistent:  # online once readings can arrive, and before we say so
+                self._announce_online()
             self.subscribed.set()
+
+    def _announce_online(self) -> None:
+        """Publish `online` and wait (at most `ONLINE_WAIT`) until the broker has it: the
+        publishing connection, on its own thread, may still be connecting."""
+        deadline = time.monotonic() + ONLINE_WAIT
+        while not self.publisher.is_connected() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        info = self.publisher.publish(self.status_topic, STATUS_ONLINE, qos=1, retain=True)
+        while time.monotonic() < deadline:
+            try:
+                if info.is_published():
+                    return
+            except (RuntimeError, ValueError):  # not connected after all: queued for later
+                return
+            time.sleep(0.005)
+
+    def _publisher_connected(self) -> None:
+        """The publishing connection is up; after a drop its last will said `offline`."""
+        self._publisher_connects += 1
+        self._publisher_up = True
+        if self._publisher_connects > 1:
+            log.info("publishing connection to %s restored", self.endpoint)
+            if self.subscribed.is_set():
+                self.publisher.publish(self.status_topic, STATUS_ONLINE, qos=1, retain=True)
 
     def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         exc = sys.exc_info()[1]  # paho calls this inside its `except OSError`
@@ -252,6 +341,16 @@ class MQTTLink:
     def _handle_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
+        if client is not self.client:
+            was_up, self._publisher_up = self._publisher_up, False
+            if not self._stopping.is_set():
+                if was_up:  # a refusal or failure to connect was reported where it happened
+                    self._report(
+                        logging.WARNING,
+                        f"publishing connection to {self.endpoint} lost ({reason}); reconnecting",
+                    )
+                self._backoff()
+            return
         self.connected.clear()
         self.subscribed.clear()
         self.metrics.connected.set(0)
@@ -293,6 +392,17 @@ class MQTTLink:
         self._quick_drops += 1
         said = self._v5 and reason.value == SESSION_TAKEN_OVER
         return said or self._quick_drops >= QUICK_DROPS_CLASH
+
+    def _handle_raw(self, topic: bytes, payload: bytes, retained: bool) -> bool:
+        """A reading, on the network thread; True: acknowledge it (if QoS 1)."""
+        if not self._accepting:
+            return False  # not acknowledged: the broker delivers it again next session
+        try:
+            text = topic.decode()
+        except UnicodeDecodeError:
+            text = ""
+        self._on_reading(text, payload, retained)
+        return True
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if not self._accepting:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -117,7 +118,7 @@ class Service:
         )
         self.table = self._make_table(bundle.meta)
         self.lock = threading.Lock()
-        self.queue = ReadyQueue(settings.inference.max_pending)
+        self.queue = ReadyQueue(settings.inference.max_pending, settings.inference.overload)
         share_group = settings.input.share_group
         self.link = MQTTLink(
             settings.mqtt,
@@ -126,7 +127,10 @@ class Service:
             self.metrics,
             max_queue=settings.output.max_queue,
             retain_forecasts=settings.output.retain,
+            qos=settings.output.qos,
+            may_read=self.queue.accepting,
         )
+        self.queue.on_room = self.link.wake
         self.accuracy = OnlineAccuracy(
             self.metrics,
             bundle.meta.features,
@@ -156,6 +160,7 @@ class Service:
         self._reload_requested = threading.Event()
         self._drop_log = DropLog(settings.log.drop_interval)
         self._snapshot_problem = RecurringProblem()
+        self._held_seconds = 0.0
         self._set_model_info(bundle.meta)
 
     def _make_table(self, meta: BundleMeta) -> SensorTable:
@@ -208,6 +213,8 @@ class Service:
         if isinstance(message, Drop):
             return self._drop(message, topic)
         sensor_id, ts, reading = message
+        # one string object per sensor, however many tables and queues key on it
+        sensor_id = sys.intern(sensor_id)
         with self.lock:
             previous = self.table.last_ts(sensor_id)
             result = self.table.push(sensor_id, ts, reading.values, received)
@@ -327,6 +334,9 @@ class Service:
         self.metrics.on_persistence.set(scores.on_persistence)
         if self.group is not None:
             self.group.tick()
+        held = self.link.paused_seconds
+        self.metrics.input_held.inc(max(0.0, held - self._held_seconds))
+        self._held_seconds = held
         for sensor_id, why in gone:
             self._forget_sensor(sensor_id, why)
         self.events.flush()

@@ -33,6 +33,8 @@ class Client:
 
     def __init__(self, port: int, *topics: str, client_id: str = "", qos: int = 1) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
+        self.qos: list[tuple[str, int]] = []
+        """(topic, QoS) of each message as delivered."""
         self._lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
         self.client.on_message = self._on_message
@@ -49,6 +51,7 @@ class Client:
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
             self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+            self.qos.append((msg.topic, msg.qos))
 
     def publish(self, topic: str, payload: Any, qos: int = 1, retain: bool = False) -> None:
         if not isinstance(payload, (bytes, bytearray)):
@@ -60,6 +63,10 @@ class Client:
     def received(self, prefix: str = "") -> list[tuple[str, bytes, bool]]:
         with self._lock:
             return [m for m in self.messages if m[0].startswith(prefix)]
+
+    def qos_of(self, prefix: str = "") -> list[int]:
+        with self._lock:
+            return [q for t, q in self.qos if t.startswith(prefix)]
 
     def json(self, prefix: str) -> list[dict[str, Any]]:
         return [json.loads(p) for _, p, _ in self.received(prefix)]

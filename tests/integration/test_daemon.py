@@ -107,6 +107,7 @@ def test_bare_number_payload_uses_receive_time(broker, client_factory, run_daemo
     before = time.time()
     for i in range(t):
         pub.publish("sensors/plain/reading", f"{21.0 + (i % 3) / 10}")
+        time.sleep(0.005)  # a steady cadence: several readings read at once would look like a gap
     msg = wait_for(lambda: sub.json("forecasts/plain"))[0]
     assert before <= msg["ts"] <= time.time()
     assert np.isfinite(msg["forecast"]).all()

@@ -99,7 +99,7 @@ def test_after_close_take_drains_what_is_left_then_returns_empty() -> None:
 
 
 def test_coalescing_beyond_max_pending_replaces_waiting_window_in_place() -> None:
-    q = ReadyQueue(3)
+    q = ReadyQueue(3, "coalesce")
     q.put(win("a", 1.0, ts=1.0), 10.0)
     q.put(win("b", 1.0, ts=1.0), 11.0)
     q.put(win("c", 1.0, ts=1.0), 12.0)
@@ -115,7 +115,7 @@ def test_coalescing_beyond_max_pending_replaces_waiting_window_in_place() -> Non
 
 
 def test_new_sensor_beyond_max_pending_is_still_queued() -> None:
-    q = ReadyQueue(2)
+    q = ReadyQueue(2, "coalesce")
     q.put(win("a"), 0.0)
     q.put(win("b"), 0.0)
     q.put(win("c"), 0.0)
@@ -125,7 +125,7 @@ def test_new_sensor_beyond_max_pending_is_still_queued() -> None:
 
 
 def test_window_taken_by_worker_is_not_replaced_afterwards() -> None:
-    q = ReadyQueue(1)
+    q = ReadyQueue(1, "coalesce")
     q.put(win("a", 1.0), 0.0)
     taken = q.take(1)
     q.put(win("a", 2.0), 0.0)
@@ -138,7 +138,7 @@ def test_window_taken_by_worker_is_not_replaced_afterwards() -> None:
 def test_memory_stays_bounded_and_newest_reading_of_each_sensor_survives() -> None:
     rng = random.Random(3)
     max_pending, sensors = 20, [f"s{i}" for i in range(60)]
-    q = ReadyQueue(max_pending)
+    q = ReadyQueue(max_pending, "coalesce")
     latest: dict[str, float] = {}
     puts = 0
     for step in range(20_000):
@@ -208,7 +208,7 @@ def test_close_ends_a_max_wait_early() -> None:
 
 
 def test_clear_drops_everything_and_reports_count() -> None:
-    q = ReadyQueue(2)
+    q = ReadyQueue(2, "coalesce")
     for sid in "abc":
         q.put(win(sid), 0.0)
     assert q.clear() == 3
@@ -219,3 +219,33 @@ def test_clear_drops_everything_and_reports_count() -> None:
     batch = q.take(10)
     assert ids(batch) == ["b", "c", "a"]
     assert batch[2].window.values[0, 0] == 7.0
+
+
+def test_backpressure_keeps_every_window_and_holds_the_queue_until_half_empty() -> None:
+    q = ReadyQueue(4)  # the default policy
+    woken: list[int] = []
+    q.on_room = lambda: woken.append(len(q))
+    for v in range(4):
+        q.put(win("a", float(v), ts=float(v)), 0.0)
+        assert q.accepting()
+    q.put(win("a", 4.0, ts=4.0), 0.0)  # beyond max_pending: queued all the same, then held
+    assert len(q) == 5 and not q.accepting()
+    assert q.take_superseded() == 0
+    q.take(2)  # 3 left: still above half
+    assert not q.accepting() and woken == []
+    q.take(1)  # 2 left: half of max_pending, reading may resume
+    assert q.accepting() and woken == [2]
+    rest = q.take(10)
+    assert [p.window.values[0, 0] for p in rest] == [3.0, 4.0]  # nothing was replaced
+
+
+def test_close_and_clear_release_a_held_queue() -> None:
+    for release in ("close", "clear"):
+        q = ReadyQueue(1)
+        woken: list[bool] = []
+        q.on_room = lambda woken=woken: woken.append(True)  # type: ignore[misc]
+        q.put(win("a"), 0.0)
+        q.put(win("b"), 0.0)
+        assert not q.accepting()
+        getattr(q, release)()
+        assert q.accepting()

@@ -1,0 +1,99 @@
+"""paho's client with lean handlers for the two packets a busy daemon handles most.
+
+Profiled on a flood, paho spends more on each incoming PUBLISH and each PUBACK
+of our own QoS 1 forecasts than the daemon spends on the reading itself: it
+builds a `Properties`, a `ReasonCode`, an `MQTTMessage` (with a condition
+variable) and a debug log line per packet, even when, as almost always, the
+packet carries no MQTT 5 properties. `LeanClient` takes those packets apart
+with a few slices when they carry no properties, and hands anything else
+(properties present, QoS 2, an error reason code) to paho's own handlers, so
+behaviour is paho's in every case the fast path does not cover.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
+
+log = logging.getLogger(__name__)
+
+OnRaw = Callable[[bytes, bytes, bool], bool]
+"""(topic, payload, retained) of an incoming PUBLISH; returns whether to ack it (QoS 1)."""
+_PUBACK = 0x40
+
+
+class LeanClient(mqtt.Client):
+    """`mqtt.Client` whose PUBLISH (QoS 0 and 1) and PUBACK handling skip paho's objects.
+
+    Set `on_raw_message` to receive readings; `on_message` then sees only the
+    messages the fast path leaves to paho (they are acked by the same rule).
+    """
+
+    on_raw_message: OnRaw | None = None
+    on_packet_queued: Callable[[], None] | None = None
+    """Called after every packet is queued for sending (the network loop's wake-up).
+    paho's own signal for this, `on_socket_register_write`, fires only when its
+    `_registered_write` flag is clear, and a publish racing the loop's write can leave
+    the flag set, so later packets would wait for the loop's next timeout."""
+
+    def _packet_queue(
+        self, command: int, packet: Any, mid: int, qos: int, info: Any = None
+    ) -> MQTTErrorCode:
+        rc = super()._packet_queue(command, packet, mid, qos, info)
+        queued = self.on_packet_queued
+        if queued is not None:
+            queued()
+        return rc
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        on_raw = self.on_raw_message
+        header = self._in_packet["command"]
+        qos = (header & 0x06) >> 1
+        packet = self._in_packet["packet"]
+        if on_raw is None or qos > 1 or len(packet) < 3:
+            return super()._handle_publish()
+        at = 2 + ((packet[0] << 8) | packet[1])
+        topic = bytes(packet[2:at])
+        mid = 0
+        if qos:
+            mid = (packet[at] << 8) | packet[at + 1]
+            at += 2
+        if self._protocol == MQTTProtocolVersion.MQTTv5:
+            if at >= len(packet) or packet[at] != 0:  # properties present: paho decodes them
+                return super()._handle_publish()
+            at += 1
+        elif not topic:
+            return super()._handle_publish()  # paho reports the malformed packet
+        try:
+            ack = on_raw(topic, bytes(packet[at:]), bool(header & 0x01))
+        except Exception:  # as paho's suppress_exceptions: never end the network loop
+            log.exception("error handling a message")
+            ack = True
+        if qos and ack:
+            return self._send_puback(mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
+        packet = self._in_packet["packet"]
+        header = self._in_packet["command"] & 0xF0
+        # a bare PUBACK: mid, and on MQTT 5 maybe reason "success" with no properties
+        lean = header == _PUBACK and (
+            len(packet) == 2 or (len(packet) in (3, 4) and packet[2] == 0 and packet[-1] == 0)
+        )
+        if not lean or self.on_publish is not None:
+            return super()._handle_pubackcomp(cmd)
+        mid = (packet[0] << 8) | packet[1]
+        with self._out_message_mutex:
+            msg = self._out_messages.pop(mid, None)
+            if msg is None:
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+            msg.info._set_as_published()
+            if msg.qos > 0:
+                self._inflight_messages -= 1
+                if self._max_inflight_messages > 0:
+                    return self._update_inflight()
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
