@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -36,6 +36,8 @@ MAX_EVICTED_IDS = 65536
 
 GapReset = Callable[[str, float, float], None]
 """Called with (sensor id, gap in seconds, cadence in seconds) when a gap resets a window."""
+LOAD_CHUNK = 1024
+"""Sensors' windows copied at a time when a snapshot is loaded (bounds the extra memory)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +96,15 @@ class SensorTable:
     def _allocate(self, capacity: int) -> None:
         old: NDArray[np.float64] | None = getattr(self, "_data", None)
         n = 0 if old is None else old.shape[0]
-        data = np.zeros((capacity, 2 * self.timesteps, self.features), dtype=np.float64)
+        shape = (capacity, 2 * self.timesteps, self.features)
+        if old is None:
+            data = np.zeros(shape, dtype=np.float64)
+        else:
+            # Grown in place (realloc, which moves pages rather than copying them for an
+            # array this size), so growing never holds the old and the new array at once.
+            # No view of the table outlives a call (windows are copies), hence no refcheck.
+            old.resize(shape, refcheck=False)
+            data = old
         pos = np.zeros(capacity, dtype=np.int32)
         count = np.zeros(capacity, dtype=np.int32)
         last_ts = np.full(capacity, -np.inf, dtype=np.float64)
@@ -102,7 +112,7 @@ class SensorTable:
         seen = np.zeros(capacity, dtype=np.float64)
         seq = np.zeros(capacity, dtype=np.int64)
         if old is not None:
-            data[:n], pos[:n], count[:n] = old, self._pos, self._count
+            pos[:n], count[:n] = self._pos, self._count
             last_ts[:n], cadence[:n], seen[:n] = self._last_ts, self._cadence, self._seen
             seq[:n] = self._seq
         self._data, self._pos, self._count = data, pos, count
@@ -285,11 +295,12 @@ class SensorTable:
             "seq": self._seq[idx],
         }
 
-    def load_arrays(self, arrays: dict[str, NDArray[np.generic]], max_ts: float = math.inf) -> int:
+    def load_arrays(self, arrays: Mapping[str, Any], max_ts: float = math.inf) -> int:
         """Replace all state with `to_arrays` output; raise ValueError if it does not fit.
 
         Sensors whose last reading is later than `max_ts` are left out: restored, they
-        would refuse every reading until the clock caught up with them.
+        would refuse every reading until the clock caught up with them. `data` may also be
+        a reader with `shape`, `dtype` and forward row slices (state.py streams it).
         """
         ids = [str(s) for s in arrays["sensor_ids"].tolist()]
         n = len(ids)
@@ -322,7 +333,12 @@ class SensorTable:
         for i in keep:
             self._slot(ids[i])  # fresh slots, in order
         idx = np.fromiter(self.slots.values(), dtype=np.int64, count=len(keep))
-        self._data[idx] = arrays["data"][keep]
+        data = arrays["data"]
+        for at in range(0, n, LOAD_CHUNK):  # a chunk of rows at a time, never all of them
+            lo, hi = np.searchsorted(keep, [at, min(n, at + LOAD_CHUNK)])
+            if hi > lo:
+                rows = data[at : min(n, at + LOAD_CHUNK)]
+                self._data[idx[lo:hi]] = rows[keep[lo:hi] - at]
         self._pos[idx] = pos[keep]
         self._count[idx] = count[keep]
         self._last_ts[idx] = last_ts[keep]

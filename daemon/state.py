@@ -1,4 +1,9 @@
-"""Buffer snapshots: written atomically, restored only when they fit the model."""
+"""Buffer snapshots: written atomically, restored only when they fit the model.
+
+A snapshot is an uncompressed .npz. The windows (`data`, most of its size) are
+read from the file a chunk at a time straight into the table, so restoring
+100,000 sensors never holds a second copy of them in memory.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,12 @@ import logging
 import math
 import os
 import tempfile
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from sensorcast.buffer import SensorTable
 from sensorcast.models.bundle import BundleMeta
@@ -88,6 +95,43 @@ def _write_npz(directory: Path, name: str, arrays: dict[str, Any]) -> Path:
     return target
 
 
+class RowReader:
+    """One array of an .npz, read in forward row ranges as they are asked for."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+        if fortran or dtype.hasobject or not shape:
+            raise ValueError("unexpected array layout")
+        self.shape: tuple[int, ...] = tuple(shape)
+        self.dtype = dtype
+        self._row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        self._at = 0
+
+    def _read(self, rows: int) -> bytes:
+        want = rows * self._row
+        data = self._f.read(want)
+        if len(data) != want:
+            raise ValueError("snapshot is truncated")
+        self._at += rows
+        return data
+
+    def __getitem__(self, rows: slice) -> NDArray[Any]:
+        start, stop, step = rows.indices(self.shape[0])
+        if step != 1 or start < self._at:
+            raise ValueError("rows are read forward only")
+        while self._at < start:  # skip, a bounded chunk at a time
+            self._read(min(start - self._at, 4096))
+        data = self._read(stop - start)
+        return np.frombuffer(data, dtype=self.dtype).reshape((stop - start, *self.shape[1:]))
+
+
 def load_snapshot(
     directory: Path, table: SensorTable, meta: BundleMeta, max_ts: float = math.inf
 ) -> int:
@@ -100,17 +144,19 @@ def load_snapshot(
     if not path.is_file():
         return 0
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        header = json.loads(str(arrays.pop("header")))
-        if header != json.loads(_header(meta)):
-            log.warning("snapshot %s was taken for another model shape; starting empty", path)
-            table.reset_all()
-            return 0
-        if not all(SENSOR_ID_RE.fullmatch(str(s)) for s in arrays["sensor_ids"].tolist()):
-            raise ValueError("invalid sensor id")
-        n: int = table.load_arrays(arrays, max_ts=max_ts)
-        future = int(np.count_nonzero(arrays["last_ts"] > max_ts))
+        with np.load(path, allow_pickle=False) as npz, zipfile.ZipFile(path) as zf:
+            arrays: dict[str, Any] = {k: npz[k] for k in npz.files if k != "data"}
+            header = json.loads(str(arrays.pop("header")))
+            if header != json.loads(_header(meta)):
+                log.warning("snapshot %s was taken for another model shape; starting empty", path)
+                table.reset_all()
+                return 0
+            if not all(SENSOR_ID_RE.fullmatch(str(s)) for s in arrays["sensor_ids"].tolist()):
+                raise ValueError("invalid sensor id")
+            with zf.open("data.npy") as data:
+                arrays["data"] = RowReader(data)
+                n: int = table.load_arrays(arrays, max_ts=max_ts)
+            future = int(np.count_nonzero(arrays["last_ts"] > max_ts))
     except Exception as exc:  # the file is untrusted input: no failure may stop the start
         log.warning("snapshot %s is unusable (%s); starting empty", path, exc or type(exc))
         table.reset_all()

@@ -305,3 +305,34 @@ def test_a_sensor_stamped_in_the_future_is_left_out_on_restore(
     assert "left out 1 sensors" in caplog.text
     assert restored.push("blocked", 1010.0, (21.0, 40.0)) is None  # accepted, starts afresh
     assert isinstance(restored.push("ok", 1000.0 + TIMESTEPS, (21.0, 40.0)), Window)
+
+
+def test_restore_streams_the_windows_instead_of_holding_a_second_copy(tmp_path: Path) -> None:
+    import tracemalloc
+
+    n, meta = 20_000, make_meta(timesteps=20, features=["value"])
+    source = table_for(meta, max_sensors=n)
+    source.load_arrays({
+        "sensor_ids": np.array([f"s{i:06d}" for i in range(n)], dtype=np.str_),
+        "data": np.random.default_rng(1).normal(size=(n, 40, 1)),
+        "pos": np.zeros(n, dtype=np.int32),
+        "count": np.full(n, 20, dtype=np.int32),
+        "last_ts": np.arange(n, dtype=np.float64),
+        "cadence": np.full(n, 60.0),
+    })  # fmt: skip
+    save_snapshot(tmp_path, source, meta)
+    windows = n * 40 * 8  # bytes of every window, as the table holds them
+    restored = table_for(meta, max_sensors=n)
+    tracemalloc.start()
+    try:
+        assert load_snapshot(tmp_path, restored, meta) == n
+        kept, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # what the restore needed beyond what it kept (the table, ids, bookkeeping) is far
+    # less than a second copy of the windows (reading the whole file first took 1.2x)
+    extra = peak - kept
+    assert extra < windows * 0.5, f"{extra / 1e6:.1f} MB extra for {windows / 1e6:.1f} MB"
+    sid = "s012345"
+    assert np.array_equal(restored.to_arrays()["data"][12345], source.to_arrays()["data"][12345])
+    assert restored.last_ts(sid) == 12345.0
