@@ -4,8 +4,10 @@ A private mosquitto (or `--host/--port`), a load generator for N sensors, the
 daemon as its own `python -m sensorcast run` process, and a subscriber timing
 every forecast. Two phases of `--duration` seconds each: saturated (closed loop,
 about `--queue-ms` of readings in flight) for sustained readings/s, then a
-steady `--rate` for reading-to-forecast latency. The load code lives in
-`loadgen`/`benchrun` and is shared with tests/perf/compare.py.
+steady `--rate` for reading-to-forecast latency. `--flood K` and `--backlog K`
+add open-loop runs (`openloop`): N sensors x K readings published at once while
+the daemon runs, or queued while it is stopped, then drained. The load code is
+shared with tests/perf/compare.py.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sensorcast.bench.measure import Load, Result, measure, prefill_snapshot
+from sensorcast.bench.openloop import OpenLoopResult, format_open_loop, run_open_loop
 from sensorcast.bench.systems import Target, sensorcast_target, workdir
 from sensorcast.errors import UserError
 from sensorcast.sandbox import Mosquitto
@@ -30,10 +33,17 @@ PREFILL_ABOVE = 200_000
 """Warm-up readings beyond which the daemon starts from a snapshot of full windows instead."""
 
 
+BACKLOG_SESSION = 600
+"""Session expiry (s) of the daemon in a backlog run: the broker queues for it while it is down."""
+
+
 def start_broker(nodelay: bool) -> Mosquitto:
-    """A private mosquitto that queues the bench's warm-up bursts and backlogs."""
+    """A private mosquitto that queues the bench's warm-up bursts and backlogs (the bench
+    publishes at QoS 0, which mosquitto queues for a stopped persistent session only when
+    told to)."""
     try:
-        return Mosquitto(nodelay=nodelay, max_queued=1_000_000).start()
+        extra = "queue_qos0_messages true"
+        return Mosquitto(nodelay=nodelay, max_queued=2_000_000, extra=extra).start()
     except (FileNotFoundError, RuntimeError) as exc:
         raise UserError(f"{exc}; or pass --host/--port of a running broker") from None
 
@@ -71,6 +81,18 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         default=[],
         help="any other daemon setting, e.g. mqtt.protocol=3.1.1 (repeatable)",
     )
+    p.add_argument(
+        "--flood",
+        type=int,
+        metavar="K",
+        help="open loop: publish K readings per sensor at once while the daemon runs",
+    )
+    p.add_argument(
+        "--backlog",
+        type=int,
+        metavar="K",
+        help="open loop: queue K readings per sensor while the daemon is stopped, then drain",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
 
@@ -107,7 +129,7 @@ def format_table(results: Sequence[Result]) -> str:
     return "\n".join([line("", names), *(line(label, cells) for label, cells in rows)])
 
 
-def daemon_counters(result: Result) -> str:
+def daemon_counters(result: Result | OpenLoopResult) -> str:
     """The daemon's own account of the run, from its Prometheus counters."""
     m = result.daemon
     if not m:
@@ -150,22 +172,32 @@ def _overrides(pairs: Sequence[str]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark with parsed `configure_parser` arguments; print the report."""
     try:
-        result = _run(args)
+        result, open_loop = _run(args)
     except (UserError, FileNotFoundError, RuntimeError, ConnectionError, TimeoutError) as exc:
         print(f"sensorcast bench: error: {exc}", file=sys.stderr)
         return 1
-    print(format_table([result]))
-    counters = daemon_counters(result)
-    if counters:
-        print(counters)
-    for note in result.notes:
-        print(f"note: {note}")
+    if result is not None:
+        print(format_table([result]))
+        counters = daemon_counters(result)
+        if counters:
+            print(counters)
+        for note in result.notes:
+            print(f"note: {note}")
+    if open_loop:
+        print("open loop:")
+        print(format_open_loop(open_loop))
+        for r in open_loop:
+            counters = daemon_counters(r)
+            if counters:
+                print(f"  {r.mode} {counters}")
     if args.json:
-        Path(args.json).write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
+        data: dict[str, object] = dataclasses.asdict(result) if result is not None else {}
+        data["open_loop"] = [dataclasses.asdict(r) for r in open_loop]
+        Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
     return 0
 
 
-def _run(args: argparse.Namespace) -> Result:
+def _run(args: argparse.Namespace) -> tuple[Result | None, list[OpenLoopResult]]:
     from sensorcast.models import DEFAULT_BUNDLE
     from sensorcast.models.bundle import load_bundle
 
@@ -173,6 +205,11 @@ def _run(args: argparse.Namespace) -> Result:
     meta = load_bundle(bundle).meta
     if args.sensors < 1 or args.duration <= 0 or args.rate <= 0:
         raise UserError("--sensors, --duration and --rate must be positive")
+    for flag in ("flood", "backlog"):
+        k = getattr(args, flag)
+        if k is not None and k < meta.timesteps:
+            raise UserError(f"--{flag} {k}: at least {meta.timesteps} readings per sensor")
+    closed_loop = not (args.no_throughput and args.no_latency)
     overrides = _overrides(args.set)
     wd = workdir()
     broker: Mosquitto | None = None
@@ -184,13 +221,13 @@ def _run(args: argparse.Namespace) -> Result:
             host, port = broker.host, broker.port
         prefill = args.prefill
         if prefill is None:
-            prefill = args.sensors * (meta.timesteps - 1) > PREFILL_ABOVE
+            prefill = closed_loop and args.sensors * (meta.timesteps - 1) > PREFILL_ABOVE
         state_dir, rounds = None, 0
         if prefill:
             state_dir = wd / "state"
             rounds = prefill_snapshot(state_dir, bundle, args.sensors)
 
-        def make(prefix: str) -> Target:
+        def make(prefix: str, session: int = 0, closed: bool = True) -> Target:
             target = sensorcast_target(
                 host=host,
                 port=port,
@@ -200,9 +237,10 @@ def _run(args: argparse.Namespace) -> Result:
                 backend=args.backend,
                 max_batch=args.max_batch,
                 max_wait_ms=args.max_wait_ms,
-                state_dir=state_dir,
+                state_dir=state_dir if closed else None,
                 max_sensors=max(args.sensors, 100_000),
             )
+            target.env["SENSORCAST_MQTT__SESSION_EXPIRY"] = str(session)
             target.env.update(overrides)
             return target
 
@@ -221,18 +259,43 @@ def _run(args: argparse.Namespace) -> Result:
             f"{host}:{port}{' (prefilled windows)' if prefill else ''}",
             file=sys.stderr,
         )
-        result = measure(
-            make,
-            host=host,
-            port=port,
-            features=meta.features,
-            load=load,
-            logdir=wd,
-            prefilled_rounds=rounds,
-            progress=lambda msg: print(f"bench: {msg}", file=sys.stderr),
-        )
+
+        def progress(msg: str) -> None:
+            print(f"bench: {msg}", file=sys.stderr)
+
+        result = None
+        if closed_loop:
+            result = measure(
+                make,
+                host=host,
+                port=port,
+                features=meta.features,
+                load=load,
+                logdir=wd,
+                prefilled_rounds=rounds,
+                progress=progress,
+            )
+        open_loop = []
+        for mode in ("flood", "backlog"):
+            per_sensor = getattr(args, mode)
+            if per_sensor is None:
+                continue
+            session = BACKLOG_SESSION if mode == "backlog" else 0
+            open_loop.append(
+                run_open_loop(
+                    lambda prefix, s=session: make(prefix, s, closed=False),  # type: ignore[misc]
+                    mode=mode,
+                    host=host,
+                    port=port,
+                    features=meta.features,
+                    sensors=args.sensors,
+                    per_sensor=per_sensor,
+                    logdir=wd,
+                    progress=progress,
+                )
+            )
     finally:
         if broker is not None:
             broker.close()
     shutil.rmtree(wd, ignore_errors=True)
-    return result
+    return result, open_loop

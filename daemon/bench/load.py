@@ -80,6 +80,8 @@ class Collector:
         self.progress = threading.Condition()
         self._online: dict[str, threading.Event] = {}
         self._online_at: dict[str, float] = {}
+        self.onlines: dict[str, int] = {}
+        """Fresh `online` messages per watched status topic: one per connection made."""
         self._subacked = threading.Event()
 
     def start(self) -> None:
@@ -89,6 +91,8 @@ class Collector:
     def watch_status(self, topic: str, timeout: float = 10.0) -> threading.Event:
         """Start watching `topic` for a fresh (not retained) `online`; wait for the SUBACK."""
         event = self._online.setdefault(topic, threading.Event())
+        event.clear()  # a restarted system must say `online` again
+        self._online_at.pop(topic, None)
         self._subacked.clear()
         self.client.send(self.client.subscribe_packet(topic))
         if not self._subacked.wait(timeout):
@@ -127,6 +131,7 @@ class Collector:
     def _status(self, header: int, body: bytes, t: float) -> None:
         topic, payload, retained = split_publish(header, body)
         if not retained and payload == b"online" and topic in self._online:
+            self.onlines[topic] = self.onlines.get(topic, 0) + 1
             self._online_at.setdefault(topic, t)
             self._online[topic].set()
 

@@ -10,6 +10,7 @@ import pytest
 
 from sensorcast.bench import command as bench
 from sensorcast.models import DEFAULT_BUNDLE
+from sensorcast.models.bundle import load_bundle
 
 
 def bench_args(*argv: str) -> argparse.Namespace:
@@ -54,3 +55,20 @@ def test_bench_reports_a_bad_setting_in_one_line(capsys: pytest.CaptureFixture[s
     assert bench.run(args) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "KEY=VALUE" in err
+
+
+def test_bench_backlog_mode_drains_everything_on_one_connection(tmp_path: Path):
+    out = tmp_path / "bench.json"
+    args = bench_args(
+        "--sensors", "40", "--backlog", "45", "--flood", "40", "--no-throughput",
+        "--no-latency", "--bundle", str(DEFAULT_BUNDLE), "--json", str(out),
+    )  # fmt: skip
+    assert bench.run(args) == 0
+    runs = {r["mode"]: r for r in json.loads(out.read_text())["open_loop"]}
+    backlog, flood = runs["backlog"], runs["flood"]
+    t = load_bundle(DEFAULT_BUNDLE).meta.timesteps
+    assert backlog["expected"] == 40 * (45 - t + 1) == backlog["delivered"]
+    assert backlog["duplicates"] == 0 and backlog["connections"] == 1
+    assert backlog["readings_per_s"] > 0
+    assert backlog["daemon"]["sensorcast_readings_total"] == 40 * 45  # all queued ones came
+    assert flood["expected"] == 40 * (40 - t + 1) == flood["delivered"]

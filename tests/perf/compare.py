@@ -2,10 +2,12 @@
 `model.predict`-per-window daemon, (c) sensorcast with LiteRT; plus the broker's
 floor with mosquitto's C clients. Run on demand (not collected by pytest):
 
-    python tests/perf/compare.py [--sensors 1000] [--rate 2000] [--duration 10]
+    python tests/perf/compare.py [--sensors 1000] [--rate 2000] [--duration 10] [--flood 60]
 
 Everything runs twice: on a mosquitto with `set_tcp_nodelay false` (its
-default), then on one with `set_tcp_nodelay true`.
+default), then on one with `set_tcp_nodelay true`. `--flood K` adds an open-loop
+run of (a) and (c) on the second: every sensor's K readings published at once,
+counted by the outputs delivered (`sensorcast.bench.openloop`).
 Every system is measured by `sensorcast.bench.measure`, the code behind
 `sensorcast bench`.
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 from floor import available, floor_latency, floor_rate
 
 from sensorcast.bench.command import Load, Result, Target, format_table, measure, start_broker
+from sensorcast.bench.openloop import OpenLoopResult, format_open_loop, run_open_loop
 from sensorcast.bench.systems import sensorcast_target, workdir
 from sensorcast.models import DEFAULT_BUNDLE
 from sensorcast.models.bundle import BundleMeta, load_bundle
@@ -119,6 +122,7 @@ def main() -> int:
     p.add_argument("--max-wait-ms", type=float, default=0.0)
     p.add_argument("--only", default="abc", help="systems to run, e.g. ac (default abc)")
     p.add_argument("--floor-count", type=int, default=200_000, help="messages for the C floor")
+    p.add_argument("--flood", type=int, metavar="K", help="also flood (a) and (c): K per sensor")
     p.add_argument("--json", type=Path, help="also write every result as JSON")
     args = p.parse_args()
     meta = load_bundle(args.bundle).meta
@@ -131,6 +135,7 @@ def main() -> int:
     }
     wd = workdir()
     passes: list[dict[str, Result]] = []
+    floods: list[OpenLoopResult] = []
     for nodelay in (False, True):
         broker = start_broker(nodelay)
         results: dict[str, Result] = {}
@@ -150,6 +155,12 @@ def main() -> int:
                     host=broker.host, port=broker.port, features=meta.features, load=load,
                     logdir=wd, progress=lambda m: print(f"compare: {m}", file=sys.stderr),
                 )  # fmt: skip
+            for key in "ac" if nodelay and args.flood else "":
+                floods.append(run_open_loop(
+                    systems[key](broker.host, broker.port), mode="flood", host=broker.host,
+                    port=broker.port, features=meta.features, sensors=args.sensors,
+                    per_sensor=args.flood, logdir=wd,
+                ))  # fmt: skip
         finally:
             broker.close()
         passes.append(results)
@@ -159,10 +170,23 @@ def main() -> int:
         for res in results.values():
             for note in res.notes:
                 print(f"note: {note}")
+    if floods:
+        print(f"\nopen loop, mosquitto set_tcp_nodelay true, {meta.model_id}")
+        print(format_open_loop(floods))
     print()
     print("\n".join(summary(passes[0], passes[1])))
+    if len(floods) == 2:
+        a, c = floods
+        r = ratio(c.readings_per_s, a.readings_per_s)
+        ok = verdict(c.readings_per_s >= 0.8 * a.readings_per_s)
+        share = c.delivered_share
+        print(
+            f"flood readings/s counted by outputs delivered, c/a = {r} (target >= 0.8x: {ok}); "
+            f"c answered {100 * share:.2f}% (target >= 99%: {verdict(share >= 0.99)})"
+        )
     if args.json:
-        data = [{k: dataclasses.asdict(v) for k, v in r.items()} for r in passes]
+        data: list[object] = [{k: dataclasses.asdict(v) for k, v in r.items()} for r in passes]
+        data.append([dataclasses.asdict(f) for f in floods])
         args.json.write_text(json.dumps(data, indent=2) + "\n")
     shutil.rmtree(wd, ignore_errors=True)
     return 0
