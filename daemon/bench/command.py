@@ -43,7 +43,7 @@ def start_broker(nodelay: bool) -> Mosquitto:
     told to)."""
     try:
         extra = "queue_qos0_messages true"
-        return Mosquitto(nodelay=nodelay, max_queued=2_000_000, extra=extra).start()
+        return Mosquitto(nodelay=nodelay, max_queued=4_000_000, extra=extra).start()
     except (FileNotFoundError, RuntimeError) as exc:
         raise UserError(f"{exc}; or pass --host/--port of a running broker") from None
 
