@@ -58,7 +58,33 @@ def _die_with_parent() -> None:
         pass
 
 
-class Mosquitto:
+class BrokerProcess:
+    """A broker child process with a temporary folder: stopped, killed, cleaned up."""
+
+    proc: subprocess.Popen[bytes] | None
+    dir: Path
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Clean stop (SIGTERM, then SIGKILL if it lingers): the broker saves its state."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def close(self) -> None:
+        """Stop and remove the temporary folder."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Mosquitto(BrokerProcess):
     """mosquitto on 127.0.0.1, started, stopped, killed and restarted on one port."""
 
     kind = "mosquitto"
@@ -131,25 +157,6 @@ class Mosquitto:
         self.kill()
         return False
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Clean stop (SIGTERM, then SIGKILL if it lingers): mosquitto saves its persistence."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def close(self) -> None:
-        """Stop and remove the temporary folder."""
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
 
 NATS_ACK_WAIT = 2.0
 """Seconds before nats-server delivers an unacknowledged QoS 1 message again (mqtt.ack_wait),
@@ -171,7 +178,7 @@ def partition_mapping(partitions: int) -> str:
     return f'"sensors.*.reading": "part.{{{{partition({partitions},1)}}}}.{{{{wildcard(1)}}}}"'
 
 
-class NatsServer:
+class NatsServer(BrokerProcess):
     """nats-server on 127.0.0.1 with its MQTT listener (MQTT 3.1.1, QoS 0/1), JetStream (which
     the MQTT listener needs: sessions and QoS 1 messages live there) and `partitions`
     partitions; killed and restarted on the same ports, re-partitioned by a live reload."""
@@ -252,23 +259,6 @@ class NatsServer:
             if time.monotonic() > deadline:
                 raise RuntimeError("nats-server did not reload its configuration")
             time.sleep(0.05)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class ServiceThread(threading.Thread):
