@@ -274,6 +274,26 @@ class AnomalyConfig(Section):
     )
 
 
+class AdaptConfig(Section):
+    enabled: bool = Field(
+        True,
+        description="Learn a per-sensor correction of the model's forecast online "
+        "(README: Adaptation).",
+    )
+    max_sensors: int = Field(
+        4096,
+        ge=1,
+        description="Sensors adapted at once (about 8 kB each with the default model); the "
+        "least recently seen head is recycled beyond it.",
+    )
+    forgetting: float = Field(
+        0.999, gt=0.9, le=1.0, description="Weight of the past per reading (0.999: ~1000)."
+    )
+    ridge: float = Field(
+        3.0, gt=0, le=1e6, description="Pull of each head toward the model's own forecast."
+    )
+
+
 class ModelConfig(Section):
     path: Path = Field(
         default_factory=lambda: _default_bundle(), description="Model bundle directory."
@@ -450,6 +470,7 @@ class Settings(BaseSettings):
     input: InputConfig = Field(default_factory=InputConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig)
+    adapt: AdaptConfig = Field(default_factory=AdaptConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     state: StateConfig = Field(default_factory=StateConfig)

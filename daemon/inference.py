@@ -9,8 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
+from numpy.typing import NDArray
 
 from sensorcast.accuracy import OnlineAccuracy
+from sensorcast.adapt import SensorHeads, layout_for
+from sensorcast.config import AdaptConfig
 from sensorcast.forecasts import ForecastEncoder
 from sensorcast.handoff import Pending, ReadyQueue
 from sensorcast.metrics import Metrics
@@ -31,11 +34,13 @@ Publish = Callable[[str, bytes], bool]
 @dataclass(frozen=True)
 class ServedBundle:
     """What the worker serves, swapped as a whole on reload: the bundle's forecaster (raw
-    windows to forecasts), its payload encoder and its per-sensor scores (intervals, guard)."""
+    windows to forecasts), its payload encoder, its per-sensor scores (intervals, guard)
+    and its per-sensor adapted heads (None when adaptation is off or cannot apply)."""
 
     forecaster: Forecaster
     encoder: ForecastEncoder
     scores: SensorScores
+    heads: SensorHeads | None = None
 
     @classmethod
     def load(
@@ -49,6 +54,7 @@ class ServedBundle:
         max_sensors: int = 100_000,
         guard: bool = True,
         anomalies: bool = True,
+        adapt: AdaptConfig | None = None,
     ) -> ServedBundle:
         meta = bundle.meta
         scores = SensorScores(
@@ -59,20 +65,46 @@ class ServedBundle:
             guard=guard,
             anomalies=anomalies,
         )
+        layout = layout_for(meta) if adapt is not None and adapt.enabled else None
+        heads = None
+        if adapt is not None and layout is not None:
+            heads = SensorHeads(
+                meta,
+                layout,
+                max_sensors=adapt.max_sensors,
+                forgetting=adapt.forgetting,
+                ridge=adapt.ridge,
+            )
         return cls(
             forecaster=Forecaster(bundle, backend=backend, threads=threads),
             encoder=ForecastEncoder(meta, level),
             scores=scores,
+            heads=heads,
         )
 
     def keeping_scores(self, old: ServedBundle) -> ServedBundle:
-        """This bundle with `old`'s per-sensor scores, when both serve the same model id."""
+        """This bundle with `old`'s per-sensor scores, when both serve the same model id, and
+        with `old`'s adapted heads when their regressors have the same layout."""
         same = old.forecaster.meta.model_id == self.forecaster.meta.model_id
         compatible = same and (old.scores.level, old.scores.anomaly_level) == (
             self.scores.level,
             self.scores.anomaly_level,
         )
-        return replace(self, scores=old.scores) if compatible else self
+        out = replace(self, scores=old.scores) if compatible else self
+        new, kept = self.heads, old.heads
+        if new is None or kept is None or not len(kept):
+            return out
+        if kept.layout != new.layout:
+            log.info(
+                "reload: the adapted heads of %d sensors are reset (regressors %s, now %s)",
+                len(kept),
+                kept.layout.key(),
+                new.layout.key(),
+            )
+            return out
+        kept.max_sensors = new.max_sensors
+        kept.forgetting, kept.ridge = new.forgetting, new.ridge
+        return replace(out, heads=kept)
 
 
 class InferenceWorker(threading.Thread):
@@ -158,8 +190,12 @@ class InferenceWorker(threading.Thread):
         windows = [p.window for p in batch]
         started = time.perf_counter()
         raw = np.stack([w.values for w in windows])
-        forecasts, scales = served.forecaster.forecast_scaled(raw)
+        run = served.forecaster.run(raw)
         self.metrics.inference_seconds.observe(time.perf_counter() - started)
+        y: NDArray[np.floating] = run.y
+        if served.heads is not None:
+            y = served.heads.correct(windows, run.x, y, run.center, run.scale, raw)
+        forecasts, scales = served.forecaster.inverse(y, run), run.scale
         self.metrics.batch_size.observe(len(batch))
         scored = served.scores.score(windows, forecasts, scales, raw)
         published = 0

@@ -107,6 +107,16 @@ class Metrics:
         )
         for to in ("persistence", "model"):
             self.guard_switches.labels(to)
+        self.adapted_sensors = Gauge(
+            "sensorcast_adapted_sensors",
+            "Sensors with an adapted head (at most adapt.max_sensors)",
+            registry=r,
+        )
+        self.adapt_resets = Counter(
+            "sensorcast_adapt_resets",
+            "Adapted heads reset because they diverged (not finite, or a correction too large)",
+            registry=r,
+        )
         self.group_split_sensors = Gauge(
             "sensorcast_group_split_sensors",
             "Sensors whose readings also reach another member of the share group, "

@@ -40,7 +40,14 @@ from sensorcast.mqttio import MQTTLink
 from sensorcast.overlap import GroupWatch
 from sensorcast.readings import MAX_TS, PayloadParser, read_message
 from sensorcast.recurring import RecurringProblem
-from sensorcast.state import load_scores, load_snapshot, save_scores, save_snapshot
+from sensorcast.state import (
+    load_heads,
+    load_scores,
+    load_snapshot,
+    save_heads,
+    save_scores,
+    save_snapshot,
+)
 from sensorcast.systemd import Notifier
 from sensorcast.topics import TopicTemplate, shared_subscription
 
@@ -60,6 +67,7 @@ def _served(bundle: Bundle, settings: Settings) -> ServedBundle:
         max_sensors=settings.input.max_sensors,
         guard=settings.output.guard,
         anomalies=settings.anomaly.enabled,
+        adapt=settings.adapt,
     )
 
 
@@ -271,6 +279,7 @@ class Service:
             with self.lock:
                 load_snapshot(state_dir, self.table, self.meta, min(time.time() + future, MAX_TS))
             load_scores(state_dir, self.worker.served.scores, self.meta)
+            load_heads(state_dir, self.worker.served.heads)
         self.metrics.sensors.set(len(self.table))
         self.worker.start()
         self.link.start()
@@ -332,6 +341,9 @@ class Service:
         for to, n in scores.take_switches().items():
             self.metrics.guard_switches.labels(to).inc(n)
         self.metrics.on_persistence.set(scores.on_persistence)
+        heads = self.worker.served.heads
+        self.metrics.adapted_sensors.set(len(heads) if heads is not None else 0)
+        self.metrics.adapt_resets.inc(heads.take_resets() if heads is not None else 0)
         if self.group is not None:
             self.group.tick()
         held = self.link.paused_seconds
@@ -361,6 +373,7 @@ class Service:
             with self.lock:
                 save_snapshot(Path(state_dir), self.table, self.meta)
             save_scores(Path(state_dir), self.worker.served.scores, self.meta)
+            save_heads(Path(state_dir), self.worker.served.heads)
         except Exception as exc:  # a full disk or a read-only directory must not stop us
             self.metrics.snapshot_failures.inc()
             line = self._snapshot_problem.report(_one_line(exc))

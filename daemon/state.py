@@ -19,6 +19,7 @@ from typing import IO, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from sensorcast.adapt import SensorHeads
 from sensorcast.buffer import SensorTable
 from sensorcast.models.bundle import BundleMeta
 from sensorcast.scoring import SensorScores
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT_FILE = "buffers.npz"
 SCORES_FILE = "scores.npz"
+HEADS_FILE = "heads.npz"
 FORMAT = 1
 
 
@@ -71,6 +73,42 @@ def load_scores(directory: Path, scores: SensorScores, meta: BundleMeta) -> int:
     except Exception as exc:  # untrusted input: never stops the start
         log.warning("scores %s are unusable (%s); starting afresh", path, exc or type(exc))
         return 0
+
+
+def _heads_header(heads: SensorHeads) -> str:
+    return json.dumps({"format": FORMAT, "layout": heads.layout.key()})
+
+
+def save_heads(directory: Path, heads: SensorHeads | None) -> Path | None:
+    """Write the per-sensor adapted heads to `directory/heads.npz` (none when adaptation is
+    off: an older file is left for a later start with it on)."""
+    if heads is None:
+        return None
+    arrays: dict[str, Any] = {"header": np.array(_heads_header(heads))}
+    arrays.update(heads.to_arrays())
+    return _write_npz(directory, HEADS_FILE, arrays)
+
+
+def load_heads(directory: Path, heads: SensorHeads | None) -> int:
+    """Restore the adapted heads; a missing, corrupt or other layout's file is skipped (each
+    sensor then starts again from the model's own forecast)."""
+    path = directory / HEADS_FILE
+    if heads is None or not path.is_file():
+        return 0
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        if json.loads(str(arrays.pop("header"))) != json.loads(_heads_header(heads)):
+            log.info("adapted heads %s are of another regressor layout; starting afresh", path)
+            return 0
+        if not all(SENSOR_ID_RE.fullmatch(str(s)) for s in arrays["sensor_ids"].tolist()):
+            raise ValueError("invalid sensor id")
+        n = heads.load_arrays(arrays)
+    except Exception as exc:  # untrusted input: never stops the start
+        log.warning("adapted heads %s are unusable (%s); starting afresh", path, exc or type(exc))
+        return 0
+    log.info("restored the adapted heads of %d sensors from %s", n, path)
+    return n
 
 
 def _write_npz(directory: Path, name: str, arrays: dict[str, Any]) -> Path:

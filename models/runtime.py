@@ -13,13 +13,14 @@ A runner is not thread-safe: the inference worker owns it.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from sensorcast.models.bundle import Bundle, BundleError, BundleMeta
-from sensorcast.models.preprocess import Scaler
+from sensorcast.models.preprocess import ScaleContext, Scaler
 
 CALL_OVERHEAD_WINDOWS = 6.0
 """Cost of one LiteRT call, in windows' worth of compute (measured: ~65 us vs ~11 us)."""
@@ -156,7 +157,27 @@ class Forecaster:
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Forecasts and each window's scale per target, shaped (n, 1, targets): errors
         divided by it are in the normalised units of the bundle's calibration."""
+        run = self.run(windows)
+        return self.inverse(run.y, run), run.scale
+
+    def run(self, windows: NDArray[np.floating]) -> Run:
+        """The model's input and output for raw windows, in normalised units."""
         x, ctx = self.scaler.transform(windows)
-        out: NDArray[np.float64] = self.scaler.inverse(self.backend.predict(x), ctx)
-        scale = np.broadcast_to(ctx.scale, (out.shape[0], 1, out.shape[2]))
-        return out, scale
+        y = self.backend.predict(x)
+        shape = (y.shape[0], 1, y.shape[2])
+        return Run(x, y, np.broadcast_to(ctx.center, shape), np.broadcast_to(ctx.scale, shape))
+
+    def inverse(self, y: NDArray[np.floating], run: Run) -> NDArray[np.float64]:
+        """Normalised outputs (n, horizon, targets) of `run`'s windows in sensor units."""
+        return self.scaler.inverse(y, ScaleContext(run.center, run.scale))
+
+
+@dataclass(frozen=True)
+class Run:
+    """One model call: input `x` (n, timesteps, features) and output `y` (n, horizon,
+    targets), normalised, with each window's `center` and `scale` (n, 1, targets)."""
+
+    x: NDArray[np.float32]
+    y: NDArray[np.float32]
+    center: NDArray[np.float64]
+    scale: NDArray[np.float64]
