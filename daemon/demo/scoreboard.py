@@ -23,6 +23,10 @@ from sensorcast.topics import TopicTemplate
 
 MATCH_TOLERANCE = 0.3
 """A forecast's `at` matches a reading within this fraction of the reading interval."""
+FIRST = 30
+"""Readings scored at first, against which the recent error is shown (adaptation's effect)."""
+RECENT_WEIGHT = 1 / FIRST
+"""Weight of the newest reading in the recent errors (about the last 30)."""
 
 
 @dataclass
@@ -46,7 +50,20 @@ class SensorScore:
     banded: int = 0
     anomalies: int = 0
     last_anomaly: float | None = None
+    first_model: float = 0.0
+    first_last: float = 0.0
+    """Error sums over the first `FIRST` scored readings, before the sensor was learned."""
+    recent_model: float = 0.0
+    recent_last: float = 0.0
+    """Exponentially weighted errors over about the last `FIRST` readings."""
     pending: dict[float, tuple[float, float | None, float | None]] = field(default_factory=dict)
+
+    @property
+    def learned(self) -> tuple[float, float] | None:
+        """(model / last value at first, recently): falls as the daemon learns the sensor."""
+        if self.scored < 2 * FIRST or not self.first_last or not self.recent_last:
+            return None
+        return self.first_model / self.first_last, self.recent_model / self.recent_last
 
     @property
     def coverage(self) -> float | None:
@@ -88,8 +105,15 @@ class Scoreboard:
                 s.banded += 1
                 s.inside += lo <= value <= hi
             if s.predicted is not None and s.value is not None:
-                s.model_err += abs(s.predicted - value)
-                s.last_err += abs(s.value - value)
+                m, p = abs(s.predicted - value), abs(s.value - value)
+                s.model_err += m
+                s.last_err += p
+                if s.scored < FIRST:
+                    s.first_model += m
+                    s.first_last += p
+                w = 1.0 if not s.scored else RECENT_WEIGHT
+                s.recent_model += w * (m - s.recent_model)
+                s.recent_last += w * (p - s.recent_last)
                 s.scored += 1
             s.readings += 1
             s.value, s.ts = value, ts

@@ -16,7 +16,7 @@ from sensorcast.demo.scoreboard import Scoreboard, SensorScore
 
 WIDE = 140
 """From this many columns on, the table shows the extra columns."""
-SCREEN_LINES = 11
+SCREEN_LINES = 12
 """Lines of the live view that are not sensor rows (title, header, totals, help, margin)."""
 
 
@@ -67,6 +67,15 @@ ANOMALY_SHOWN_S = 10.0
 """Seconds a sensor's row stays marked after an anomaly event."""
 
 
+def _learned(s: SensorScore) -> Text:
+    """Model / last-value error at first -> recently: green as the sensor is learned."""
+    learned = s.learned
+    if learned is None:
+        return Text("-", style="dim")
+    first, now = learned
+    return Text(f"{first:.2f}→{now:.2f}", style="green" if now < first else "")
+
+
 def _band(s: SensorScore, d: int) -> str:
     if s.next_lower is None or s.next_upper is None:
         return ""
@@ -98,6 +107,7 @@ def _row(sensor: SimulatedSensor, s: SensorScore, info: DemoInfo, wide: bool) ->
         nxt,
         model,
         last,
+        _learned(s),
         Text(_num(None if s.coverage is None else 100 * s.coverage, 0)),
         _flag(s),
     ]
@@ -114,7 +124,8 @@ def _table(wide: bool) -> Table:
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
     table.add_column("sensor", no_wrap=True, overflow="ellipsis", max_width=20)
     table.add_column("unit", no_wrap=True)
-    numbers = ["reading", "forecast", "next ± 90%", "MAE model", "MAE last", "in %", "anom"]
+    numbers = ["reading", "forecast", "next ± 90%", "MAE model", "MAE last", "learned"]
+    numbers += ["in %", "anom"]
     if wide:
         numbers[2:2] = ["error"]
         numbers += ["vs last", "readings", "forecasts"]
@@ -150,6 +161,8 @@ def live_view(board: Scoreboard, info: DemoInfo, width: int, height: int) -> Ren
         "forecast: predicted one step ago for this reading  ·  next: for the coming one, "
         "± half its interval (yellow: the last value, where the model did worse)\n"
         "MAE last: the error of taking the last value as the forecast (persistence)  ·  "
+        "learned: model / last-value error over a sensor's first 30 readings → the last 30 "
+        "(the daemon adapts to each sensor)\n"
         "in %: readings inside their interval  ·  anom: anomaly events (! just now)",
         style="dim",
     )

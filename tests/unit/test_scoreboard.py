@@ -43,3 +43,25 @@ def test_stale_forecasts_and_readings_are_ignored():
     s = board.scores["s"]
     assert (s.value, s.readings, s.scored, s.pending) == (12.0, 2, 0, {})
     assert board.totals() == (2, 1)
+
+
+def test_learned_shows_the_error_at_first_against_the_error_recently():
+    board = Scoreboard(["s"])
+    board.reading("s", T0, 0.0)
+    for i in range(1, 241):  # the last value is always 1 off; the model 2 off, then 0.5 off
+        board.forecast("s", i + (2.0 if i <= 60 else 0.5), T0 + i)
+        board.reading("s", T0 + i, float(i))
+    s = board.scores["s"]
+    assert s.learned is not None
+    first, now = s.learned
+    assert first == pytest.approx(2.0)
+    assert now == pytest.approx(0.5, abs=0.01)
+
+
+def test_learned_waits_for_enough_readings():
+    board = Scoreboard(["s"])
+    board.reading("s", T0, 0.0)
+    for i in range(1, 40):
+        board.forecast("s", i + 1.0, T0 + i)
+        board.reading("s", T0 + i, float(i))
+    assert board.scores["s"].learned is None

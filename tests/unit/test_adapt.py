@@ -1,0 +1,174 @@
+"""SensorHeads: per-sensor corrections of the shipped model, learned online (real LiteRT)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sensorcast.adapt import SensorHeads, layout_for
+from sensorcast.buffer import Window
+from sensorcast.config import AdaptConfig
+from sensorcast.inference import ServedBundle
+from sensorcast.models import DEFAULT_BUNDLE
+from sensorcast.models.bundle import load_bundle
+from sensorcast.models.realdata import by_name
+from sensorcast.models.runtime import Forecaster
+from sensorcast.state import load_heads, save_heads
+
+BUNDLE = load_bundle(DEFAULT_BUNDLE)
+META = BUNDLE.meta
+T, H = META.timesteps, META.horizon
+
+
+@pytest.fixture(scope="module")
+def forecaster() -> Forecaster:
+    return Forecaster(BUNDLE)
+
+
+def heads(max_sensors: int = 100, **kw: float) -> SensorHeads:
+    layout = layout_for(META)
+    assert layout is not None
+    return SensorHeads(META, layout, max_sensors=max_sensors, **kw)
+
+
+def windows_of(values: np.ndarray, sid: str = "s", seq0: int = 0) -> list[Window]:
+    return [
+        Window(sid, values[i - T + 1 : i + 1, None], float(i), 3600.0, seq0 + i)
+        for i in range(T - 1, len(values))
+    ]
+
+
+def serve(h: SensorHeads | None, f: Forecaster, windows: list[Window]) -> np.ndarray:
+    raw = np.stack([w.values for w in windows])
+    run = f.run(raw)
+    y = run.y if h is None else h.correct(windows, run.x, run.y, run.center, run.scale, raw)
+    return f.inverse(y, run)[:, :, 0]
+
+
+def mae_by_step(values: np.ndarray, forecast: np.ndarray, first: int) -> np.ndarray:
+    """MAE per step of forecasts made at window index >= first (window i ends at T-1+i)."""
+    rows = []
+    for k in range(H):
+        idx = np.arange(first, len(forecast) - k - 1)
+        rows.append(np.mean(np.abs(forecast[idx, k] - values[idx + T + k])))
+    return np.array(rows)
+
+
+def temperatures(n: int) -> np.ndarray:
+    _, v = by_name("sf_temp").load()
+    return v[~np.isnan(v)][:n].astype(float)
+
+
+def test_a_new_sensor_is_forecast_exactly_as_without_adaptation(forecaster: Forecaster) -> None:
+    values = temperatures(T + H)  # H + 1 windows: the last is the first to learn
+    ws = windows_of(values)
+    got, plain = serve(heads(), forecaster, ws), serve(None, forecaster, ws)
+    assert np.array_equal(got[:H], plain[:H])
+    assert not np.array_equal(got[H], plain[H])
+
+
+def test_the_heads_learn_a_sensor_s_daily_rhythm(forecaster: Forecaster) -> None:
+    values = temperatures(3000)
+    ws = windows_of(values)
+    h = heads()
+    adapted = np.concatenate([serve(h, forecaster, ws[i : i + 64]) for i in range(0, len(ws), 64)])
+    plain = serve(None, forecaster, ws)
+    late = mae_by_step(values, adapted, 2000) / mae_by_step(values, plain, 2000)
+    assert (late < 0.7).all(), late
+    assert h.resets == 0
+
+
+def test_windows_of_one_sensor_in_one_batch_learn_in_order(forecaster: Forecaster) -> None:
+    values = temperatures(600)
+    ws = windows_of(values)
+    one, many = heads(), heads()
+    together = serve(one, forecaster, ws)
+    apart = np.concatenate([serve(many, forecaster, [w]) for w in ws])
+    np.testing.assert_allclose(together, apart, rtol=1e-5, atol=1e-5)
+
+
+def test_a_diverged_head_is_reset_and_counted(forecaster: Forecaster) -> None:
+    values = temperatures(400)
+    ws = windows_of(values)
+    h = heads()
+    serve(h, forecaster, ws[:-1])
+    h._arrays["weights"][h.slots["s"]] = 1e6  # as if it had blown up
+    got = serve(h, forecaster, ws[-1:])
+    assert h.take_resets() == 1
+    np.testing.assert_array_equal(got, serve(None, forecaster, ws[-1:]))
+    assert not h._arrays["weights"][h.slots["s"]].any()
+
+
+def test_the_covariance_stays_bounded_without_excitation(forecaster: Forecaster) -> None:
+    """Plain RLS with forgetting grows P without bound on a flat sensor; the ridge put
+    back as it is forgotten keeps it under I / ridge."""
+    values = np.full(3000, 21.5)
+    values[::97] += 0.1  # a few steps, so the window has a scale
+    h = heads(ridge=3.0)
+    serve(h, forecaster, windows_of(values))
+    cov = h._arrays["cov"][h.slots["s"]].astype(float)
+    assert np.isfinite(cov).all()
+    assert np.linalg.eigvalsh(cov).max() <= 1 / 3.0 + 1e-4
+
+
+def test_heads_are_bounded_and_recycle_the_least_recently_seen(forecaster: Forecaster) -> None:
+    values = temperatures(T + 2)
+    h = heads(max_sensors=3)
+    for sid in ("a", "b", "c", "a", "d"):
+        serve(h, forecaster, windows_of(values, sid))
+    assert list(h.slots) == ["c", "a", "d"]
+    assert len(h._arrays["updates"]) <= 3
+
+
+def test_snapshots_keep_the_heads(tmp_path: Path, forecaster: Forecaster) -> None:
+    values = temperatures(700)
+    ws = windows_of(values)
+    h = heads()
+    serve(h, forecaster, ws[:600])
+    save_heads(tmp_path, h)
+    again = heads()
+    assert load_heads(tmp_path, again) == 1
+    rest = ws[600:]
+    np.testing.assert_array_equal(serve(h, forecaster, rest), serve(again, forecaster, rest))
+
+
+def test_snapshots_of_another_layout_or_corrupt_are_skipped(
+    tmp_path: Path, forecaster: Forecaster, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = heads()
+    serve(h, forecaster, windows_of(temperatures(100)))
+    save_heads(tmp_path, h)
+    other = layout_for(META.model_copy(update={"horizon": 3}))
+    assert other is not None
+    assert load_heads(tmp_path, SensorHeads(META, other, max_sensors=10)) == 0
+    (tmp_path / "heads.npz").write_bytes(b"not a zip")
+    with caplog.at_level(logging.WARNING):
+        assert load_heads(tmp_path, heads()) == 0
+    assert "unusable" in caplog.text
+
+
+def test_a_bundle_whose_targets_are_not_features_does_not_adapt() -> None:
+    other = META.model_copy(update={"targets": ["co2"], "features": ["value"]})
+    assert layout_for(other) is None
+
+
+def test_a_reload_keeps_heads_of_the_same_layout_and_resets_others(
+    forecaster: Forecaster, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = ServedBundle.load(BUNDLE, adapt=AdaptConfig())
+    assert old.heads is not None
+    serve(old.heads, forecaster, windows_of(temperatures(100)))
+    same = ServedBundle.load(BUNDLE, adapt=AdaptConfig(max_sensors=7)).keeping_scores(old)
+    assert same.heads is old.heads and same.heads.max_sensors == 7
+    off = ServedBundle.load(BUNDLE, adapt=AdaptConfig(enabled=False)).keeping_scores(old)
+    assert off.heads is None
+    fresh = ServedBundle.load(BUNDLE, adapt=AdaptConfig())
+    assert fresh.heads is not None
+    object.__setattr__(fresh.heads, "layout", layout_for(META.model_copy(update={"horizon": 3})))
+    with caplog.at_level(logging.INFO):
+        kept = fresh.keeping_scores(old)
+    assert kept.heads is fresh.heads and not len(fresh.heads)
+    assert "adapted heads of 1 sensors are reset" in caplog.text
