@@ -22,8 +22,9 @@ the end of the window then served: one update with that window's `phi` and all i
 residuals (clipped to `RESIDUAL_CLIP` steps, so a jump does not drag the head along).
 The covariance is shared across steps (they share `phi`), the weights are per step.
 
-State lives in preallocated float32 arrays, grown by doubling up to `max_sensors`,
-least recently seen sensor recycled first; a head that diverges (non-finite, or a
+State lives in preallocated float32 arrays (the covariance as its upper triangle), grown
+by doubling up to `max_sensors`; beyond it the least recently seen sensor's head is
+recycled once that sensor has been quiet for `idle_s`. A head that diverges (non-finite, or a
 correction beyond `CORRECTION_BOUND` steps) is reset and counted.
 """
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +55,8 @@ CORRECTION_BOUND = 30.0
 """A head whose correction exceeds this many normalised units has diverged: it is reset."""
 FORGETTING = 0.999
 RIDGE = 3.0
+IDLE_S = 3600.0
+"""Seconds a sensor must have been quiet before its head may go to another sensor."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,7 @@ class SensorHeads:
         max_sensors: int,
         forgetting: float = FORGETTING,
         ridge: float = RIDGE,
+        idle_s: float = IDLE_S,
         initial_capacity: int = 256,
     ) -> None:
         self.layout = layout
@@ -114,15 +119,18 @@ class SensorHeads:
         """Heads reset because they diverged (taken by `take_resets`)."""
         h, k, p = self._h, self._k, self._p
         self._shapes: dict[str, tuple[tuple[int, ...], type[np.generic]]] = {
-            "cov": ((p, p), np.float32),
+            "cov": ((p * (p + 1) // 2,), np.float32),
             "weights": ((p, h * k), np.float32),
             "updates": ((), np.int64),
+            "seen": ((), np.float64),
             "pend_seq": ((h,), np.int64),
             "pend_phi": ((h, p), np.float32),
             "pend_center": ((h, k), np.float32),
             "pend_scale": ((h, k), np.float32),
         }
-        self._cov0 = (np.eye(p) / ridge).astype(np.float32)
+        self._tri = np.triu_indices(p)
+        self._cov0 = (np.eye(p) / ridge)[self._tri].astype(np.float32)
+        self.idle_s = idle_s
         self._arrays: dict[str, NDArray[Any]] = {}
         self._allocate(min(initial_capacity, max_sensors))
 
@@ -143,18 +151,26 @@ class SensorHeads:
         a["cov"][slots] = self._cov0
         a["pend_seq"][slots] = -1
 
-    def _slot(self, sensor_id: str) -> int:
+    def _slot(self, sensor_id: str, now: float) -> int:
+        """The sensor's head, a new one, or -1 when every head is taken by a sensor seen
+        within `idle_s` (so at scale the first sensors keep learning instead of every head
+        being recycled before its sensor comes back)."""
         slot = self.slots.get(sensor_id)
         if slot is not None:
             self.slots.move_to_end(sensor_id)
+            self._arrays["seen"][slot] = now
             return slot
         if len(self.slots) >= self.max_sensors:
+            lru = self.slots[next(iter(self.slots))]
+            if now - self._arrays["seen"][lru] < self.idle_s:
+                return -1
             _, old = self.slots.popitem(last=False)
             self._free.append(old)
         if not self._free:
             self._allocate(min(len(self._arrays["updates"]) * 2, self.max_sensors))
         slot = self._free.pop()
         self._reset(slot)
+        self._arrays["seen"][slot] = now
         self.slots[sensor_id] = slot
         return slot
 
@@ -195,9 +211,12 @@ class SensorHeads:
         realised = raw[:, -self._h :, self._target_idx]  # (n, h, k): the last h readings
         out = np.asarray(y, dtype=np.float64).copy()
         with self._lock:
-            slots = np.array([self._slot(w.sensor_id) for w in windows], dtype=np.intp)
+            now = time.monotonic()
+            slots = np.array([self._slot(w.sensor_id, now) for w in windows], dtype=np.intp)
             seqs = np.array([w.seq for w in windows], dtype=np.int64)
-            for rows in batch_rounds(slots):
+            adapted = np.flatnonzero(slots >= 0)
+            for part in batch_rounds(slots[adapted]):
+                rows = adapted[part]
                 s, q = slots[rows], seqs[rows]
                 self._learn(s, q, realised[rows])
                 out[rows] += self._predict(s, phi[rows])
@@ -241,7 +260,7 @@ class SensorHeads:
             :, None, :
         ]
         resid = np.clip(target.reshape(len(s), -1) - base, -RESIDUAL_CLIP, RESIDUAL_CLIP)
-        cov = a["cov"][s].astype(np.float64) / self.forgetting
+        cov = self._unpack(a["cov"][s]) / self.forgetting
         w = a["weights"][s].astype(np.float64)
         pf = np.einsum("mij,mj->mi", cov, phi)
         gain = pf / (1.0 + np.einsum("mi,mi->m", phi, pf))[:, None]
@@ -259,17 +278,25 @@ class SensorHeads:
         cov = 0.5 * (cov + cov.transpose(0, 2, 1))
         bad = ~(np.isfinite(cov).all(axis=(1, 2)) & np.isfinite(w).all(axis=(1, 2)))
         bad |= (np.diagonal(cov, axis1=1, axis2=2) <= 0).any(axis=1)
-        a["cov"][s] = cov
+        a["cov"][s] = cov[:, self._tri[0], self._tri[1]]
         a["weights"][s] = w
         a["updates"][s] += 1
         if bad.any():
             self._diverged(s[bad])
 
+    def _unpack(self, packed: NDArray[np.float32]) -> NDArray[np.float64]:
+        """(m, p(p+1)/2) upper triangles to (m, p, p) symmetric matrices."""
+        i, j = self._tri
+        out = np.empty((len(packed), self._p, self._p))
+        out[:, i, j] = packed
+        out[:, j, i] = packed
+        return out
+
     # --- snapshots ----------------------------------------------------------
     def to_arrays(self) -> dict[str, NDArray[Any]]:
         with self._lock:
             idx = np.fromiter(self.slots.values(), dtype=np.intp, count=len(self.slots))
-            out = {name: arr[idx] for name, arr in self._arrays.items()}
+            out = {name: arr[idx] for name, arr in self._arrays.items() if name != "seen"}
             out["sensor_ids"] = np.array(list(self.slots), dtype=np.str_)
             return out
 
@@ -280,13 +307,16 @@ class SensorHeads:
         if len(set(ids)) != m:
             raise ValueError("duplicate sensor ids")
         for name, (shape, dtype) in self._shapes.items():
+            if name == "seen":  # a monotonic clock: of no meaning after a restart
+                continue
             got = arrays[name]
             if got.shape != (m, *shape) or got.dtype != dtype:
                 raise ValueError(f"{name} has shape {got.shape} {got.dtype}")
         for name in ("cov", "weights", "pend_phi", "pend_center", "pend_scale"):
             if not np.isfinite(arrays[name]).all():
                 raise ValueError(f"{name} is not finite")
-        if (np.diagonal(arrays["cov"], axis1=1, axis2=2) <= 0).any():
+        diagonal = np.flatnonzero(self._tri[0] == self._tri[1])
+        if (arrays["cov"][:, diagonal] <= 0).any():
             raise ValueError("cov is not positive")
         keep = ids[max(0, m - self.max_sensors) :]
         with self._lock:
@@ -295,11 +325,13 @@ class SensorHeads:
             self._arrays = {}
             self._allocate(min(max(len(keep), 256), self.max_sensors))
             first = m - len(keep)
+            now = time.monotonic()
             for sid in keep:
-                self._slot(sid)
+                self._slot(sid, now)
             idx = np.fromiter(self.slots.values(), dtype=np.intp, count=len(keep))
             for name in self._shapes:
-                self._arrays[name][idx] = arrays[name][first:]
+                if name != "seen":
+                    self._arrays[name][idx] = arrays[name][first:]
         return len(keep)
 
 

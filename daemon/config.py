@@ -283,8 +283,12 @@ class AdaptConfig(Section):
     max_sensors: int = Field(
         4096,
         ge=1,
-        description="Sensors adapted at once (about 8 kB each with the default model); the "
-        "least recently seen head is recycled beyond it.",
+        description="Sensors adapted at once (about 5 kB each with the default model); "
+        "beyond it a new sensor takes the least recently seen sensor's head once that sensor "
+        "has been quiet for idle_s, else it is served the model unadapted.",
+    )
+    idle_s: float = Field(
+        3600.0, ge=0, description="Quiet seconds before a sensor's head may be recycled."
     )
     forgetting: float = Field(
         0.999, gt=0.9, le=1.0, description="Weight of the past per reading (0.999: ~1000)."

@@ -74,6 +74,7 @@ class ServedBundle:
                 max_sensors=adapt.max_sensors,
                 forgetting=adapt.forgetting,
                 ridge=adapt.ridge,
+                idle_s=adapt.idle_s,
             )
         return cls(
             forecaster=Forecaster(bundle, backend=backend, threads=threads),
@@ -103,7 +104,7 @@ class ServedBundle:
             )
             return out
         kept.max_sensors = new.max_sensors
-        kept.forgetting, kept.ridge = new.forgetting, new.ridge
+        kept.forgetting, kept.ridge, kept.idle_s = new.forgetting, new.ridge, new.idle_s
         return replace(out, heads=kept)
 
 

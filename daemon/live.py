@@ -28,6 +28,7 @@ LIVE = frozenset(
         "adapt.max_sensors",
         "adapt.forgetting",
         "adapt.ridge",
+        "adapt.idle_s",
         "inference.max_batch",
         "inference.max_wait_ms",
         "state.interval",

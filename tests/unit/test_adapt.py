@@ -109,18 +109,32 @@ def test_the_covariance_stays_bounded_without_excitation(forecaster: Forecaster)
     values[::97] += 0.1  # a few steps, so the window has a scale
     h = heads(ridge=3.0)
     serve(h, forecaster, windows_of(values))
-    cov = h._arrays["cov"][h.slots["s"]].astype(float)
+    cov = h._unpack(h._arrays["cov"][[h.slots["s"]]])[0]
     assert np.isfinite(cov).all()
     assert np.linalg.eigvalsh(cov).max() <= 1 / 3.0 + 1e-4
 
 
 def test_heads_are_bounded_and_recycle_the_least_recently_seen(forecaster: Forecaster) -> None:
     values = temperatures(T + 2)
-    h = heads(max_sensors=3)
+    h = heads(max_sensors=3, idle_s=0.0)
     for sid in ("a", "b", "c", "a", "d"):
         serve(h, forecaster, windows_of(values, sid))
     assert list(h.slots) == ["c", "a", "d"]
     assert len(h._arrays["updates"]) <= 3
+
+
+def test_beyond_the_cap_sensors_seen_lately_keep_their_heads(forecaster: Forecaster) -> None:
+    """At scale the first sensors keep learning; the others are served the plain model."""
+    values = temperatures(300)
+    h = heads(max_sensors=2, idle_s=3600.0)
+    for sid in ("a", "b"):
+        serve(h, forecaster, windows_of(values, sid))
+    late = windows_of(values, "c")
+    assert np.array_equal(serve(h, forecaster, late), serve(None, forecaster, late))
+    assert list(h.slots) == ["a", "b"]
+    h.idle_s = 0.0  # a and b gone quiet
+    serve(h, forecaster, late[:1])
+    assert list(h.slots) == ["b", "c"]
 
 
 def test_snapshots_keep_the_heads(tmp_path: Path, forecaster: Forecaster) -> None:
