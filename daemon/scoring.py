@@ -12,9 +12,10 @@ normalised units of the bundle's calibration (error / window scale):
   bundle's calibration, so the first forecast has an interval and every
   sensor converges to its own coverage.
 - Guard: rolling errors of the model and of persistence, in the sensor's own
-  units (one sensor, one unit: this is its MAE); a sensor whose model has
-  recently done worse is served persistence (with hysteresis), while the model
-  keeps being scored.
+  units (one sensor, one unit: this is its MAE), one reading moving them at
+  most GUARD_CLIP times the larger; a sensor whose model has recently done no
+  better is served persistence (with hysteresis), while the model keeps being
+  scored.
 - Anomalies: a reading outside the one-step interval at `anomaly_level` of
   the forecast served for it. A tracker at that level itself would learn to
   let anomalies in (at 0.99 it widens until 1% of readings fall outside, the
@@ -53,8 +54,11 @@ GUARD_WEIGHT = 0.02
 """Weight of the newest reading in the guard's rolling errors (about the last 50)."""
 GUARD_MIN_SCORED = 20
 """Readings scored before the guard may switch a sensor."""
-GUARD_ENTER = 1.03
-"""Model error / persistence error above which a sensor is served persistence."""
+GUARD_ENTER = 1.0
+"""Model error / persistence error above which a sensor is served persistence: where the
+model is no better, the last value is served (never worse than persistence)."""
+GUARD_CLIP = 4.0
+"""A reading's errors enter the guard's rolling errors at most this times the larger of them."""
 GUARD_LEAVE = 0.97
 """... and below which it is served the model again."""
 Q_FLOOR, Q_CEIL = 1e-6, 1e6
@@ -346,8 +350,14 @@ class SensorScores:
         ep = np.where(valid[:, :, None], r_pers, 0.0).sum(axis=(1, 2))
         n = a["n_scored"][slots] + any_valid  # counted after the guard, by the caller
         fresh = a["n_scored"][slots] == 0
-        err_m = np.where(fresh, em, a["err_model"][slots] + w * (em - a["err_model"][slots]))
-        err_p = np.where(fresh, ep, a["err_pers"][slots] + w * (ep - a["err_pers"][slots]))
+        old_m, old_p = a["err_model"][slots], a["err_pers"][slots]
+        # one reading moves the rolling errors at most GUARD_CLIP times the larger of them:
+        # a jump both fail on (a pump starting) must not hide, for the next hundred readings,
+        # a model that then does worse than the last value
+        cap = np.where(fresh, np.inf, GUARD_CLIP * np.maximum(old_m, old_p))
+        em, ep = np.minimum(em, cap), np.minimum(ep, cap)
+        err_m = np.where(fresh, em, old_m + w * (em - old_m))
+        err_p = np.where(fresh, ep, old_p + w * (ep - old_p))
         use = a["use_pers"][slots]
         ready = n >= GUARD_MIN_SCORED
         enter = ready & ~use & (err_m > GUARD_ENTER * err_p)
