@@ -185,6 +185,31 @@ def test_a_corrupt_snapshot_is_refused() -> None:
         scores_for(meta()).load_arrays(arrays)
 
 
+def test_a_jump_both_miss_does_not_hide_a_model_that_then_loses() -> None:
+    """A ramp the model follows exactly; a step of 50 (a pump starting) that both it and
+    persistence miss; then, while the step is in its window, a model 1 off where the last
+    value is 0.1-0.3 off. Each window's scale is its RMS step, as `last` has it, so the
+    windows holding the step have a scale ~90 times the others'. In those units the model's
+    loss hardly registers; the guard compares errors in sensor units and switches."""
+    t, h = 32, 3
+    ramp = 0.1 * np.arange(400.0)
+    ramp[200:] += 50.0
+    s = scores_for(meta(horizon=h, timesteps=t))
+    pers = []
+    for i in range(t - 1, len(ramp)):
+        w = ramp[i - t + 1 : i + 1]
+        if np.ptp(w) > 40:  # the step is in the window
+            f = w[-1] - 1.0 + np.zeros(h)
+        else:
+            f = w[-1] + 0.1 * np.arange(1, h + 1)
+        scale = np.sqrt(np.mean(np.diff(w) ** 2)).reshape(1, 1, 1)
+        window = Window("s", w[:, None], float(i), 1.0, seq=1000 + i)
+        pers.append(bool(s.score([window], f.reshape(1, h, 1), scale).persistence[0]))
+    stepped = pers[200 - t + 1 + 5 : 200]  # windows holding the step, after a few readings
+    assert not any(pers[: 200 - t + 1])
+    assert sum(stepped) >= 0.6 * len(stepped)
+
+
 def test_unscorable_targets_get_the_bundle_interval_and_no_guard() -> None:
     data = make_meta(horizon=1).model_dump()
     data.update(features=["temperature"], targets=["co2"])
