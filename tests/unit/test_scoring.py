@@ -198,10 +198,8 @@ def test_a_jump_both_miss_does_not_hide_a_model_that_then_loses() -> None:
     pers = []
     for i in range(t - 1, len(ramp)):
         w = ramp[i - t + 1 : i + 1]
-        if np.ptp(w) > 40:  # the step is in the window
-            f = w[-1] - 1.0 + np.zeros(h)
-        else:
-            f = w[-1] + 0.1 * np.arange(1, h + 1)
+        stepped_in = np.ptp(w) > 40  # the step is in the window
+        f = w[-1] - (1.0 if stepped_in else -0.1 * np.arange(1, h + 1)) + np.zeros(h)
         scale = np.sqrt(np.mean(np.diff(w) ** 2)).reshape(1, 1, 1)
         window = Window("s", w[:, None], float(i), 1.0, seq=1000 + i)
         pers.append(bool(s.score([window], f.reshape(1, h, 1), scale).persistence[0]))
