@@ -190,6 +190,9 @@ def plain_report(board: Scoreboard, info: DemoInfo, print_line: Callable[[str], 
                 else "MAE -"
             )
             inside = "" if s.coverage is None else f", {s.coverage:.0%} inside interval"
+            learned = s.learned
+            if learned is not None:
+                mae += f" (vs last value {learned[0]:.2f} at first, {learned[1]:.2f} lately)"
             print_line(
                 f"[{up:5.0f}s] {sensor.sensor_id:<18} {_num(s.value, d):>9} {unit:<4}"
                 f" forecast {_num(s.predicted, d):>9}  next {_num(s.next_value, d):>9}"
