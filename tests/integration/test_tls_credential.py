@@ -31,7 +31,8 @@ def test_the_client_key_comes_from_the_credential(pki, tmp_path, daemon_proc):
         sub = Client(broker.port, status)
         daemon = daemon_proc(config, env={"CREDENTIALS_DIRECTORY": str(creds)})
         wait_for(lambda: sub.received(status), timeout=20)  # connected with the client certificate
-        assert daemon.logged("connected to mqtts://127.0.0.1")
+        # the status may come over the publishing connection before the log line is written
+        wait_for(lambda: daemon.logged("connected to mqtts://127.0.0.1"), timeout=10)
         daemon.signal(signal.SIGTERM)
         assert daemon.wait() == 0
         sub.close()
