@@ -129,6 +129,13 @@ class SensorHeads:
             "pend_scale": ((h, k), np.float32),
         }
         self._tri = np.triu_indices(p)
+        self._packed = self._tri[0] * p + self._tri[1]
+        """Flat (p * p) index of each stored value."""
+        full = np.zeros((p, p), dtype=np.intp)
+        full[self._tri] = full[self._tri[1], self._tri[0]] = np.arange(len(self._packed))
+        self._unpacked = full.ravel()
+        """Stored index of each value of the full matrix."""
+        self._buf = (np.empty((0, p, p)), np.empty((0, p, p)))
         self._cov0 = (np.eye(p) / ridge)[self._tri].astype(np.float32)
         self.idle_s = idle_s
         self._arrays: dict[str, NDArray[Any]] = {}
@@ -260,25 +267,28 @@ class SensorHeads:
             :, None, :
         ]
         resid = np.clip(target.reshape(len(s), -1) - base, -RESIDUAL_CLIP, RESIDUAL_CLIP)
-        cov = self._unpack(a["cov"][s]) / self.forgetting
+        n = len(s)
+        cov, tmp = self._work(n)
+        self._unpack_into(a["cov"][s], cov)
+        cov /= self.forgetting
         w = a["weights"][s].astype(np.float64)
-        pf = np.einsum("mij,mj->mi", cov, phi)
+        pf = (cov @ phi[:, :, None])[:, :, 0]
         gain = pf / (1.0 + np.einsum("mi,mi->m", phi, pf))[:, None]
-        err = resid - np.einsum("mp,mpj->mj", phi, w)
+        err = resid - (phi[:, None, :] @ w)[:, 0]
         w += gain[:, :, None] * err[:, None, :]
-        cov -= gain[:, :, None] * pf[:, None, :]
+        cov -= np.multiply(gain[:, :, None], pf[:, None, :], out=tmp)
         # put back the ridge forgetting took away, on one coordinate per update (rank one)
         j = a["updates"][s] % self._p
-        m = np.arange(len(s))
+        m = np.arange(n)
         c = (1.0 - self.forgetting) * self.ridge * self._p
         pj = cov[m, :, j]  # (m, p)
         g = c / (1.0 + c * pj[m, j])
-        w -= g[:, None, None] * pj[:, :, None] * w[m, j][:, None, :]
-        cov -= g[:, None, None] * pj[:, :, None] * pj[:, None, :]
-        cov = 0.5 * (cov + cov.transpose(0, 2, 1))
-        bad = ~(np.isfinite(cov).all(axis=(1, 2)) & np.isfinite(w).all(axis=(1, 2)))
+        w -= (g[:, None] * pj)[:, :, None] * w[m, j][:, None, :]
+        cov -= np.multiply((g[:, None] * pj)[:, :, None], pj[:, None, :], out=tmp)
+        # only the upper triangle is kept, so rounding cannot make it drift from symmetric
+        bad = ~(np.isfinite(cov.sum(axis=(1, 2))) & np.isfinite(w.sum(axis=(1, 2))))
         bad |= (np.diagonal(cov, axis1=1, axis2=2) <= 0).any(axis=1)
-        a["cov"][s] = cov[:, self._tri[0], self._tri[1]]
+        a["cov"][s] = np.take(cov.reshape(n, -1), self._packed, axis=1)
         a["weights"][s] = w
         a["updates"][s] += 1
         if bad.any():
@@ -286,11 +296,20 @@ class SensorHeads:
 
     def _unpack(self, packed: NDArray[np.float32]) -> NDArray[np.float64]:
         """(m, p(p+1)/2) upper triangles to (m, p, p) symmetric matrices."""
-        i, j = self._tri
         out = np.empty((len(packed), self._p, self._p))
-        out[:, i, j] = packed
-        out[:, j, i] = packed
+        self._unpack_into(packed, out)
         return out
+
+    def _unpack_into(self, packed: NDArray[np.float32], out: NDArray[np.float64]) -> None:
+        out.reshape(len(packed), -1)[:] = np.take(packed, self._unpacked, axis=1)
+
+    def _work(self, n: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Two (n, p, p) work arrays, kept between calls: fresh arrays of this size would be
+        mapped from the system and faulted in page by page on every batch."""
+        if len(self._buf[0]) < n:
+            size = (max(n, 64), self._p, self._p)
+            self._buf = (np.empty(size), np.empty(size))
+        return self._buf[0][:n], self._buf[1][:n]
 
     # --- snapshots ----------------------------------------------------------
     def to_arrays(self) -> dict[str, NDArray[Any]]:
