@@ -171,6 +171,20 @@ class SensorTable:
         if slot is not None:
             self._free.append(slot)
 
+    def move_to(self, sensor_id: str, other: SensorTable) -> bool:
+        """Hand a sensor's whole state (window, times, cadence, numbering) to `other`, a
+        table of the same shape (another route's, after a reload); False if not tracked."""
+        slot = self.slots.pop(sensor_id, None)
+        if slot is None:
+            return False
+        self._free.append(slot)
+        other.evict(sensor_id)
+        new = other._new_slot(sensor_id)
+        for name in ("_data", "_pos", "_count", "_last_ts", "_cadence", "_seen", "_seq"):
+            getattr(other, name)[new] = getattr(self, name)[slot]
+        other._epoch = max(other._epoch, int(self._seq[slot]) // SEQ_EPOCH * SEQ_EPOCH)
+        return True
+
     def evict_idle(self, older_than: float) -> int:
         """Evict sensors last heard from (arrival time, not reading ts) before `older_than`."""
         n = 0

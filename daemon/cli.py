@@ -44,12 +44,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from sensorcast.config import effective_config, settings_from_args
-    from sensorcast.service import load_model
+    from sensorcast.routes import describe_routes, load_models
 
     settings = settings_from_args(args)
-    bundle, _, _ = load_model(settings)  # as `run` loads it: the interpreter included
+    models = load_models(settings)  # as `run` loads them: the interpreters included
     print(json.dumps(effective_config(settings), indent=2))
-    print(f"model bundle OK: {bundle.meta.model_id}", file=sys.stderr)
+    if settings.routes:
+        print(describe_routes(models, settings.model.fallback), file=sys.stderr)
+    ids = ", ".join(dict.fromkeys(m.bundle.meta.model_id for m in models))
+    print(f"model bundle{'s' if len(models) > 1 else ''} OK: {ids}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -35,6 +36,7 @@ from pydantic_settings import (
 )
 
 from sensorcast.errors import ConfigError
+from sensorcast.globs import uncovered
 from sensorcast.topics import TopicTemplate, check_share_group
 
 ENV_PREFIX = "SENSORCAST_"
@@ -300,7 +302,13 @@ class AdaptConfig(Section):
 
 class ModelConfig(Section):
     path: Path = Field(
-        default_factory=lambda: _default_bundle(), description="Model bundle directory."
+        default_factory=lambda: _default_bundle(),
+        description="Model bundle directory; serves every sensor no route matches.",
+    )
+    fallback: bool = Field(
+        True,
+        description="Serve sensors that match no route with model.path; false: they get no "
+        "forecast (their readings are dropped, counted as no_route).",
     )
     backend: Literal["litert", "keras"] = Field("litert", description="Inference backend.")
     threads: int = Field(1, ge=1, le=64, description="LiteRT interpreter threads.")
@@ -410,6 +418,49 @@ class EntityRule(Presentation):
     )
 
 
+class RouteConfig(Presentation):
+    """One entry of `routes` (SPEC 3a): the sensors it serves, the bundle that serves them
+    and how their forecasts look in Home Assistant."""
+
+    sensors: str = Field(
+        min_length=1, description="Glob on the sensor id, e.g. 'boiler-*'; the first match wins."
+    )
+    model: Path = Field(description="Model bundle directory serving these sensors.")
+
+    @field_validator("sensors")
+    @classmethod
+    def _check_glob(cls, glob: str) -> str:
+        if uncovered(glob) is None:
+            raise ValueError(
+                "matches no sensor id (ids are 1 to 64 of A-Z a-z 0-9 _ . : -; the glob "
+                "takes * ? [...])"
+            )
+        return glob
+
+
+def check_routes(routes: list[RouteConfig]) -> None:
+    """Refuse a route no sensor can reach: a duplicate glob, or one whose every match is
+    taken by earlier routes (ValueError naming both)."""
+    for i, route in enumerate(routes):
+        globs = [r.sensors for r in routes[:i]]
+        if route.sensors in globs:
+            j = globs.index(route.sensors)
+            raise ValueError(f"routes[{i}] repeats routes[{j}] (sensors = {route.sensors!r})")
+        if i and uncovered(route.sensors, globs) is None:
+            earlier = [
+                f"routes[{j}] ({g!r})" for j, g in enumerate(globs) if _overlap(g, route.sensors)
+            ]
+            raise ValueError(
+                f"routes[{i}] (sensors = {route.sensors!r}) is unreachable: every sensor id it "
+                f"matches is matched first by {', '.join(earlier)}; put it before them"
+            )
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Some sensor id matches both globs."""
+    return uncovered(b, [a]) != uncovered(b)
+
+
 class HomeAssistantConfig(Section):
     discovery: bool = Field(False, description="Announce forecasts via MQTT discovery.")
     prefix: str = Field(
@@ -481,6 +532,23 @@ class Settings(BaseSettings):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
+    routes: list[RouteConfig] = Field(
+        default_factory=list,
+        description="Several models in one daemon ([[routes]] in TOML, a JSON list in the "
+        "environment): the first route whose sensors glob matches serves a sensor; "
+        "model.path serves the rest (unless model.fallback is false).",
+    )
+
+    @field_validator("routes")
+    @classmethod
+    def _check_routes(cls, routes: list[RouteConfig], info: ValidationInfo) -> list[RouteConfig]:
+        check_routes(routes)
+        model = info.data.get("model")
+        if not routes and isinstance(model, ModelConfig) and not model.fallback:
+            raise ValueError(
+                "model.fallback = false with no routes would serve no sensor; add [[routes]]"
+            )
+        return routes
 
     @classmethod
     def settings_customise_sources(
@@ -499,10 +567,19 @@ class Settings(BaseSettings):
 
 
 def _describe(loc: tuple[int | str, ...]) -> str:
-    parts = [str(p) for p in loc if not str(p).startswith("function-")]
-    key = ".".join(parts) or "config"
-    env = ENV_PREFIX + "__".join(p.upper() for p in parts) if parts else CONFIG_ENV
-    return f"{key} ({env})"
+    """`routes[1].model (SENSORCAST_ROUTES)`: a list is one environment variable (JSON)."""
+    key, env_parts = "", []
+    for p in loc:
+        if isinstance(p, int):
+            key += f"[{p}]"
+            env_parts.append("")  # the list's variable holds the rest
+        elif not p.startswith("function-"):
+            key += f".{p}" if key else p
+            if "" not in env_parts:
+                env_parts.append(p)
+    names = [p.upper() for p in env_parts if p]
+    env = ENV_PREFIX + "__".join(names) if names else CONFIG_ENV
+    return f"{key or 'config'} ({env})"
 
 
 def _one_line(exc: ValidationError) -> str:
@@ -512,7 +589,8 @@ def _one_line(exc: ValidationError) -> str:
     if err["type"] == "extra_forbidden":
         return f"unknown config key {where}"
     value = err.get("input")
-    shown = "" if isinstance(value, dict) or "password" in where else f" = {value!r}"
+    hidden = isinstance(value, (dict, list)) or "password" in where
+    shown = "" if hidden else f" = {value!r}"
     return f"invalid config {where}{shown}: {msg}"
 
 

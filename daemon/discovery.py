@@ -84,7 +84,9 @@ class HomeAssistantDiscovery:
         presentation: Callable[[str], Presentation] | None = None,
         anomaly_topic: TopicTemplate | None = None,
         max_gap: float = 3.0,
+        models: Callable[[str], BundleMeta | None] | None = None,
     ) -> None:
+        """`models`: the bundle serving a sensor, when routes serve several (else `meta`)."""
         self.prefix = prefix
         self.node = node_id
         self.status_topic = status_topic
@@ -93,6 +95,7 @@ class HomeAssistantDiscovery:
         self.client_id = client_id
         self.gateway_id = f"sensorcast_gateway_{escape(client_id)}"
         self._publish = publish
+        self._models = models or (lambda sensor_id: None)
         self._lock = threading.Lock()
         self._announced: dict[str, _Announced] = {}
         self._generation = 0
@@ -184,12 +187,13 @@ class HomeAssistantDiscovery:
         """A sensor's config messages: one forecast sensor per target, and the anomaly
         binary sensor when anomalies are on."""
         look = self.presentation(sensor_id)
+        meta = self._models(sensor_id) or self.meta
         sid = escape(sensor_id)
         device = {
             "identifiers": [f"{self.node}_{sid}"],
             "name": look.name.format(sensor_id=sensor_id) if look.name else sensor_id,
             "manufacturer": "sensorcast",
-            "model": self.meta.model_id,
+            "model": meta.model_id,
             "sw_version": __version__,
             "via_device": self.gateway_id,
         }
@@ -200,11 +204,11 @@ class HomeAssistantDiscovery:
             "device": device,
             "origin": ORIGIN,
         }
-        cadence = cadence or self.meta.cadence_s
+        cadence = cadence or meta.cadence_s
         out = []
-        single = len(self.meta.targets) == 1
+        single = len(meta.targets) == 1
         state_topic = self.output.format(sensor_id)
-        for target in self.meta.targets:
+        for target in meta.targets:
             object_id = f"{sid}_forecast_{escape(target)}"
             config: dict[str, object] = {
                 "name": "Forecast" if single else f"{target} forecast",

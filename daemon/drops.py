@@ -31,6 +31,8 @@ class Drop(StrEnum):
     RETAINED_NO_TS = "retained_no_ts"
     BAD_SENSOR_ID = "bad_sensor_id"
     STALE = "stale"
+    NO_ROUTE = "no_route"
+    """The sensor matches no route and `model.fallback` is false (SPEC 3a)."""
 
 
 class DropLog:

@@ -52,8 +52,9 @@ class SensorEvents:
     def first_seen(self, sensor_id: str) -> None:
         self._emit(Event.FIRST_SEEN, sensor_id, "sensor %s: first reading", sensor_id)
 
-    def window_ready(self, sensor_id: str, model: str) -> None:
-        """A full window was handed to the model; logged the first time (and after a reset)."""
+    def window_ready(self, sensor_id: str, model: str, timesteps: int | None = None) -> None:
+        """A full window was handed to the model; logged the first time (and after a reset).
+        `timesteps`: the serving model's window, when routes serve several."""
         if sensor_id in self._forecasting:  # the hot path: one set lookup, no lock
             return
         with self._lock:
@@ -63,12 +64,24 @@ class SensorEvents:
             sensor_id,
             "sensor %s: window full (%d readings), forecasting with %s",
             sensor_id,
-            self.timesteps,
+            self.timesteps if timesteps is None else timesteps,
             model,
             model=model,
         )
 
-    def gap_reset(self, sensor_id: str, gap: float, cadence: float, max_gap: float) -> None:
+    def forget(self, sensor_id: str) -> None:
+        """The sensor's window started over (another route took it)."""
+        with self._lock:
+            self._forecasting.discard(sensor_id)
+
+    def gap_reset(
+        self,
+        sensor_id: str,
+        gap: float,
+        cadence: float,
+        max_gap: float,
+        timesteps: int | None = None,
+    ) -> None:
         with self._lock:
             self._forecasting.discard(sensor_id)
         self._emit(
@@ -80,7 +93,7 @@ class SensorEvents:
             gap,
             max_gap,
             cadence,
-            self.timesteps,
+            self.timesteps if timesteps is None else timesteps,
             gap_s=gap,
             cadence_s=cadence,
         )

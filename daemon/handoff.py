@@ -11,6 +11,10 @@ overload policy:
   one in place (the old one is counted as superseded), so memory stays bounded
   by `max_pending` plus one window per tracked sensor and the newest reading
   always wins; stale work is dropped instead of waited for.
+
+With several routes (SPEC 3a) every route's windows wait in a lane of their own and the
+worker takes a batch from each lane in turn (round robin), so a flooded or slow model
+delays another model's windows by at most one of its batches, not by its whole backlog.
 """
 
 from __future__ import annotations
@@ -28,13 +32,15 @@ Overload = Literal["backpressure", "coalesce"]
 
 
 class Pending:
-    """A window waiting for inference, with the time its reading arrived."""
+    """A window waiting for inference, with the time its reading arrived and its lane (the
+    route whose model serves it; None: the worker's default)."""
 
-    __slots__ = ("received", "window")
+    __slots__ = ("lane", "received", "window")
 
-    def __init__(self, window: Window, received: float) -> None:
+    def __init__(self, window: Window, received: float, lane: object = None) -> None:
         self.window = window
         self.received = received
+        self.lane = lane
 
 
 class ReadyQueue:
@@ -51,7 +57,9 @@ class ReadyQueue:
         """Called (under the queue's lock) when a held queue may take windows again."""
         self._held = False
         self._superseded = 0
-        self._items: deque[Pending] = deque()
+        self._lanes: dict[object, deque[Pending]] = {}
+        """Waiting windows by lane; the dict's order is the round-robin order."""
+        self._count = 0
         self._latest: dict[str, Pending] = {}
         self._cond = threading.Condition()
         self._closed = False
@@ -60,57 +68,68 @@ class ReadyQueue:
         while it waits to fill a batch, never while it is busy (no wake-up per window)."""
 
     def __len__(self) -> int:
-        return len(self._items)
+        return self._count
 
     def accepting(self) -> bool:
         """False while the queue is held (backpressure): read no more readings for now."""
         return not self._held
 
-    def put(self, window: Window, received: float) -> None:
+    def put(self, window: Window, received: float, lane: object = None) -> None:
         with self._cond:
             sid = window.sensor_id
-            if len(self._items) >= self.max_pending:
+            if self._count >= self.max_pending:
                 if self.overload == "backpressure":
                     self._held = True
-                    self._append(window, received)
+                    self._append(window, received, lane)
                     return
                 waiting = self._latest.get(sid)
-                if waiting is not None:
+                if waiting is not None and waiting.lane is lane:
                     waiting.window = window
                     waiting.received = received
                     self._superseded += 1
                     return
-            self._append(window, received)
+            self._append(window, received, lane)
 
-    def _append(self, window: Window, received: float) -> None:
-        entry = Pending(window, received)
-        self._items.append(entry)
+    def _append(self, window: Window, received: float, lane: object) -> None:
+        entry = Pending(window, received, lane)
+        items = self._lanes.get(lane)
+        if items is None:
+            items = self._lanes[lane] = deque()
+        items.append(entry)
+        self._count += 1
         if self.overload == "coalesce":
             self._latest[window.sensor_id] = entry
-        if len(self._items) >= self._wake_at:
+        if self._count >= self._wake_at:
             self._cond.notify()
 
     def take(self, max_batch: int, max_wait: float = 0.0) -> list[Pending]:
         """Block until windows are ready (or the queue is closed); return up to `max_batch`."""
         with self._cond:
             self._wake_at = 1
-            while not self._items and not self._closed:
+            while not self._count and not self._closed:
                 self._cond.wait()
-            if max_wait > 0 and len(self._items) < max_batch and not self._closed:
+            if max_wait > 0 and self._count < max_batch and not self._closed:
                 self._wake_at = max_batch
                 deadline = time.monotonic() + max_wait
-                while len(self._items) < max_batch and not self._closed:
+                while self._count < max_batch and not self._closed:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     self._cond.wait(left)
             self._wake_at = _NOBODY_WAITS
-            n = min(max_batch, len(self._items))
-            batch = [self._items.popleft() for _ in range(n)]
+            if not self._count:
+                return []
+            lane, items = next(iter(self._lanes.items()))  # the lane whose turn it is
+            del self._lanes[lane]
+            n = min(max_batch, len(items))
+            batch = [items.popleft() for _ in range(n)]
+            if items:
+                self._lanes[lane] = items  # to the back of the round
+            self._count -= n
             for entry in batch:
                 if self._latest.get(entry.window.sensor_id) is entry:
                     del self._latest[entry.window.sensor_id]
-            if self._held and len(self._items) <= self.resume_at:
+            if self._held and self._count <= self.resume_at:
                 self._held = False
                 self.on_room()
             return batch
@@ -128,11 +147,19 @@ class ReadyQueue:
             n, self._superseded = self._superseded, 0
             return n
 
-    def clear(self) -> int:
+    def clear(self, lane: object = ...) -> int:
+        """Drop waiting windows: all of them, or those of one lane."""
         with self._cond:
-            n = len(self._items)
-            self._items.clear()
-            self._latest.clear()
+            if lane is ...:
+                dropped = [e for items in self._lanes.values() for e in items]
+                self._lanes.clear()
+            else:
+                dropped = list(self._lanes.pop(lane, ()))
+            n = len(dropped)
+            self._count -= n
+            for entry in dropped:
+                if self._latest.get(entry.window.sensor_id) is entry:
+                    del self._latest[entry.window.sensor_id]
             if self._held:
                 self._held = False
                 self.on_room()

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
+from prometheus_client import Counter, Histogram
 
 from sensorcast.accuracy import OnlineAccuracy
 from sensorcast.adapt import SensorHeads, layout_for
@@ -55,7 +56,10 @@ class ServedBundle:
         guard: bool = True,
         anomalies: bool = True,
         adapt: AdaptConfig | None = None,
+        forecaster: Forecaster | None = None,
     ) -> ServedBundle:
+        """`forecaster`: one already made for this bundle (routes sharing a bundle share
+        its interpreter; the worker calls it from one thread)."""
         meta = bundle.meta
         scores = SensorScores(
             meta,
@@ -77,7 +81,7 @@ class ServedBundle:
                 idle_s=adapt.idle_s,
             )
         return cls(
-            forecaster=Forecaster(bundle, backend=backend, threads=threads),
+            forecaster=forecaster or Forecaster(bundle, backend=backend, threads=threads),
             encoder=ForecastEncoder(meta, level),
             scores=scores,
             heads=heads,
@@ -108,8 +112,30 @@ class ServedBundle:
         return replace(out, heads=kept)
 
 
+class Lane:
+    """One route as the worker sees it: the bundle it serves (swapped whole on reload), its
+    online accuracy and its per-model metrics. Windows queue per lane (handoff.py)."""
+
+    __slots__ = ("accuracy", "forecasts", "inference", "served")
+
+    def __init__(
+        self,
+        served: ServedBundle,
+        accuracy: OnlineAccuracy | None = None,
+        inference: Histogram | None = None,
+        forecasts: Counter | None = None,
+    ) -> None:
+        self.served = served
+        self.accuracy = accuracy
+        self.inference = inference
+        """sensorcast_model_inference_seconds{model=...}"""
+        self.forecasts = forecasts
+        """sensorcast_model_forecasts_total{model=...}"""
+
+
 class InferenceWorker(threading.Thread):
-    """Owns the model runner (LiteRT is not thread-safe); one model call per batch."""
+    """Owns the model runners (LiteRT is not thread-safe); one model call per batch, the
+    batches of several routes' lanes taken in turn."""
 
     def __init__(
         self,
@@ -130,23 +156,28 @@ class InferenceWorker(threading.Thread):
         self.metrics = metrics
         self.max_batch = max_batch
         self.max_wait = max_wait
-        self.accuracy = accuracy
         self.anomaly_topic = anomaly_topic
         self.busy_since: float | None = None
         """When the batch in progress started; None while waiting for windows."""
-        self._served = served
-        self._next: ServedBundle | None = None
+        self.lane = Lane(served, accuracy)
+        """The lane of windows queued without one (a daemon without routes has only it)."""
         self._publish = publish
         self._stopped = False
 
     @property
     def served(self) -> ServedBundle:
-        """The bundle being served (or about to be, after a swap)."""
-        return self._next or self._served
+        """The default lane's bundle (served from the next batch on, after a swap)."""
+        return self.lane.served
+
+    _served = served
+
+    @property
+    def accuracy(self) -> OnlineAccuracy | None:
+        return self.lane.accuracy
 
     def swap(self, served: ServedBundle) -> None:
-        """Serve `served` from the next batch on."""
-        self._next = served
+        """Serve `served` in the default lane from the next batch on."""
+        self.lane.served = served
 
     def stop(self) -> None:
         """Finish what is queued, then end."""
@@ -166,8 +197,6 @@ class InferenceWorker(threading.Thread):
                 if self._stopped:
                     return
                 continue
-            if self._next is not None:
-                self._served, self._next = self._next, None
             self.busy_since = time.monotonic()
             try:
                 self._serve(batch)
@@ -179,7 +208,10 @@ class InferenceWorker(threading.Thread):
                 served = time.perf_counter() - started
 
     def _serve(self, batch: list[Pending]) -> None:
-        served = self._served
+        lane = batch[0].lane
+        if not isinstance(lane, Lane):
+            lane = self.lane
+        served = lane.served  # read once: a reload swaps it between two batches
         meta = served.forecaster.meta
         shape = (meta.timesteps, len(meta.features))
         fits = [p for p in batch if p.window.values.shape == shape]
@@ -192,7 +224,10 @@ class InferenceWorker(threading.Thread):
         started = time.perf_counter()
         raw = np.stack([w.values for w in windows])
         run = served.forecaster.run(raw)
-        self.metrics.inference_seconds.observe(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        self.metrics.inference_seconds.observe(took)
+        if lane.inference is not None:
+            lane.inference.observe(took)
         y: NDArray[np.floating] = run.y
         if served.heads is not None:
             y = served.heads.correct(windows, run.x, y, run.center, run.scale, raw)
@@ -215,12 +250,15 @@ class InferenceWorker(threading.Thread):
                     self.metrics.forecasts_dropped.labels("queue_full").inc()
         finally:
             self.metrics.forecasts.inc(published)  # once per batch: the counter takes a lock
+            if lane.forecasts is not None:
+                lane.forecasts.inc(published)
         if scored.anomalies and self.anomaly_topic is not None:
             self._publish_anomalies(served, scored.anomalies)
-        if self.accuracy is not None:
+        accuracy = lane.accuracy
+        if accuracy is not None:
             for entry, forecast in zip(batch, forecasts, strict=True):
                 w = entry.window
-                self.accuracy.expect(w.sensor_id, w.ts, forecast, w.values)
+                accuracy.expect(w.sensor_id, w.ts, forecast, w.values)
 
     def _publish_anomalies(self, served: ServedBundle, anomalies: list[Anomaly]) -> None:
         assert self.anomaly_topic is not None

@@ -10,6 +10,8 @@ from pydantic import BaseModel, SecretStr
 LIVE = frozenset(
     {
         "model.path",
+        "model.fallback",
+        "routes",
         "model.backend",
         "model.threads",
         "input.max_payload_bytes",

@@ -167,6 +167,45 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        # Per model (SPEC 3a): one label value per bundle served, at most one per route; a
+        # reload removes the series of a model no longer served (forget_model).
+        self.model_readings = Counter(
+            "sensorcast_model_readings",
+            "Readings accepted into a buffer, by the model serving the sensor",
+            ["model"],
+            registry=r,
+        )
+        self.model_dropped = Counter(
+            "sensorcast_model_dropped",
+            "Readings of a routed sensor dropped (payload or time rules), by model and reason",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.model_forecasts = Counter(
+            "sensorcast_model_forecasts", "Forecasts published, by model", ["model"], registry=r
+        )
+        self.model_inference_seconds = Histogram(
+            "sensorcast_model_inference_seconds",
+            "Model time per batch, by model",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_sensors = Gauge(
+            "sensorcast_model_sensors", "Sensors tracked, by model", ["model"], registry=r
+        )
+        self.route_sensors = Gauge(
+            "sensorcast_route_sensors",
+            "Sensors tracked per route (route: its index in routes, or default for model.path)",
+            ["route", "sensors", "model"],
+            registry=r,
+        )
+        self.window_restarts = Counter(
+            "sensorcast_route_window_restarts",
+            "Windows started over because a reload moved their sensor to a route whose model "
+            "takes another window shape",
+            registry=r,
+        )
         self._drop = {reason: self.dropped.labels(reason.value) for reason in Drop}
         for reason in FORECAST_DROPS:  # every label from the start, so rates work at once
             self.forecasts_dropped.labels(reason)
@@ -186,6 +225,17 @@ class Metrics:
                     gauge.remove(model_id, target)
         with contextlib.suppress(KeyError):
             self.online_scored.remove(model_id)
+        for family in (
+            self.model_readings,
+            self.model_forecasts,
+            self.model_inference_seconds,
+            self.model_sensors,
+        ):
+            with contextlib.suppress(KeyError):
+                family.remove(model_id)
+        for reason in Drop:
+            with contextlib.suppress(KeyError):
+                self.model_dropped.remove(model_id, reason.value)
 
     def drop(self, reason: Drop) -> None:
         self._drop[reason].inc()

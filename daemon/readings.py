@@ -133,6 +133,14 @@ def read_message(
     sensor_id = topics.sensor_id(topic)
     if sensor_id is None:
         return Drop.BAD_SENSOR_ID
+    return read_payload(sensor_id, parser, payload, received, retained)
+
+
+def read_payload(
+    sensor_id: str, parser: PayloadParser, payload: bytes, received: float, retained: bool = False
+) -> tuple[str, float, Reading] | Drop:
+    """`read_message` once the sensor id is known (and with it the route, whose bundle's
+    features the parser reads)."""
     reading = parser.parse(payload)
     if isinstance(reading, Drop):
         return reading

@@ -17,29 +17,37 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from sensorcast.accuracy import OnlineAccuracy
 from sensorcast.buffer import SensorTable, Window
-from sensorcast.config import InputConfig, Settings
+from sensorcast.config import Presentation, Settings
 from sensorcast.discovery import (
     HomeAssistantDiscovery,
     anomaly_binary_sensors,
     presentation_lookup,
 )
 from sensorcast.drops import Drop, DropLog
-from sensorcast.errors import ConfigError, UserError
+from sensorcast.errors import UserError
 from sensorcast.events import SensorEvents
 from sensorcast.handoff import ReadyQueue
 from sensorcast.inference import InferenceWorker, ServedBundle
 from sensorcast.live import LIVE, apply_keys, changed_keys
 from sensorcast.metrics import Metrics
-from sensorcast.models.bundle import Bundle, BundleError, BundleMeta, load_bundle
+from sensorcast.models.bundle import Bundle, BundleMeta
 from sensorcast.mqttio import MQTTLink
 from sensorcast.overlap import GroupWatch
-from sensorcast.readings import MAX_TS, PayloadParser, read_message
+from sensorcast.readings import MAX_TS, PayloadParser, read_payload
 from sensorcast.recurring import RecurringProblem
+from sensorcast.routes import (
+    LoadedModel,
+    Route,
+    Router,
+    load_models,
+    make_table,
+    same_shape,
+)
 from sensorcast.state import (
     load_heads,
     load_scores,
@@ -57,47 +65,13 @@ TICK = 0.5
 """Seconds between housekeeping rounds of the main thread."""
 
 
-def _served(bundle: Bundle, settings: Settings) -> ServedBundle:
-    return ServedBundle.load(
-        bundle,
-        backend=settings.model.backend,
-        threads=settings.model.threads,
-        level=settings.output.level,
-        anomaly_level=settings.anomaly.level,
-        max_sensors=settings.input.max_sensors,
-        guard=settings.output.guard,
-        anomalies=settings.anomaly.enabled,
-        adapt=settings.adapt,
-    )
-
-
 def load_model(settings: Settings) -> tuple[Bundle, ServedBundle, PayloadParser]:
-    """The configured bundle, loaded as it is served, and the parser for its features.
-
-    A bundle that cannot serve is a configuration error (exit 78): the configuration points
-    at it. `check-config` calls this too, so it fails exactly when `run` would.
-    """
-    try:
-        bundle = load_bundle(settings.model.path)
-        served = _served(bundle, settings)
-    except BundleError as exc:
-        raise ConfigError(f"invalid model.path (SENSORCAST_MODEL__PATH): {exc}") from None
-    return bundle, served, make_parser(bundle.meta, settings.input)
-
-
-def make_parser(meta: BundleMeta, cfg: InputConfig) -> PayloadParser:
-    try:
-        return PayloadParser(
-            meta.features,
-            fields=cfg.fields,
-            ts_field=cfg.ts_field,
-            max_bytes=cfg.max_payload_bytes,
-            max_future=cfg.max_future_s or math.inf,
-        )
-    except ValueError as exc:
-        raise ConfigError(
-            f"invalid config input.fields (SENSORCAST_INPUT__FIELDS): {exc}"
-        ) from None
+    """The default route's bundle (model.path), loaded as it is served, and the parser for
+    its features; `load_models` loads every route's."""
+    model = settings.model.model_copy(update={"fallback": True})
+    alone = settings.model_copy(update={"routes": [], "model": model})
+    default = load_models(alone)[0]
+    return default.bundle, default.served, default.parser
 
 
 def _one_line(exc: BaseException) -> str:
@@ -113,19 +87,23 @@ class Service:
         self._reload_settings = reload_settings
         self.metrics = Metrics()
         self.notifier = Notifier()
-        bundle, served, self.parser = load_model(settings)
-        self.meta: BundleMeta = bundle.meta
+        models = load_models(settings)
         self.input = TopicTemplate(settings.input.topic, allow_wildcards=True)
         self.output = TopicTemplate(settings.output.topic, allow_wildcards=False)
         anomaly = settings.anomaly
         self.anomaly_topic = (
             TopicTemplate(anomaly.topic, allow_wildcards=False) if anomaly.enabled else None
         )
+        first = models[-1].bundle.meta
         self.events = SensorEvents(
-            settings.log.event_interval, settings.log.event_burst, bundle.meta.timesteps
+            settings.log.event_interval, settings.log.event_burst, first.timesteps
         )
-        self.table = self._make_table(bundle.meta)
         self.lock = threading.Lock()
+        """Guards the routes' tables (network thread, main thread)."""
+        self._accuracies: dict[str, OnlineAccuracy] = {}
+        self.router = Router(
+            [self._new_route(m) for m in models], max_cached=2 * settings.input.max_sensors
+        )
         self.queue = ReadyQueue(settings.inference.max_pending, settings.inference.overload)
         share_group = settings.input.share_group
         self.link = MQTTLink(
@@ -139,27 +117,21 @@ class Service:
             may_read=self.queue.accepting,
         )
         self.queue.on_room = self.link.wake
-        self.accuracy = OnlineAccuracy(
-            self.metrics,
-            bundle.meta.features,
-            bundle.meta.targets,
-            bundle.meta.model_id,
-            settings.input.max_sensors,
-        )
+        default = self.router.default
         self.worker = InferenceWorker(
             self.queue,
-            served,
+            default.lane.served,
             self.link.publish,
             self.output,
             self.metrics,
             max_batch=settings.inference.max_batch,
             max_wait=settings.inference.max_wait_ms / 1000,
-            accuracy=self.accuracy,
             anomaly_topic=self.anomaly_topic,
         )
+        self.worker.lane = default.lane
         self.stuck_after = 30.0
         """Seconds a batch may take while windows wait before the watchdog is withheld."""
-        self.discovery = self._make_discovery(bundle.meta)
+        self.discovery = self._make_discovery(default.meta)
         self.group = (
             None if share_group is None else GroupWatch(settings.mqtt, share_group, self.metrics)
         )
@@ -169,22 +141,65 @@ class Service:
         self._drop_log = DropLog(settings.log.drop_interval)
         self._snapshot_problem = RecurringProblem()
         self._held_seconds = 0.0
-        self._set_model_info(bundle.meta)
+        self._set_model_info()
 
-    def _make_table(self, meta: BundleMeta) -> SensorTable:
-        cfg = self.settings.input
-        table = SensorTable(
-            meta.timesteps,
-            len(meta.features),
-            max_sensors=cfg.max_sensors,
-            max_gap=cfg.max_gap,
-            gap_fill=cfg.gap_fill,
-            max_fill_steps=cfg.max_fill_steps,
-        )
-        table.on_gap_reset = lambda sid, gap, cadence: self.events.gap_reset(
-            sid, gap, cadence, table.max_gap
-        )
-        return table
+    # --- routes -------------------------------------------------------------
+    @property
+    def routes(self) -> list[Route]:
+        return self.router.routes
+
+    @property
+    def table(self) -> SensorTable:
+        """The default route's buffers (the only ones without routes)."""
+        return self.router.default.table
+
+    @property
+    def meta(self) -> BundleMeta:
+        """The default route's bundle (the only one without routes)."""
+        return self.router.default.meta
+
+    @property
+    def accuracy(self) -> OnlineAccuracy | None:
+        return self.router.default.lane.accuracy
+
+    def _accuracy(self, meta: BundleMeta) -> OnlineAccuracy:
+        """One online accuracy per model id, shared by the routes that serve it."""
+        acc = self._accuracies.get(meta.model_id)
+        if acc is None:
+            acc = self._accuracies[meta.model_id] = OnlineAccuracy(
+                self.metrics,
+                meta.features,
+                meta.targets,
+                meta.model_id,
+                self.settings.input.max_sensors,
+            )
+        return acc
+
+    def _new_route(self, model: LoadedModel) -> Route:
+        meta = model.bundle.meta
+        table = make_table(meta, self.settings.input, self.events)
+        return Route(model, table, self._accuracy(meta), self.metrics)
+
+    def _model_of(self, sensor_id: str) -> BundleMeta | None:
+        route = self.router.peek(sensor_id)
+        return None if route is None else route.meta
+
+    def _presentation(self) -> Callable[[str], Presentation]:
+        """A sensor's look in Home Assistant: the first `homeassistant.entities` rule that
+        matches, field by field over its route's unit, device_class and name."""
+        rules = presentation_lookup(self.settings.homeassistant.entities)
+
+        def look(sensor_id: str) -> Presentation:
+            rule = rules(sensor_id)
+            route = self.router.peek(sensor_id)
+            if route is None:
+                return rule
+            base = route.spec.look
+            fields = ("unit", "device_class", "name", "precision")
+            merged = {f: getattr(rule, f) or getattr(base, f) for f in fields}
+            return Presentation(**merged)
+
+        return look
 
     def _make_discovery(self, meta: BundleMeta) -> HomeAssistantDiscovery | None:
         ha = self.settings.homeassistant
@@ -198,15 +213,22 @@ class Service:
             self.output,
             meta,
             self.link.publish,
-            presentation=presentation_lookup(ha.entities),
+            presentation=self._presentation(),
             anomaly_topic=anomaly_binary_sensors(self.settings),
             max_gap=self.settings.input.max_gap,
+            models=self._model_of,
         )
         self.link.on_connected.append(discovery.refresh)
         return discovery
 
-    def _set_model_info(self, meta: BundleMeta) -> None:
+    def _set_model_info(self) -> None:
+        meta = self.meta
         self.metrics.model.info({"name": meta.name, "hash": meta.short_hash, "id": meta.model_id})
+        self.metrics.route_sensors.clear()  # routes renumbered or gone: their series too
+        for route in self.routes:
+            route.relabel()
+        with self.lock:
+            self._count_sensors()
 
     # --- network thread -------------------------------------------------
     def on_message(self, topic: str, payload: bytes, retained: bool = False) -> None:
@@ -217,27 +239,39 @@ class Service:
             log.exception("unexpected error handling a message on %r", topic[:200])
 
     def _ingest(self, topic: str, payload: bytes, received: float, retained: bool = False) -> None:
-        message = read_message(self.input, self.parser, topic, payload, received, retained)
-        if isinstance(message, Drop):
-            return self._drop(message, topic)
-        sensor_id, ts, reading = message
+        sensor_id = self.input.sensor_id(topic)
+        if sensor_id is None:
+            return self._drop(Drop.BAD_SENSOR_ID, topic)
         # one string object per sensor, however many tables and queues key on it
         sensor_id = sys.intern(sensor_id)
+        route = self.router.route(sensor_id)
+        if route is None:
+            return self._drop(Drop.NO_ROUTE, topic)
+        message = read_payload(sensor_id, route.parser, payload, received, retained)
+        if isinstance(message, Drop):
+            route.dropped(message)
+            return self._drop(message, topic)
+        _, ts, reading = message
         with self.lock:
-            previous = self.table.last_ts(sensor_id)
-            result = self.table.push(sensor_id, ts, reading.values, received)
+            table = route.table
+            previous = table.last_ts(sensor_id)
+            result = table.push(sensor_id, ts, reading.values, received)
         if isinstance(result, Drop):
+            route.dropped(result)
             return self._drop(result, topic)
         self.metrics.readings.inc()
+        route.readings.inc()
         if self.group is not None:
             self.group.seen(sensor_id, ts)
+        accuracy = route.lane.accuracy
         if previous is not None:
-            self.accuracy.observe(sensor_id, previous, reading.values)
+            if accuracy is not None:
+                accuracy.observe(sensor_id, previous, reading.values)
         else:
             self.events.first_seen(sensor_id)
         if isinstance(result, Window):
-            self.queue.put(result, received)
-            self.events.window_ready(sensor_id, self.meta.model_id)
+            self.queue.put(result, received, route.lane)
+            self.events.window_ready(sensor_id, route.meta.model_id, route.meta.timesteps)
             if self.discovery is not None:
                 self.discovery.announce(sensor_id, result.cadence)
         return None
@@ -275,25 +309,72 @@ class Service:
                 ) from None
         state_dir = self.settings.state.dir
         if state_dir is not None:
-            future = self.settings.input.max_future_s or math.inf
-            with self.lock:
-                load_snapshot(state_dir, self.table, self.meta, min(time.time() + future, MAX_TS))
-            load_scores(state_dir, self.worker.served.scores, self.meta)
-            load_heads(state_dir, self.worker.served.heads)
-        self.metrics.sensors.set(len(self.table))
+            self._restore(state_dir)
+        self._count_sensors()
         self.worker.start()
         self.link.start()
         if self.group is not None:
             self.group.start()
-        log.info(
-            "serving %s (%s, timesteps %d, features %s) from %s",
-            self.meta.model_id,
-            self.settings.model.backend,
-            self.meta.timesteps,
-            ",".join(self.meta.features),
-            self.settings.model.path,
-        )
-        self.notifier.ready(f"serving {self.meta.model_id}")
+        for route in self.routes:
+            log.info(
+                "serving %s (%s, timesteps %d, features %s) for %s",
+                route.meta.model_id,
+                self.settings.model.backend,
+                route.meta.timesteps,
+                ",".join(route.meta.features),
+                route.spec.describe(),
+            )
+        if not self.settings.model.fallback:
+            log.info("sensors that match no route get no forecast (model.fallback = false)")
+        self.notifier.ready(f"serving {self._serving()}")
+
+    def _serving(self) -> str:
+        return ", ".join(dict.fromkeys(r.meta.model_id for r in self.routes))
+
+    def _restore(self, state_dir: Path) -> None:
+        """Each route's snapshot into its table; then every sensor into the route that serves
+        it now (a snapshot from before routes is the default route's)."""
+        future = self.settings.input.max_future_s or math.inf
+        max_ts = min(time.time() + future, MAX_TS)
+        for route in self.routes:
+            where = route.spec.state_dir(state_dir)
+            served = route.lane.served
+            with self.lock:
+                load_snapshot(where, route.table, route.meta, max_ts)
+            load_scores(where, served.scores, route.meta)
+            load_heads(where, served.heads)
+        with self.lock:
+            self._rehome(self.routes)
+
+    def _rehome(self, tables_of: Iterable[Route]) -> None:
+        """Move every sensor buffered in `tables_of` to the route that serves it now: its
+        window goes along when both bundles take the same shape, else it starts over
+        (logged, counted). Under the lock."""
+        moved = restarted = 0
+        for route in tables_of:
+            for sensor_id in list(route.table.slots):
+                target = self.router.match(sensor_id)
+                if target is route:
+                    continue
+                self.router.forget(sensor_id)
+                self.events.forget(sensor_id)
+                if target is not None and same_shape(route.meta, target.meta):
+                    route.table.move_to(sensor_id, target.table)
+                    moved += 1
+                else:
+                    route.table.evict(sensor_id)
+                    if target is not None:
+                        restarted += 1
+                    if self.discovery is not None and target is None:
+                        self.discovery.remove(sensor_id)
+        if moved or restarted:
+            self.metrics.window_restarts.inc(restarted)
+            log.info(
+                "routes: %d sensors moved to another route with their windows, %d started "
+                "their windows over (the new route's model takes another shape)",
+                moved,
+                restarted,
+            )
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; return the exit code."""
@@ -323,33 +404,54 @@ class Service:
         stuck = busy_since is not None and time.monotonic() - busy_since > self.stuck_after
         return net_ok and self.worker.is_alive() and not stuck
 
+    def _count_sensors(self) -> None:
+        """The sensors gauges (under the lock or before the threads start)."""
+        per_model: dict[str, int] = {}
+        for route in self.routes:
+            n = len(route.table)
+            route.gauge.set(n)
+            per_model[route.meta.model_id] = per_model.get(route.meta.model_id, 0) + n
+        for route in self.routes:
+            route.sensors.set(per_model[route.meta.model_id])
+        self.metrics.sensors.set(sum(per_model.values()))
+
     def _housekeeping(self) -> None:
         ttl = self.settings.input.sensor_ttl
+        evicted = gaps = fills = 0
+        gone: list[tuple[str, str]] = []
         with self.lock:
-            if ttl > 0:
-                self.table.evicted += self.table.evict_idle(time.time() - ttl)
-            evicted, self.table.evicted = self.table.evicted, 0
-            gone = self.table.take_evicted()
-            gaps, self.table.gap_resets = self.table.gap_resets, 0
-            fills, self.table.gap_fills = self.table.gap_fills, 0
-            self.metrics.sensors.set(len(self.table))
+            for route in self.routes:
+                table = route.table
+                if ttl > 0:
+                    table.evicted += table.evict_idle(time.time() - ttl)
+                evicted += table.evicted
+                gaps += table.gap_resets
+                fills += table.gap_fills
+                table.evicted = table.gap_resets = table.gap_fills = 0
+                gone += table.take_evicted()
+            self._count_sensors()
         self.metrics.evicted.inc(evicted)
         self.metrics.gap_resets.inc(gaps)
         self.metrics.gap_fills.inc(fills)
         self.metrics.forecasts_dropped.labels("superseded").inc(self.queue.take_superseded())
-        scores = self.worker.served.scores
-        for to, n in scores.take_switches().items():
-            self.metrics.guard_switches.labels(to).inc(n)
-        self.metrics.on_persistence.set(scores.on_persistence)
-        heads = self.worker.served.heads
-        self.metrics.adapted_sensors.set(len(heads) if heads is not None else 0)
-        self.metrics.adapt_resets.inc(heads.take_resets() if heads is not None else 0)
+        on_persistence = adapted = 0
+        for route in self.routes:
+            served = route.lane.served
+            for to, n in served.scores.take_switches().items():
+                self.metrics.guard_switches.labels(to).inc(n)
+            on_persistence += served.scores.on_persistence
+            heads = served.heads
+            adapted += len(heads) if heads is not None else 0
+            self.metrics.adapt_resets.inc(heads.take_resets() if heads is not None else 0)
+        self.metrics.on_persistence.set(on_persistence)
+        self.metrics.adapted_sensors.set(adapted)
         if self.group is not None:
             self.group.tick()
         held = self.link.paused_seconds
         self.metrics.input_held.inc(max(0.0, held - self._held_seconds))
         self._held_seconds = held
         for sensor_id, why in gone:
+            self.router.forget(sensor_id)
             self._forget_sensor(sensor_id, why)
         self.events.flush()
 
@@ -370,10 +472,13 @@ class Service:
         if state_dir is None:
             return
         try:
-            with self.lock:
-                save_snapshot(Path(state_dir), self.table, self.meta)
-            save_scores(Path(state_dir), self.worker.served.scores, self.meta)
-            save_heads(Path(state_dir), self.worker.served.heads)
+            for route in self.routes:
+                where = route.spec.state_dir(Path(state_dir))
+                served = route.lane.served
+                with self.lock:
+                    save_snapshot(where, route.table, route.meta)
+                save_scores(where, served.scores, route.meta)
+                save_heads(where, served.heads)
         except Exception as exc:  # a full disk or a read-only directory must not stop us
             self.metrics.snapshot_failures.inc()
             line = self._snapshot_problem.report(_one_line(exc))
@@ -384,65 +489,98 @@ class Service:
             log.info("snapshot written to %s again", state_dir)
 
     def reload(self) -> bool:
-        """Re-read the configuration and the bundle; apply what can change live and name what
-        needs a restart. Keep serving as before if anything about them is wrong."""
+        """Re-read the configuration, the routes and their bundles; apply what can change
+        live and name what needs a restart. Keep serving as before if anything about them
+        is wrong: every bundle is loaded before anything is swapped."""
         self.notifier.reloading()
         try:
             settings = self._reload_settings() if self._reload_settings else self.settings
-            bundle, served, parser = load_model(settings)
+            models = load_models(settings)
         except Exception as exc:  # nothing a reload meets may stop the daemon
-            log.error("reload failed, still serving %s: %s", self.meta.model_id, _one_line(exc))
-            self.notifier.ready(f"serving {self.meta.model_id} (last reload failed)")
+            log.error("reload failed, still serving %s: %s", self._serving(), _one_line(exc))
+            self.notifier.ready(f"serving {self._serving()} (last reload failed)")
             return False
         keys = changed_keys(self.settings, settings)
         live = [k for k in keys if k in LIVE]
         later = [k for k in keys if k not in LIVE]
-        old = self.meta
-        same_shape = old.timesteps == bundle.meta.timesteps and old.features == bundle.meta.features
+        old_routes = {r.spec.key: r for r in self.routes}
+        old_order = [r.spec.key for r in self.routes]
+        old_models = {r.meta.model_id: r.meta.targets for r in self.routes}
         with self.lock:
             apply_keys(self.settings, settings, live)
-            self.worker.swap(served.keeping_scores(self.worker.served))
-            self.parser = parser
-            self.meta = bundle.meta
-            if not same_shape:
-                self.table = self._make_table(bundle.meta)
-                self.queue.clear()
-                self.events.forget_all()
-            self.events.timesteps = bundle.meta.timesteps
+            routes, notes = [], []
+            for model in models:
+                route = old_routes.pop(model.spec.key, None)
+                if route is None:
+                    route = self._new_route(model)
+                    notes.append(f"{model.spec.describe()}: new")
+                else:
+                    notes.append(self._reserve(route, model))
+                routes.append(route)
+            removed = list(old_routes.values())
+            for route in removed:
+                notes.append(f"{route.spec.describe()}: removed")
+            self.router = Router(routes, max_cached=2 * self.settings.input.max_sensors)
+            self.worker.lane = self.router.default.lane
+            if [r.spec.key for r in routes] != old_order:
+                self._rehome([*routes, *removed])
             self._apply_live()
-        self._set_model_info(bundle.meta)
-        self.accuracy.configure(bundle.meta.features, bundle.meta.targets, bundle.meta.model_id)
+            self._count_sensors()
+        served_now = {r.meta.model_id for r in routes}
+        for model_id, targets in old_models.items():
+            if model_id not in served_now:
+                self.metrics.forget_model(model_id, targets)
+                self._accuracies.pop(model_id, None)
+        self._set_model_info()
         if self.discovery is not None:
             self.discovery.configure(
-                bundle.meta,
-                presentation_lookup(self.settings.homeassistant.entities),
-                anomaly_binary_sensors(self.settings),
+                self.meta, self._presentation(), anomaly_binary_sensors(self.settings)
             )
-        kept = "kept" if same_shape else "reset (timesteps or features changed)"
         applied = [k for k in live if not k.startswith("model.")]
         log.info(
-            "reloaded: now serving %s, buffers %s%s",
-            bundle.meta.model_id,
-            kept,
+            "reloaded: now serving %s; %s%s",
+            self._serving(),
+            "; ".join(notes),
             f"; applied {', '.join(applied)}" if applied else "",
         )
         if later:
             log.warning("reload: %s changed; restart sensorcast to apply", ", ".join(later))
-        self.notifier.ready(f"serving {bundle.meta.model_id}")
+        self.notifier.ready(f"serving {self._serving()}")
         return True
+
+    def _reserve(self, route: Route, model: LoadedModel) -> str:
+        """Serve a kept route's (possibly new) bundle; its buffers stay when the window shape
+        does. Under the lock. Returns what happened, for the log line."""
+        old = route.meta
+        new = model.bundle.meta
+        route.serve(model, self._accuracy(new))
+        if old.model_id == new.model_id:
+            return f"{model.spec.describe()}: buffers kept"
+        if same_shape(old, new):
+            return f"{model.spec.describe()}: now {new.model_id}, buffers kept"
+        for sensor_id in route.table.slots:
+            self.events.forget(sensor_id)
+        route.table = make_table(new, self.settings.input, self.events)
+        self.queue.clear(route.lane)
+        return (
+            f"{model.spec.describe()}: now {new.model_id}, buffers reset "
+            "(timesteps or features changed)"
+        )
 
     def _apply_live(self) -> None:
         """Hand the (reloaded) settings to the parts that read them once (under the lock)."""
         cfg = self.settings
-        table = self.table
-        table.max_gap, table.gap_fill = cfg.input.max_gap, cfg.input.gap_fill
-        table.max_fill_steps = cfg.input.max_fill_steps
-        table.limit(cfg.input.max_sensors)
+        for route in self.routes:
+            table = route.table
+            table.max_gap, table.gap_fill = cfg.input.max_gap, cfg.input.gap_fill
+            table.max_fill_steps = cfg.input.max_fill_steps
+            table.limit(cfg.input.max_sensors)
         self.worker.max_batch = cfg.inference.max_batch
         self.worker.max_wait = cfg.inference.max_wait_ms / 1000
         self.link.retain_forecasts = cfg.output.retain
         self._drop_log.interval = cfg.log.drop_interval
         self.events.interval, self.events.burst = cfg.log.event_interval, cfg.log.event_burst
+        self.events.timesteps = self.meta.timesteps
         if self.discovery is not None:
             self.discovery.max_gap = cfg.input.max_gap
         for name in ("", "sensorcast"):
