@@ -1,0 +1,357 @@
+"""Routes (SPEC 3a): validation of the route list, and which route serves a sensor."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sensorcast.buffer import SensorTable, Window
+from sensorcast.config import load_settings
+from sensorcast.errors import ConfigError
+from sensorcast.globs import uncovered
+from sensorcast.handoff import ReadyQueue
+from sensorcast.routes import load_models
+from sensorcast.service import Service
+
+from ..hostile_bundles import rewritten
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in list(os.environ):
+        if name.upper().startswith("SENSORCAST_"):
+            monkeypatch.delenv(name)
+    yield
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Copies of the shipped bundle under other names (so other model ids), same shape."""
+    root = tmp_path_factory.mktemp("bundles")
+    return {name: rewritten(root / name, name=name) for name in ("boiler", "co2", "boiler2")}
+
+
+def error_of(**overrides: Any) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, **overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+# --- globs --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("glob", "earlier", "covered"),
+    [
+        ("boiler-1*", ["boiler-*"], True),
+        ("boiler-*", ["boiler-1*"], False),
+        ("[ab]*", ["a*", "b*"], True),  # covered by the two together, by neither alone
+        ("[ab]*", ["a*"], False),
+        ("a?c", ["a*c"], True),
+        ("a*c", ["a?c"], False),
+        ("b[0-9]", ["b[0-4]", "b[5-9]"], True),
+        ("b[0-9]", ["b[0-4]", "b[5-8]"], False),
+        ("*", ["?*"], True),  # ids are at least one character long
+        ("*-co2", ["room-*"], False),
+    ],
+)
+def test_a_glob_is_covered_exactly_when_earlier_globs_match_all_it_matches(
+    glob: str, earlier: list[str], covered: bool
+) -> None:
+    witness = uncovered(glob, earlier)
+    assert (witness is None) == covered
+    if witness is not None:  # a real sensor id the glob takes and the earlier ones do not
+        import fnmatch
+
+        assert fnmatch.fnmatchcase(witness, glob)
+        assert not any(fnmatch.fnmatchcase(witness, e) for e in earlier)
+
+
+def test_a_glob_that_no_sensor_id_can_match_has_no_witness() -> None:
+    assert uncovered("boiler/1") is None  # '/' is never in a sensor id
+    assert uncovered("?" * 65) is None  # ids are at most 64 characters
+    assert uncovered("boiler-*") == "boiler-"
+
+
+# --- configuration --------------------------------------------------------------
+
+
+def test_routes_from_toml_keep_their_order_and_presentation(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[[routes]]\nsensors = "boiler-*"\nmodel = "/b/boiler"\nunit = "°C"\n'
+        'device_class = "temperature"\nname = "Boiler {sensor_id}"\n'
+        '[[routes]]\nsensors = "*-co2"\nmodel = "/b/co2"\n'
+    )
+    s = load_settings(config)
+    assert [(r.sensors, str(r.model)) for r in s.routes] == [
+        ("boiler-*", "/b/boiler"),
+        ("*-co2", "/b/co2"),
+    ]
+    assert (s.routes[0].unit, s.routes[0].device_class) == ("°C", "temperature")
+    assert s.model.fallback is True
+
+
+def test_routes_from_the_environment_are_a_json_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    routes = [{"sensors": "boiler-*", "model": "/b/boiler"}, {"sensors": "x?", "model": "/b/x"}]
+    monkeypatch.setenv("SENSORCAST_ROUTES", json.dumps(routes))
+    monkeypatch.setenv("SENSORCAST_MODEL__FALLBACK", "false")
+    s = load_settings()
+    assert [r.sensors for r in s.routes] == ["boiler-*", "x?"]
+    assert s.model.fallback is False
+
+
+def test_model_path_from_the_environment_alone_is_one_model_and_no_routes(
+    monkeypatch: pytest.MonkeyPatch, bundles: dict[str, Path]
+) -> None:
+    monkeypatch.setenv("SENSORCAST_MODEL__PATH", str(bundles["boiler"]))
+    s = load_settings()
+    assert s.routes == []
+    [only] = load_models(s)
+    assert only.spec.index is None and only.bundle.meta.name == "boiler"
+
+
+def test_a_duplicate_route_is_refused() -> None:
+    routes = [{"sensors": "boiler-*", "model": "/a"}, {"sensors": "boiler-*", "model": "/b"}]
+    assert error_of(routes=routes) == (
+        "invalid config routes (SENSORCAST_ROUTES): routes[1] repeats routes[0] "
+        "(sensors = 'boiler-*')"
+    )
+
+
+def test_a_route_shadowed_by_earlier_ones_is_refused_naming_them() -> None:
+    routes = [
+        {"sensors": "boiler-*", "model": "/a"},
+        {"sensors": "room-*", "model": "/b"},
+        {"sensors": "boiler-1*", "model": "/c"},
+    ]
+    message = error_of(routes=routes)
+    assert message.startswith("invalid config routes (SENSORCAST_ROUTES): routes[2] ")
+    assert "is unreachable" in message and "routes[0] ('boiler-*')" in message
+    assert "routes[1]" not in message.split("unreachable")[1]  # room-* does not overlap
+
+
+def test_a_more_specific_route_first_is_fine() -> None:
+    routes = [{"sensors": "boiler-1*", "model": "/a"}, {"sensors": "boiler-*", "model": "/b"}]
+    assert [r.sensors for r in load_settings(None, routes=routes).routes] == [
+        "boiler-1*",
+        "boiler-*",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("route", "where", "says"),
+    [
+        ({"sensors": "a/b", "model": "/a"}, "routes[0].sensors", "matches no sensor id"),
+        ({"sensors": "", "model": "/a"}, "routes[0].sensors", "at least 1 character"),
+        ({"sensors": "a*"}, "routes[0].model", "Field required"),
+        ({"sensors": "a*", "model": "/a", "colour": 1}, "routes[0].colour", "unknown config"),
+        (
+            {"sensors": "a*", "model": "/a", "device_class": "warmth"},
+            "routes[0].device_class",
+            "not a numeric Home Assistant sensor device class",
+        ),
+        ({"sensors": "a*", "model": "/a", "name": "{room}"}, "routes[0].name", "{sensor_id}"),
+    ],
+)
+def test_a_bad_route_entry_names_its_key(route: dict[str, Any], where: str, says: str) -> None:
+    message = error_of(routes=[route])
+    assert f"{where} (SENSORCAST_ROUTES)" in message and says in message
+
+
+def test_no_fallback_and_no_routes_would_serve_nothing() -> None:
+    assert "model.fallback = false with no routes" in error_of(model={"fallback": False})
+
+
+def test_a_route_whose_bundle_cannot_serve_is_one_config_error(
+    tmp_path: Path, bundles: dict[str, Path]
+) -> None:
+    routes = [
+        {"sensors": "boiler-*", "model": str(bundles["boiler"])},
+        {"sensors": "room-*", "model": str(tmp_path / "missing")},
+    ]
+    with pytest.raises(ConfigError) as info:
+        load_models(load_settings(None, routes=routes))
+    assert str(info.value).startswith("invalid routes[1].model (SENSORCAST_ROUTES): ")
+    assert str(tmp_path / "missing") in str(info.value)
+
+
+def run_cli(*args: str, config: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORCAST_")}
+    return subprocess.run(
+        [sys.executable, "-m", "sensorcast", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_check_config_prints_the_routes_and_refuses_an_unreachable_one(
+    tmp_path: Path, bundles: dict[str, Path]
+) -> None:
+    config = tmp_path / "c.toml"
+    good = (
+        f'[[routes]]\nsensors = "boiler-*"\nmodel = "{bundles["boiler"]}"\nunit = "°C"\n'
+        f'[[routes]]\nsensors = "*-co2"\nmodel = "{bundles["co2"]}"\n'
+    )
+    config.write_text(good)
+    ok = run_cli("check-config", config=config)
+    assert ok.returncode == 0, ok.stderr
+    lines = ok.stderr.splitlines()
+    at = lines.index("routes (the first whose sensors glob matches serves a sensor):")
+    assert lines[at + 1].split()[:2] == ["routes[0]", "boiler-*"] and "boiler@" in lines[at + 1]
+    assert "unit '°C'" in lines[at + 1]
+    assert lines[at + 2].split()[:2] == ["routes[1]", "*-co2"]
+    assert lines[at + 3].split()[:2] == ["default", "*"]
+    assert json.loads(ok.stdout)["routes"][1]["sensors"] == "*-co2"
+
+    config.write_text(good + f'[[routes]]\nsensors = "boiler-7"\nmodel = "{bundles["co2"]}"\n')
+    for command in ("check-config", "run"):
+        bad = run_cli(command, config=config)
+        assert bad.returncode == 78
+        [line] = bad.stderr.splitlines()
+        assert "routes[2] (sensors = 'boiler-7') is unreachable" in line
+
+
+# --- routing --------------------------------------------------------------------
+
+
+def service_with(routes: list[dict[str, Any]], **sections: Any) -> Service:
+    """A daemon that is built but never started: messages are fed to it directly."""
+    return Service(
+        load_settings(None, routes=routes, mqtt={"host": "127.0.0.1", "port": 1}, **sections)
+    )
+
+
+def feed(service: Service, sensor_id: str, n: int, t0: float = 1.7e9) -> None:
+    for i in range(n):
+        payload = json.dumps({"value": 20 + i % 3, "ts": t0 + 60 * i}).encode()
+        service._ingest(f"sensors/{sensor_id}/reading", payload, t0 + 60 * i + 1)
+
+
+def test_the_first_matching_route_serves_and_the_default_takes_the_rest(
+    bundles: dict[str, Path],
+) -> None:
+    service = service_with(
+        [
+            {"sensors": "boiler-1*", "model": str(bundles["boiler2"])},
+            {"sensors": "boiler-*", "model": str(bundles["boiler"])},
+            {"sensors": "*-co2", "model": str(bundles["co2"])},
+        ]
+    )
+    for sid in ("boiler-12", "boiler-3", "room-co2", "hall"):
+        feed(service, sid, 2)
+    tables = {r.meta.name: list(r.table.slots) for r in service.routes}
+    assert tables == {
+        "boiler2": ["boiler-12"],
+        "boiler": ["boiler-3"],
+        "co2": ["room-co2"],
+        "default": ["hall"],
+    }
+    assert service.metrics.value("sensorcast_readings_total") == 8
+    boiler = service.routes[1].meta.model_id
+    assert service.metrics.value("sensorcast_model_readings_total", model=boiler) == 2
+
+
+def test_without_fallback_an_unrouted_sensor_is_dropped_and_counted(
+    bundles: dict[str, Path],
+) -> None:
+    service = service_with(
+        [{"sensors": "boiler-*", "model": str(bundles["boiler"])}], model={"fallback": False}
+    )
+    feed(service, "boiler-1", 3)
+    feed(service, "hall", 3)
+    assert [list(r.table.slots) for r in service.routes] == [["boiler-1"]]
+    assert service.metrics.value("sensorcast_dropped_total", reason="no_route") == 3
+
+
+def test_windows_queue_per_route(bundles: dict[str, Path]) -> None:
+    service = service_with([{"sensors": "boiler-*", "model": str(bundles["boiler"])}])
+    t = service.meta.timesteps
+    feed(service, "boiler-1", t + 2)
+    feed(service, "hall", t)
+    first = service.queue.take(256)
+    second = service.queue.take(256)
+    assert {p.window.sensor_id for p in first} == {"boiler-1"} and len(first) == 3
+    assert [p.window.sensor_id for p in second] == ["hall"]
+    assert first[0].lane is service.routes[0].lane and second[0].lane is service.routes[1].lane
+
+
+def test_a_reload_keeps_unchanged_routes_buffers_and_moves_sensors_between_routes(
+    bundles: dict[str, Path],
+) -> None:
+    routes = [
+        {"sensors": "boiler-*", "model": str(bundles["boiler"])},
+        {"sensors": "*-co2", "model": str(bundles["co2"])},
+    ]
+    current = {"routes": routes}
+
+    def settings() -> Any:
+        return load_settings(None, mqtt={"host": "127.0.0.1", "port": 1}, **current)
+
+    service = Service(settings(), reload_settings=settings)
+    for sid in ("boiler-1", "room-co2", "hall-7"):
+        feed(service, sid, 5)
+    co2_route, co2_table = service.routes[1], service.routes[1].table
+    # boiler gets another bundle; a new first route takes hall-* from the default route
+    current["routes"] = [
+        {"sensors": "hall-*", "model": str(bundles["boiler2"])},
+        {"sensors": "boiler-*", "model": str(bundles["co2"])},
+        routes[1],
+    ]
+    assert service.reload()
+    names = [r.meta.name for r in service.routes]
+    assert names == ["boiler2", "co2", "co2", "default"]
+    assert service.routes[2] is co2_route and service.routes[2].table is co2_table
+    assert list(service.routes[0].table.slots) == ["hall-7"]  # moved, window and all
+    assert list(service.routes[1].table.slots) == ["boiler-1"]  # same shape: kept
+    assert len(service.routes[3].table) == 0
+    last = service.routes[0].table.last_ts("hall-7")
+    assert last == 1.7e9 + 60 * 4
+
+    current["routes"] = [*current["routes"], {"sensors": "hall-7", "model": "/nowhere"}]
+    assert not service.reload()  # unreachable: refused, the routes serve on
+    assert [r.meta.name for r in service.routes] == names
+
+
+# --- the pieces -------------------------------------------------------------------
+
+
+def window(sid: str) -> Window:
+    return Window(sid, np.zeros((2, 1)), 0.0, None)
+
+
+def test_lanes_take_turns_so_a_busy_route_does_not_starve_another() -> None:
+    queue = ReadyQueue(1000)
+    busy, quiet = object(), object()
+    for i in range(10):
+        queue.put(window(f"b{i}"), 0.0, busy)
+    queue.put(window("q"), 0.0, quiet)
+    sizes = []
+    for _ in range(4):
+        batch = queue.take(4)
+        sizes.append(("busy" if batch[0].lane is busy else "quiet", len(batch)))
+    assert sizes == [("busy", 4), ("quiet", 1), ("busy", 4), ("busy", 2)]
+    assert len(queue) == 0
+
+
+def test_a_sensor_moves_between_tables_of_one_shape_with_its_window() -> None:
+    a, b = SensorTable(3, 1), SensorTable(3, 1)
+    for i in range(3):
+        a.push("s", 100.0 + i, (float(i),))
+    assert a.move_to("s", b)
+    assert len(a) == 0 and b.last_ts("s") == 102.0
+    w = b.push("s", 103.0, (3.0,))
+    assert isinstance(w, Window) and w.values[:, 0].tolist() == [1.0, 2.0, 3.0]
+    assert not a.move_to("s", b)
