@@ -108,7 +108,10 @@ class ReadyQueue:
             self._wake_at = 1
             while not self._count and not self._closed:
                 self._cond.wait()
-            if max_wait > 0 and self._count < max_batch and not self._closed:
+            # linger for a fuller batch only when one lane waits: with several, the next
+            # lane's windows are ready now and lingering would only delay them
+            lingers = max_wait > 0 and len(self._lanes) < 2
+            if lingers and self._count < max_batch and not self._closed:
                 self._wake_at = max_batch
                 deadline = time.monotonic() + max_wait
                 while self._count < max_batch and not self._closed:

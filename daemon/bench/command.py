@@ -93,7 +93,40 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         metavar="K",
         help="open loop: queue K readings per sensor while the daemon is stopped, then drain",
     )
+    p.add_argument(
+        "--routes",
+        type=_route_counts,
+        default=[1],
+        metavar="N[,N...]",
+        help="serve the sensors through N routes, each with its own copy of the bundle "
+        "(the default route included; ids ending in digit k go to route k); several "
+        "counts, e.g. 1,10, are measured one after the other in one run (default 1)",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+
+def _route_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: route counts, e.g. 1,10") from None
+    if not counts or any(not 1 <= n <= 10 for n in counts):
+        raise argparse.ArgumentTypeError(f"{text!r}: each count is 1 to 10")
+    return counts
+
+
+def route_env(bundle: Path, n: int, root: Path) -> dict[str, str]:
+    """SENSORCAST_ROUTES for `n` routes (the default route the last): route k takes the ids
+    that end in digit k, served by its own copy of the bundle (so its own interpreter)."""
+    if n == 1:
+        return {}
+    routes = []
+    for k in range(n - 1):
+        copy = root / f"route-{k}"
+        if not copy.exists():
+            shutil.copytree(bundle, copy)
+        routes.append({"sensors": f"*{k}", "model": str(copy)})
+    return {"SENSORCAST_ROUTES": json.dumps(routes)}
 
 
 def _fmt(v: float, spec: str) -> str:
@@ -176,28 +209,31 @@ def run(args: argparse.Namespace) -> int:
     except (UserError, FileNotFoundError, RuntimeError, ConnectionError, TimeoutError) as exc:
         print(f"sensorcast bench: error: {exc}", file=sys.stderr)
         return 1
-    if result is not None:
-        print(format_table([result]))
-        counters = daemon_counters(result)
-        if counters:
-            print(counters)
-        for note in result.notes:
-            print(f"note: {note}")
+    if result:
+        print(format_table(result))
+        for r in result:
+            counters = daemon_counters(r)
+            if counters:
+                print(f"{r.name}: {counters}" if len(result) > 1 else counters)
+            for note in r.notes:
+                print(f"note: {note}")
     if open_loop:
         print("open loop:")
         print(format_open_loop(open_loop))
-        for r in open_loop:
-            counters = daemon_counters(r)
+        for o in open_loop:
+            counters = daemon_counters(o)
             if counters:
-                print(f"  {r.mode} {counters}")
+                print(f"  {o.mode} {counters}")
     if args.json:
-        data: dict[str, object] = dataclasses.asdict(result) if result is not None else {}
+        data: dict[str, object] = dataclasses.asdict(result[0]) if result else {}
+        if len(result) > 1:
+            data["routes"] = [dataclasses.asdict(r) for r in result]
         data["open_loop"] = [dataclasses.asdict(r) for r in open_loop]
         Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
     return 0
 
 
-def _run(args: argparse.Namespace) -> tuple[Result | None, list[OpenLoopResult]]:
+def _run(args: argparse.Namespace) -> tuple[list[Result], list[OpenLoopResult]]:
     from sensorcast.models import DEFAULT_BUNDLE
     from sensorcast.models.bundle import load_bundle
 
@@ -227,7 +263,7 @@ def _run(args: argparse.Namespace) -> tuple[Result | None, list[OpenLoopResult]]
             state_dir = wd / "state"
             rounds = prefill_snapshot(state_dir, bundle, args.sensors)
 
-        def make(prefix: str, session: int = 0, closed: bool = True) -> Target:
+        def make(prefix: str, session: int = 0, closed: bool = True, routes: int = 1) -> Target:
             target = sensorcast_target(
                 host=host,
                 port=port,
@@ -241,7 +277,10 @@ def _run(args: argparse.Namespace) -> tuple[Result | None, list[OpenLoopResult]]
                 max_sensors=max(args.sensors, 100_000),
             )
             target.env["SENSORCAST_MQTT__SESSION_EXPIRY"] = str(session)
+            target.env.update(route_env(bundle, routes, wd))
             target.env.update(overrides)
+            if len(args.routes) > 1:
+                target.name = f"{routes} route{'s' if routes > 1 else ''}"
             return target
 
         load = Load(
@@ -263,17 +302,19 @@ def _run(args: argparse.Namespace) -> tuple[Result | None, list[OpenLoopResult]]
         def progress(msg: str) -> None:
             print(f"bench: {msg}", file=sys.stderr)
 
-        result = None
-        if closed_loop:
-            result = measure(
-                make,
-                host=host,
-                port=port,
-                features=meta.features,
-                load=load,
-                logdir=wd,
-                prefilled_rounds=rounds,
-                progress=progress,
+        result = []
+        for n in args.routes if closed_loop else ():
+            result.append(
+                measure(
+                    lambda prefix, n=n: make(prefix, routes=n),  # type: ignore[misc]
+                    host=host,
+                    port=port,
+                    features=meta.features,
+                    load=load,
+                    logdir=wd,
+                    prefilled_rounds=rounds,
+                    progress=progress,
+                )
             )
         open_loop = []
         for mode in ("flood", "backlog"):
@@ -283,7 +324,9 @@ def _run(args: argparse.Namespace) -> tuple[Result | None, list[OpenLoopResult]]
             session = BACKLOG_SESSION if mode == "backlog" else 0
             open_loop.append(
                 run_open_loop(
-                    lambda prefix, s=session: make(prefix, s, closed=False),  # type: ignore[misc]
+                    lambda prefix, s=session: make(  # type: ignore[misc]
+                        prefix, s, closed=False, routes=args.routes[-1]
+                    ),
                     mode=mode,
                     host=host,
                     port=port,
