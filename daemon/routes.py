@@ -230,6 +230,10 @@ class Route:
         self._metrics = metrics
         self.gauge: Gauge
         self._drops: dict[Drop, Counter] = {}
+        self.accepted = 0
+        """Readings accepted (network thread): counted per model at housekeeping, so the hot
+        path takes no counter lock for it."""
+        self._counted = 0
         self._label(model.bundle.meta.model_id)
 
     def _label(self, model_id: str) -> None:
@@ -248,6 +252,12 @@ class Route:
             spec.label, spec.sensors, self.meta.model_id
         )
 
+    def count(self) -> None:
+        """Add the readings accepted since the last call to the per-model counter."""
+        n = self.accepted
+        self.readings.inc(n - self._counted)
+        self._counted = n
+
     def dropped(self, reason: Drop) -> None:
         counter = self._drops.get(reason)
         if counter is None:
@@ -264,6 +274,7 @@ class Route:
         self.lane.served = model.served.keeping_scores(self.lane.served)
         self.lane.accuracy = accuracy
         self.parser = model.parser
+        self.count()  # what the old model served is counted as its
         self.meta = model.bundle.meta
         self._label(self.meta.model_id)
 

@@ -260,7 +260,7 @@ class Service:
             route.dropped(result)
             return self._drop(result, topic)
         self.metrics.readings.inc()
-        route.readings.inc()
+        route.accepted += 1
         if self.group is not None:
             self.group.seen(sensor_id, ts)
         accuracy = route.lane.accuracy
@@ -436,6 +436,7 @@ class Service:
         self.metrics.forecasts_dropped.labels("superseded").inc(self.queue.take_superseded())
         on_persistence = adapted = 0
         for route in self.routes:
+            route.count()
             served = route.lane.served
             for to, n in served.scores.take_switches().items():
                 self.metrics.guard_switches.labels(to).inc(n)

@@ -260,6 +260,7 @@ def test_the_first_matching_route_serves_and_the_default_takes_the_rest(
         "default": ["hall"],
     }
     assert service.metrics.value("sensorcast_readings_total") == 8
+    service._housekeeping()
     boiler = service.routes[1].meta.model_id
     assert service.metrics.value("sensorcast_model_readings_total", model=boiler) == 2
 
@@ -355,3 +356,91 @@ def test_a_sensor_moves_between_tables_of_one_shape_with_its_window() -> None:
     w = b.push("s", 103.0, (3.0,))
     assert isinstance(w, Window) and w.values[:, 0].tolist() == [1.0, 2.0, 3.0]
     assert not a.move_to("s", b)
+
+
+def test_the_example_configs_routes_are_valid_uncommented(tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parents[2] / "deploy" / "sensorcast.toml").read_text()
+    head, block = text.split("# [[routes]]\n")
+    block = "[[routes]]\n" + "".join(
+        line.removeprefix("#   ") + "\n" for line in block.splitlines()
+    )
+    config = tmp_path / "c.toml"
+    config.write_text(head + block)
+    [route] = load_settings(config).routes
+    assert (route.sensors, route.unit, route.device_class) == ("boiler-*", "°C", "temperature")
+
+
+def test_a_snapshot_from_before_routes_restores_into_the_routes_that_serve_now(
+    tmp_path: Path, bundles: dict[str, Path]
+) -> None:
+    state = {"dir": str(tmp_path / "state")}
+    before = service_with([], state=state)
+    for sid in ("boiler-1", "hall"):
+        feed(before, sid, 5)
+    before.snapshot()
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == [
+        "buffers.npz",
+        "heads.npz",
+        "scores.npz",
+    ]
+
+    after = service_with([{"sensors": "boiler-*", "model": str(bundles["boiler"])}], state=state)
+    after._restore(tmp_path / "state")
+    boiler, default = after.routes
+    assert list(boiler.table.slots) == ["boiler-1"] and list(default.table.slots) == ["hall"]
+    assert boiler.table.last_ts("boiler-1") == 1.7e9 + 60 * 4
+    feed(after, "boiler-1", 1, t0=1.7e9 + 60 * 5)  # the window goes on where it was
+    assert boiler.table.last_ts("boiler-1") == 1.7e9 + 60 * 5
+
+    after.snapshot()  # each route in its own place, and back again at the next start
+    routed = boiler.spec.state_dir(tmp_path / "state")
+    assert routed.parent.name == "routes" and (routed / "buffers.npz").is_file()
+    again = service_with([{"sensors": "boiler-*", "model": str(bundles["boiler"])}], state=state)
+    again._restore(tmp_path / "state")
+    assert [list(r.table.slots) for r in again.routes] == [["boiler-1"], ["hall"]]
+
+
+def test_home_assistant_sees_each_routes_model_and_presentation(bundles: dict[str, Path]) -> None:
+    service = service_with(
+        [
+            {
+                "sensors": "boiler-*",
+                "model": str(bundles["boiler"]),
+                "unit": "°C",
+                "device_class": "temperature",
+                "name": "Boiler {sensor_id}",
+            }
+        ],
+        homeassistant={
+            "discovery": True,
+            "entities": [{"sensors": "boiler-2", "unit": "K"}],
+        },
+    )
+    assert service.discovery is not None
+
+    def forecast_config(sid: str) -> dict[str, Any]:
+        topic, payload = service.discovery.messages(sid, 60.0)[0]
+        assert "/sensor/" in topic
+        return dict(json.loads(payload))
+
+    one, two, hall = (forecast_config(s) for s in ("boiler-1", "boiler-2", "hall"))
+    boiler_id = service.routes[0].meta.model_id
+    assert (one["unit_of_measurement"], one["device_class"]) == ("°C", "temperature")
+    assert one["device"]["name"] == "Boiler boiler-1" and one["device"]["model"] == boiler_id
+    assert two["unit_of_measurement"] == "K" and two["device_class"] == "temperature"
+    assert "unit_of_measurement" not in hall and hall["device"]["model"].startswith("default@")
+
+
+def test_inference_time_and_forecasts_are_counted_per_model(bundles: dict[str, Path]) -> None:
+    service = service_with([{"sensors": "boiler-*", "model": str(bundles["boiler"])}])
+    t = service.meta.timesteps
+    feed(service, "boiler-1", t)
+    feed(service, "hall", t)
+    feed(service, "hall-2", t)
+    for _ in range(2):
+        service.worker._serve(service.queue.take(256))
+    boiler, default = (r.meta.model_id for r in service.routes)
+    count = "sensorcast_model_inference_seconds_count"
+    assert service.metrics.value(count, model=boiler) == 1
+    assert service.metrics.value(count, model=default) == 1
+    assert service.metrics.value("sensorcast_batch_size_sum") == 3
