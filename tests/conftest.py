@@ -60,7 +60,7 @@ def daemon_settings(port: int, **sections: Any) -> Settings:
         "log": {"drop_interval": 0},
     }
     for key, value in sections.items():
-        base[key] = {**base.get(key, {}), **value}
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
     return load_settings(None, **base)
 
 
