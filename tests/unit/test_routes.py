@@ -444,3 +444,18 @@ def test_inference_time_and_forecasts_are_counted_per_model(bundles: dict[str, P
     assert service.metrics.value(count, model=boiler) == 1
     assert service.metrics.value(count, model=default) == 1
     assert service.metrics.value("sensorcast_batch_size_sum") == 3
+
+
+def test_record_takes_only_a_routes_sensors_when_asked() -> None:
+    from sensorcast.readings import PayloadParser
+    from sensorcast.record import Recorder
+    from sensorcast.topics import TopicTemplate
+
+    topic = TopicTemplate("sensors/{sensor_id}/reading", allow_wildcards=True)
+    recorder = Recorder(
+        topic, PayloadParser(["value"]), max_sensors=10, count=0, drop_interval=60,
+        sensors="boiler-*",
+    )  # fmt: skip
+    for sid in ("boiler-1", "hall", "boiler-2"):
+        recorder.on_message(f"sensors/{sid}/reading", b'{"value": 1.5, "ts": 1700000000}')
+    assert recorder.recorded == 2 and not recorder.dropped
