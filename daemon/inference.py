@@ -57,9 +57,12 @@ class ServedBundle:
         anomalies: bool = True,
         adapt: AdaptConfig | None = None,
         forecaster: Forecaster | None = None,
+        initial_sensors: int | None = None,
     ) -> ServedBundle:
         """`forecaster`: one already made for this bundle (routes sharing a bundle share
-        its interpreter; the worker calls it from one thread)."""
+        its interpreter; the worker calls it from one thread). `initial_sensors`: room made
+        at once in the per-sensor tables (they grow by doubling), when not their default."""
+        room = {} if initial_sensors is None else {"initial_capacity": initial_sensors}
         meta = bundle.meta
         scores = SensorScores(
             meta,
@@ -68,6 +71,7 @@ class ServedBundle:
             max_sensors=max_sensors,
             guard=guard,
             anomalies=anomalies,
+            **room,
         )
         layout = layout_for(meta) if adapt is not None and adapt.enabled else None
         heads = None
@@ -79,6 +83,7 @@ class ServedBundle:
                 forgetting=adapt.forgetting,
                 ridge=adapt.ridge,
                 idle_s=adapt.idle_s,
+                **room,
             )
         return cls(
             forecaster=forecaster or Forecaster(bundle, backend=backend, threads=threads),

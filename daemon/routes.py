@@ -91,8 +91,16 @@ def route_specs(settings: Settings) -> list[RouteSpec]:
     return specs
 
 
+ROUTE_INITIAL_SENSORS = 64
+"""Sensors a route other than the default makes room for at start (its tables grow by
+doubling): ten routes should not cost ten times the default route's start-up memory."""
+
+
 def make_served(
-    bundle: Bundle, settings: Settings, forecaster: Forecaster | None = None
+    bundle: Bundle,
+    settings: Settings,
+    forecaster: Forecaster | None = None,
+    initial_sensors: int | None = None,
 ) -> ServedBundle:
     return ServedBundle.load(
         bundle,
@@ -105,6 +113,7 @@ def make_served(
         anomalies=settings.anomaly.enabled,
         adapt=settings.adapt,
         forecaster=forecaster,
+        initial_sensors=initial_sensors,
     )
 
 
@@ -146,7 +155,8 @@ def load_models(settings: Settings) -> list[LoadedModel]:
         try:
             bundle = load_bundle(spec.path)
             same = (spec.path.resolve(), bundle.meta.content_hash)
-            served = make_served(bundle, settings, shared.get(same))
+            room = None if spec.index is None else ROUTE_INITIAL_SENSORS
+            served = make_served(bundle, settings, shared.get(same), room)
             shared[same] = served.forecaster
         except BundleError as exc:
             raise ConfigError(f"invalid {spec.where}: {exc}") from None
@@ -191,7 +201,10 @@ def describe_routes(models: list[LoadedModel], fallback: bool) -> str:
     return "\n".join(lines)
 
 
-def make_table(meta: BundleMeta, cfg: InputConfig, events: SensorEvents) -> SensorTable:
+def make_table(
+    meta: BundleMeta, cfg: InputConfig, events: SensorEvents, initial_sensors: int | None = None
+) -> SensorTable:
+    room = {} if initial_sensors is None else {"initial_capacity": initial_sensors}
     table = SensorTable(
         meta.timesteps,
         len(meta.features),
@@ -199,6 +212,7 @@ def make_table(meta: BundleMeta, cfg: InputConfig, events: SensorEvents) -> Sens
         max_gap=cfg.max_gap,
         gap_fill=cfg.gap_fill,
         max_fill_steps=cfg.max_fill_steps,
+        **room,
     )
     timesteps = meta.timesteps
     table.on_gap_reset = lambda sid, gap, cadence: events.gap_reset(

@@ -41,6 +41,7 @@ from sensorcast.overlap import GroupWatch
 from sensorcast.readings import MAX_TS, PayloadParser, read_payload
 from sensorcast.recurring import RecurringProblem
 from sensorcast.routes import (
+    ROUTE_INITIAL_SENSORS,
     LoadedModel,
     Route,
     Router,
@@ -72,6 +73,11 @@ def load_model(settings: Settings) -> tuple[Bundle, ServedBundle, PayloadParser]
     alone = settings.model_copy(update={"routes": [], "model": model})
     default = load_models(alone)[0]
     return default.bundle, default.served, default.parser
+
+
+def _room(model: LoadedModel) -> int | None:
+    """Sensors a route's buffers make room for at start (the default route: their default)."""
+    return None if model.spec.index is None else ROUTE_INITIAL_SENSORS
 
 
 def _one_line(exc: BaseException) -> str:
@@ -177,7 +183,7 @@ class Service:
 
     def _new_route(self, model: LoadedModel) -> Route:
         meta = model.bundle.meta
-        table = make_table(meta, self.settings.input, self.events)
+        table = make_table(meta, self.settings.input, self.events, _room(model))
         return Route(model, table, self._accuracy(meta), self.metrics)
 
     def _model_of(self, sensor_id: str) -> BundleMeta | None:
@@ -561,7 +567,7 @@ class Service:
             return f"{model.spec.describe()}: now {new.model_id}, buffers kept"
         for sensor_id in route.table.slots:
             self.events.forget(sensor_id)
-        route.table = make_table(new, self.settings.input, self.events)
+        route.table = make_table(new, self.settings.input, self.events, _room(model))
         self.queue.clear(route.lane)
         return (
             f"{model.spec.describe()}: now {new.model_id}, buffers reset "
