@@ -207,21 +207,30 @@ class InferenceWorker(threading.Thread):
                 self._serve(batch)
             except Exception:  # a model fault must not end the worker
                 log.exception("inference failed for a batch of %d windows", len(batch))
-                self.metrics.forecasts_dropped.labels("error").inc(len(batch))
+                self._lost(self._lane_of(batch), "error", len(batch))
             finally:
                 self.busy_since = None
                 served = time.perf_counter() - started
 
-    def _serve(self, batch: list[Pending]) -> None:
+    def _lane_of(self, batch: list[Pending]) -> Lane:
         lane = batch[0].lane
-        if not isinstance(lane, Lane):
-            lane = self.lane
+        return lane if isinstance(lane, Lane) else self.lane
+
+    def _lost(self, lane: Lane, reason: str, n: int = 1) -> None:
+        """Forecasts not published, by reason, in all and for the lane's model."""
+        self.metrics.forecasts_dropped.labels(reason).inc(n)
+        if lane.forecasts is not None:  # the daemon labels its lanes per model
+            model = lane.served.forecaster.meta.model_id
+            self.metrics.model_forecasts_dropped.labels(model, reason).inc(n)
+
+    def _serve(self, batch: list[Pending]) -> None:
+        lane = self._lane_of(batch)
         served = lane.served  # read once: a reload swaps it between two batches
         meta = served.forecaster.meta
         shape = (meta.timesteps, len(meta.features))
         fits = [p for p in batch if p.window.values.shape == shape]
         if len(fits) < len(batch):  # made before a reload changed the window shape
-            self.metrics.forecasts_dropped.labels("shape").inc(len(batch) - len(fits))
+            self._lost(lane, "shape", len(batch) - len(fits))
             batch = fits
         if not batch:
             return
@@ -246,26 +255,28 @@ class InferenceWorker(threading.Thread):
             )
             for entry, payload in zip(batch, payloads, strict=True):
                 if payload is None:
-                    self.metrics.forecasts_dropped.labels("not_finite").inc()
+                    self._lost(lane, "not_finite")
                     continue
                 if self._publish(self.output.format(entry.window.sensor_id), payload):
                     published += 1
                     self.metrics.latency_seconds.observe(time.time() - entry.received)
                 else:
-                    self.metrics.forecasts_dropped.labels("queue_full").inc()
+                    self._lost(lane, "queue_full")
         finally:
             self.metrics.forecasts.inc(published)  # once per batch: the counter takes a lock
             if lane.forecasts is not None:
                 lane.forecasts.inc(published)
         if scored.anomalies and self.anomaly_topic is not None:
-            self._publish_anomalies(served, scored.anomalies)
+            self._publish_anomalies(lane, served, scored.anomalies)
         accuracy = lane.accuracy
         if accuracy is not None:
             for entry, forecast in zip(batch, forecasts, strict=True):
                 w = entry.window
                 accuracy.expect(w.sensor_id, w.ts, forecast, w.values)
 
-    def _publish_anomalies(self, served: ServedBundle, anomalies: list[Anomaly]) -> None:
+    def _publish_anomalies(
+        self, lane: Lane, served: ServedBundle, anomalies: list[Anomaly]
+    ) -> None:
         assert self.anomaly_topic is not None
         level = served.scores.anomaly_level
         for a in anomalies:
@@ -277,4 +288,4 @@ class InferenceWorker(threading.Thread):
             if self._publish(self.anomaly_topic.format(a.window.sensor_id), payload):
                 self.metrics.anomalies.inc()
             else:
-                self.metrics.forecasts_dropped.labels("queue_full").inc()
+                self._lost(lane, "queue_full")

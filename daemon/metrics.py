@@ -184,6 +184,12 @@ class Metrics:
         self.model_forecasts = Counter(
             "sensorcast_model_forecasts", "Forecasts published, by model", ["model"], registry=r
         )
+        self.model_forecasts_dropped = Counter(
+            "sensorcast_model_forecasts_dropped",
+            "Forecasts not published, by model and reason",
+            ["model", "reason"],
+            registry=r,
+        )
         self.model_inference_seconds = Histogram(
             "sensorcast_model_inference_seconds",
             "Model time per batch, by model",
@@ -236,6 +242,9 @@ class Metrics:
         for reason in Drop:
             with contextlib.suppress(KeyError):
                 self.model_dropped.remove(model_id, reason.value)
+        for why in FORECAST_DROPS:
+            with contextlib.suppress(KeyError):
+                self.model_forecasts_dropped.remove(model_id, why)
 
     def drop(self, reason: Drop) -> None:
         self._drop[reason].inc()

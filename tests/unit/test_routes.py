@@ -444,6 +444,14 @@ def test_inference_time_and_forecasts_are_counted_per_model(bundles: dict[str, P
     assert service.metrics.value(count, model=boiler) == 1
     assert service.metrics.value(count, model=default) == 1
     assert service.metrics.value("sensorcast_batch_size_sum") == 3
+    published = "sensorcast_model_forecasts_total"
+    lost = "sensorcast_model_forecasts_dropped_total"
+    for model, n in ((boiler, 1), (default, 2)):  # queued to the client, or counted lost
+        assert (
+            service.metrics.value(published, model=model)
+            + service.metrics.value(lost, model=model, reason="queue_full")
+            == n
+        )
 
 
 def test_record_takes_only_a_routes_sensors_when_asked() -> None:
