@@ -88,6 +88,8 @@ def layout_for(meta: BundleMeta) -> Layout | None:
         return None
     norm = meta.normalisation
     scale = "window" if norm.scale is None else "fixed"
+    if norm.step_scale == "trimmed":  # other inputs: heads learned on the RMS do not carry over
+        scale = "window-trimmed"
     return Layout(lags, k, h, f"{norm.mode}/{scale}")
 
 

@@ -11,11 +11,12 @@ normalised units of the bundle's calibration (error / window scale):
   exp(rate * (miss - (1 - level))) per scored reading), starting from the
   bundle's calibration, so the first forecast has an interval and every
   sensor converges to its own coverage.
-- Guard: rolling errors of the model and of persistence, in the sensor's own
-  units (one sensor, one unit: this is its MAE), one reading moving them at
-  most GUARD_CLIP times the larger; a sensor whose model has recently done no
-  better is served persistence (with hysteresis), while the model keeps being
-  scored.
+- Guard: per sensor and per step, rolling errors of the model and of
+  persistence, in the sensor's own units (one sensor, one unit: this is its
+  MAE), one reading moving them at most GUARD_CLIP times the larger; a step
+  where the model has recently done no better is served persistence, and is
+  served the model again only once it does clearly better (GUARD_LEAVE), while
+  the model keeps being scored.
 - Anomalies: a reading outside the one-step interval at `anomaly_level` of
   the forecast served for it. A tracker at that level itself would learn to
   let anomalies in (at 0.99 it widens until 1% of readings fall outside, the
@@ -50,23 +51,28 @@ RATE = 0.05
 WARM_RATE = 0.5
 """A sensor's first readings take larger steps, WARM_RATE / sqrt(readings scored), until that
 falls to RATE (after 100): its own errors replace the bundle's calibration quickly."""
-GUARD_WEIGHT = 0.02
-"""Weight of the newest reading in the guard's rolling errors (about the last 50)."""
+GUARD_WEIGHTS = (0.05, 0.01)
+"""Weights of the newest reading in the guard's two rolling errors per step: a short memory
+(about the last 20 readings) that notices quickly when the model starts to lose, and a long
+one (about the last 100) that a model must win over, by GUARD_LEAVE, to be served again."""
 GUARD_MIN_SCORED = 20
 """Readings scored before the guard may switch a sensor."""
 GUARD_ENTER = 1.0
-"""Model error / persistence error above which a sensor is served persistence: where the
+"""Model error / persistence error above which a step is served persistence: where the
 model is no better, the last value is served (never worse than persistence)."""
 GUARD_CLIP = 4.0
 """A reading's errors enter the guard's rolling errors at most this times the larger of them."""
-GUARD_LEAVE = 0.97
-"""... and below which it is served the model again."""
+GUARD_LEAVE = 0.9
+"""... and below which it is served the model again: the model must win by a margin, as a
+model that wins by less often wins a short stretch and then loses the next."""
 Q_FLOOR, Q_CEIL = 1e-6, 1e6
 ANOMALY_BASE = 0.9
 """The quantile each sensor tracks for its anomaly interval (see the module's docstring)."""
 ROBUST_FLOOR = 0.25
-"""The anomaly scale is at least this share of the window's own scale (a sensor that mostly
-repeats its value has a median step of zero)."""
+"""The anomaly scale is at least this share of the RMS of the window's steps (a sensor that
+mostly repeats its value has a median step of zero); a flat window takes the model's scale.
+The RMS, not the model's own scale, so the detector is the same whatever the bundle's
+normalisation (a trimmed step scale is near zero on a window of a few steps)."""
 
 
 @dataclass
@@ -79,7 +85,9 @@ class Scored:
     lower: NDArray[np.float64]
     upper: NDArray[np.float64]
     persistence: NDArray[np.bool_]
-    """(n,): True where the forecast is the last value (`source: persistence`)."""
+    """(n,): True where every step is the last value (`source: persistence`)."""
+    persistence_steps: NDArray[np.bool_]
+    """(n, horizon): True for each step served the last value."""
     anomalies: list[Anomaly]
 
 
@@ -108,6 +116,7 @@ class SensorScores:
         initial_capacity: int = 1024,
     ) -> None:
         self.horizon = h = meta.horizon
+        self.timesteps = meta.timesteps
         self.level = level
         self.anomaly_level = anomaly_level
         self.max_sensors = max_sensors
@@ -133,23 +142,23 @@ class SensorScores:
         self._lock = threading.Lock()
         self.switches = {"persistence": 0, "model": 0}
         self.on_persistence = 0
-        """Sensors the guard serves the last value now."""
+        """Sensors the guard serves the last value at every step now."""
         self._shapes: dict[str, tuple[tuple[int, ...], type[np.generic]]] = {
             "pend_seq": ((h,), np.int64),
             "pend_f": ((h, h, k), np.float32),
             "pend_last": ((h, k), np.float32),
             "pend_scale": ((h, k), np.float32),
             "pend_rscale": ((h, k), np.float32),
-            "pend_pers": ((h,), np.bool_),
+            "pend_pers": ((h, h), np.bool_),
             "q_model": ((h, k), np.float32),
             "q_pers": ((h, k), np.float32),
             "qa_model": ((k,), np.float32),
             "qa_pers": ((k,), np.float32),
-            "err_model": ((), np.float32),
-            "err_pers": ((), np.float32),
+            "err_model": ((h, 2), np.float32),
+            "err_pers": ((h, 2), np.float32),
             "n_scored": ((), np.int32),
             "flagged_seq": ((), np.int64),
-            "use_pers": ((), np.bool_),
+            "use_pers": ((h,), np.bool_),
         }
         self._arrays: dict[str, NDArray[Any]] = {}
         self._allocate(min(initial_capacity, max_sensors))
@@ -181,7 +190,7 @@ class SensorScores:
             return slot
         if len(self.slots) >= self.max_sensors:
             _, old = self.slots.popitem(last=False)
-            self.on_persistence -= int(self._arrays["use_pers"][old])
+            self.on_persistence -= int(self._arrays["use_pers"][old].all())
             self._free.append(old)
         if not self._free:
             self._allocate(min(len(self._arrays["pend_seq"]) * 2, self.max_sensors))
@@ -194,7 +203,8 @@ class SensorScores:
         return len(self.slots)
 
     def take_switches(self) -> dict[str, int]:
-        """Guard switches since the last call, by what the sensors are served now."""
+        """Guard switches (of one step of one sensor) since the last call, by what that step
+        is served now."""
         with self._lock:
             out, self.switches = self.switches, {"persistence": 0, "model": 0}
             return out
@@ -216,7 +226,8 @@ class SensorScores:
         n = len(windows)
         if not self.scored:
             half = self._q0[None] * scale
-            return Scored(forecast, forecast - half, forecast + half, np.zeros(n, bool), [])
+            none = np.zeros((n, self.horizon), bool)
+            return Scored(forecast, forecast - half, forecast + half, none[:, 0], none, [])
         with self._lock:
             slots = np.array([self._slot(w.sensor_id) for w in windows], dtype=np.intp)
             seqs = np.array([w.seq for w in windows], dtype=np.int64)
@@ -224,23 +235,28 @@ class SensorScores:
                 raw = np.stack([w.values for w in windows])
             values = raw[:, :, self._target_idx]
             last = values[:, -1]
-            steps = np.median(np.abs(np.diff(values, axis=1)), axis=1) * 1.4826
-            rscale = np.maximum(steps, ROBUST_FLOOR * scale[:, 0, :])
+            diffs = np.diff(values, axis=1)
+            steps = np.median(np.abs(diffs), axis=1) * 1.4826
+            rms = np.sqrt(np.mean(diffs * diffs, axis=1)) if diffs.shape[1] else scale[:, 0, :]
+            rscale = np.maximum(steps, ROBUST_FLOOR * rms)
+            rscale = np.where(rscale > 0, rscale, scale[:, 0, :])
             out = forecast.copy()
             lower = np.empty_like(forecast)
             upper = np.empty_like(forecast)
-            pers = np.zeros(n, dtype=np.bool_)
+            pers = np.zeros((n, self.horizon), dtype=np.bool_)
             anomalies: list[Anomaly] = []
             for rows in _rounds(slots):
                 self._score_round(rows, slots[rows], seqs[rows], last[rows], windows, anomalies)
                 r_slots = slots[rows]
-                use = self._arrays["use_pers"][r_slots] if self.guard else np.zeros(len(rows), bool)
+                use = self._arrays["use_pers"][r_slots]  # (m, h)
+                if not self.guard:
+                    use = np.zeros_like(use)
                 q = np.where(
-                    use[:, None, None],
+                    use[:, :, None],
                     self._arrays["q_pers"][r_slots],
                     self._arrays["q_model"][r_slots],
                 )
-                served = np.where(use[:, None, None], last[rows][:, None, :], forecast[rows])
+                served = np.where(use[:, :, None], last[rows][:, None, :], forecast[rows])
                 half = q * scale[rows]
                 out[rows] = served
                 lower[rows] = served - half
@@ -249,7 +265,7 @@ class SensorScores:
                 self._store(
                     r_slots, seqs[rows], forecast[rows], last[rows], scale[rows], rscale[rows], use
                 )
-        return Scored(out, lower, upper, pers, anomalies)
+        return Scored(out, lower, upper, pers.all(axis=1), pers, anomalies)
 
     def _score_round(
         self,
@@ -306,17 +322,23 @@ class SensorScores:
         A reading right after an anomaly is checked against the forecast made before the
         anomaly (two steps ahead, its interval widened by the step's own calibration), as the
         forecast made from the anomalous reading would flag it too; with a horizon of one
-        step it is not checked. Only clean one-step comparisons calibrate the interval."""
-        a, rows = self._arrays, np.arange(len(r.slots))
-        after = a["flagged_seq"][r.slots] == r.seqs - 1
-        two = self.horizon > 1
+        step it is not checked. Later, while the anomaly is still in the window a forecast
+        was made from, that forecast is not trusted (the model reacts to the outlier in its
+        input for as long as the window holds it): the reading is checked against the last
+        value, with persistence's own interval. Only clean one-step comparisons (from windows
+        that hold no anomaly) calibrate the interval."""
+        a, rows, h = self._arrays, np.arange(len(r.slots)), self.horizon
+        since = r.seqs - a["flagged_seq"][r.slots]
+        after = since == 1
+        held = (since >= 2) & (since <= self.timesteps)  # the anomaly is in the window
+        two = h > 1
         step = np.where(after & two, 1, 0)
         usable = np.where(after, r.valid[:, 1] if two else False, r.valid[:, 0])
-        was_pers = a["pend_pers"][r.slots, r.ring[rows, step]]
+        was_pers = a["pend_pers"][r.slots, r.ring[rows, step], step] | held
         expected = np.where(was_pers[:, None], r.p[rows, step], r.f[rows, step])
         qa = np.where(was_pers[:, None], a["qa_pers"][r.slots], a["qa_model"][r.slots])
         qa = qa * self._tail
-        if self.horizon > 1:
+        if h > 1:
             q_served = np.where(
                 was_pers[:, None, None], a["q_pers"][r.slots], a["q_model"][r.slots]
             )
@@ -327,7 +349,7 @@ class SensorScores:
         hit = np.flatnonzero(usable & (worst > 1.0))
         a["flagged_seq"][r.slots[hit]] = r.seqs[hit]
         found = [(int(i), expected[i], half[i], float(worst[i])) for i in hit]
-        clean = (r.valid[:, 0] & ~after)[:, None]
+        clean = (r.valid[:, 0] & ~after & ~held)[:, None]
         alpha = 1.0 - ANOMALY_BASE
         for name, forecast in (("qa_model", r.f[:, 0]), ("qa_pers", r.p[:, 0])):
             q = a[name][r.slots]
@@ -343,32 +365,46 @@ class SensorScores:
         r_model: NDArray[np.float64],
         r_pers: NDArray[np.float64],
     ) -> None:
+        """Per step (the reading realises step k of the forecast made k readings back), a
+        short and a long rolling error of the model and of persistence. A step goes to
+        persistence when either says the model is no better at it (or the short one says
+        so at the first step), and back to the model when both say it is better, the long
+        one by the margin GUARD_LEAVE, counted from when it last lost."""
         a = self._arrays
-        any_valid = valid.any(axis=1)
-        w = np.where(any_valid, GUARD_WEIGHT, 0.0)
-        em = np.where(valid[:, :, None], r_model, 0.0).sum(axis=(1, 2))
-        ep = np.where(valid[:, :, None], r_pers, 0.0).sum(axis=(1, 2))
-        n = a["n_scored"][slots] + any_valid  # counted after the guard, by the caller
-        fresh = a["n_scored"][slots] == 0
-        old_m, old_p = a["err_model"][slots], a["err_pers"][slots]
+        em = r_model.sum(axis=2)[:, :, None]  # (m, h, 1): over targets
+        ep = r_pers.sum(axis=2)[:, :, None]
+        n = a["n_scored"][slots] + valid.any(axis=1)  # counted after the guard, by the caller
+        old_m, old_p = a["err_model"][slots], a["err_pers"][slots]  # (m, h, 2)
+        fresh = (old_m == 0) & (old_p == 0)
         # one reading moves the rolling errors at most GUARD_CLIP times the larger of them:
         # a jump both fail on (a pump starting) must not hide, for the next hundred readings,
         # a model that then does worse than the last value
         cap = np.where(fresh, np.inf, GUARD_CLIP * np.maximum(old_m, old_p))
         em, ep = np.minimum(em, cap), np.minimum(ep, cap)
-        err_m = np.where(fresh, em, old_m + w * (em - old_m))
-        err_p = np.where(fresh, ep, old_p + w * (ep - old_p))
+        w = np.asarray(GUARD_WEIGHTS)
+        v = valid[:, :, None]
+        err_m = np.where(v, np.where(fresh, em, old_m + w * (em - old_m)), old_m)
+        err_p = np.where(v, np.where(fresh, ep, old_p + w * (ep - old_p)), old_p)
         use = a["use_pers"][slots]
-        ready = n >= GUARD_MIN_SCORED
-        enter = ready & ~use & (err_m > GUARD_ENTER * err_p)
-        leave = use & (err_m < GUARD_LEAVE * err_p)
-        a["err_model"][slots] = np.where(any_valid, err_m, a["err_model"][slots])
-        a["err_pers"][slots] = np.where(any_valid, err_p, a["err_pers"][slots])
-        a["use_pers"][slots] = (use | enter) & ~leave
-        entered, left = int(enter.sum()), int(leave.sum())
-        self.switches["persistence"] += entered
-        self.switches["model"] += left
-        self.on_persistence += entered - left
+        ready = (n >= GUARD_MIN_SCORED)[:, None] & valid
+        loses = (err_m > GUARD_ENTER * err_p).any(axis=2)
+        # the first step is realised first: when the model starts to lose, its one-step
+        # error is the earliest sign, while the errors of step k arrive k readings late
+        loses |= err_m[:, :1, 0] > GUARD_ENTER * err_p[:, :1, 0]
+        wins = (err_m[..., 0] < err_p[..., 0]) & (err_m[..., 1] < GUARD_LEAVE * err_p[..., 1])
+        enter = ready & ~use & loses
+        leave = ready & use & wins
+        # a model that has just lost starts its long record afresh, level with persistence:
+        # its wins before it lost do not bring it back; it must win again for a while
+        slow = err_m[..., 1]
+        err_m[..., 1] = np.where(enter, np.maximum(slow, err_p[..., 1]), slow)
+        a["err_model"][slots] = err_m
+        a["err_pers"][slots] = err_p
+        new = (use | enter) & ~leave
+        a["use_pers"][slots] = new
+        self.switches["persistence"] += int(enter.sum())
+        self.switches["model"] += int(leave.sum())
+        self.on_persistence += int(new.all(axis=1).sum()) - int(use.all(axis=1).sum())
 
     def _store(
         self,
@@ -424,7 +460,7 @@ class SensorScores:
                 self._arrays[name][idx] = arrays[name][first:]
             for name in ("q_model", "q_pers", "qa_model", "qa_pers"):
                 np.clip(self._arrays[name], Q_FLOOR, Q_CEIL, out=self._arrays[name])
-            self.on_persistence = int(self._arrays["use_pers"][idx].sum())
+            self.on_persistence = int(self._arrays["use_pers"][idx].all(axis=1).sum())
         return len(keep)
 
 

@@ -53,8 +53,11 @@ class Normalisation(BaseModel):
     mean/std per feature, so one model serves sensors of any magnitude. `last`:
     every window is taken relative to its last reading and divided by a step
     scale: `scale` (one per feature, the training split's RMS of first
-    differences) when stored, else the window's own RMS of first differences,
-    so an output of zero is persistence and one model serves any magnitude.
+    differences) when stored, else the window's own step scale, per `step_scale`:
+    `rms` (or absent, as in bundles written before it existed), the RMS of the
+    window's first differences; `trimmed`, the same without the window's largest
+    differences (robust to a jump, see `preprocess.trimmed_step_scale`). An output
+    of zero is persistence, and one model serves any magnitude.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -65,6 +68,7 @@ class Normalisation(BaseModel):
     target_mean: list[float] | None = None
     target_std: list[float] | None = None
     scale: list[float] | None = None
+    step_scale: Literal["rms", "trimmed"] | None = None
 
     @model_validator(mode="after")
     def _check_stats(self) -> Normalisation:
@@ -87,6 +91,8 @@ class Normalisation(BaseModel):
                 raise ValueError("only last normalisation takes a scale")
             if not all(math.isfinite(v) and v > 0 for v in self.scale):
                 raise ValueError("normalisation scale must be finite and positive")
+        if self.step_scale is not None and (self.mode != "last" or self.scale is not None):
+            raise ValueError("step_scale is for last normalisation with each window's own scale")
         return self
 
 
@@ -304,6 +310,9 @@ def content_hash(tflite_sha256: str, meta: dict[str, Any]) -> str:
         "architecture",
     )
     core = {k: meta[k] for k in keys}
+    norm = core["normalisation"]
+    if isinstance(norm, dict) and norm.get("step_scale") is None:  # as before it existed
+        core["normalisation"] = {k: v for k, v in norm.items() if k != "step_scale"}
     if meta.get("calibration") is not None:  # schema 2 on; schema 1 hashes stay as they were
         core["calibration"] = meta["calibration"]
     blob = json.dumps({"tflite": tflite_sha256, **core}, sort_keys=True, separators=(",", ":"))

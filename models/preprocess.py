@@ -20,6 +20,12 @@ WINDOW_STD_FLOOR = 1e-6
 STEP_SCALE_FLOOR = 1e-6
 """Relative floor for `last`'s per-window step scale (of the last value, at least 1e-6):
 a flat window maps to zeros and its forecast to its level, never NaN."""
+TRIM_DROP = 1
+"""`trimmed` step scale: the window's largest first differences left out (in absolute value),
+so that one jump does not set the scale."""
+TRIM_FLOOR = 0.5
+"""... and it is at least this share of the plain RMS, so a flat window with one jump (whose
+trimmed RMS is zero) maps that jump to about 11 units, not to millions."""
 
 FloatArray = NDArray[np.floating]
 
@@ -50,6 +56,7 @@ class Scaler:
         elif len(self._target_idx) != len(targets):
             raise ValueError(f"{norm.mode} normalisation needs every target to be a feature")
         self._scale = None if norm.scale is None else np.asarray(norm.scale, dtype=np.float64)
+        self._step = step_scale if norm.step_scale in (None, "rms") else trimmed_step_scale
 
     def transform(self, windows: FloatArray) -> tuple[NDArray[np.float32], ScaleContext]:
         """Normalise raw windows (batch, timesteps, features) for the model."""
@@ -77,7 +84,7 @@ class Scaler:
         if self._scale is not None:
             scale = np.broadcast_to(self._scale, last.shape)
         else:
-            scale = np.maximum(step_scale(w), STEP_SCALE_FLOOR * np.maximum(np.abs(last), 1.0))
+            scale = np.maximum(self._step(w), STEP_SCALE_FLOOR * np.maximum(np.abs(last), 1.0))
         x = (w - last) / scale
         idx = self._target_idx
         return x.astype(np.float32), ScaleContext(center=last[:, :, idx], scale=scale[:, :, idx])
@@ -104,4 +111,23 @@ def step_scale(w: NDArray[np.float64]) -> NDArray[np.float64]:
         return np.zeros((w.shape[0], 1, w.shape[2]))
     d = np.diff(w, axis=1)
     out: NDArray[np.float64] = np.sqrt(np.mean(d * d, axis=1, keepdims=True))
+    return out
+
+
+def trimmed_step_scale(w: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Like `step_scale`, but robust to a jump: (batch, 1, features).
+
+    The RMS of the first differences without the largest `TRIM_DROP` of them (in absolute
+    value), at least `TRIM_FLOOR` of the plain RMS. A single jump in a window inflates the
+    plain RMS for as long as the jump stays in the window (a jump of 20 noise steps makes it
+    3.7 times the noise's over 31 differences), and a forecast, multiplied back by that
+    scale, then misses by as much; trimmed, the scale stays near the noise's.
+    """
+    if w.shape[1] < 2:
+        return np.zeros((w.shape[0], 1, w.shape[2]))
+    d = np.abs(np.diff(w, axis=1))
+    n = d.shape[1]
+    kept = np.sort(d, axis=1)[:, : max(n - TRIM_DROP, 1)]
+    trimmed = np.sqrt(np.mean(kept * kept, axis=1, keepdims=True))
+    out: NDArray[np.float64] = np.maximum(trimmed, TRIM_FLOOR * step_scale(w))
     return out

@@ -274,6 +274,8 @@ def _normalisation_label(meta: BundleMeta) -> str:
     if norm.mode == "window":
         return "window (each window scaled by its own mean and std)"
     if norm.mode == "last":
+        if norm.scale is None and norm.step_scale == "trimmed":
+            return "last (relative to the last reading, per-window trimmed RMS step scale)"
         if norm.scale is None:
             return "last (relative to the last reading, per-window RMS step scale)"
         scales = ", ".join(f"{f} {v:.4g}" for f, v in zip(meta.features, norm.scale, strict=False))

@@ -110,11 +110,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--step-scale",
-        choices=("auto", "split", "window"),
+        choices=("auto", "split", "window", "trimmed"),
         default="auto",
         help="with last: divide by the training split's RMS step (split) or by each window's "
-        "own (window: one model for sensors of any magnitude); auto (default): split for "
-        "one series, window for several",
+        "own (window: one model for sensors of any magnitude; trimmed: the same without the "
+        "window's largest steps, so a jump does not set it); auto (default): split for one "
+        "series, window for several",
     )
     p.add_argument("--loss", choices=tuple(LOSSES), default="mae",
                    help="training loss (default mae: robust to jumps)")  # fmt: skip
@@ -285,7 +286,10 @@ def _normalisation(args: argparse.Namespace, prep: dataset.Prepared) -> Normalis
         return Normalisation(mode="window")
     if mode == "last":
         split = args.step_scale == "split" or (args.step_scale == "auto" and len(prep.sensors) == 1)
-        return Normalisation(mode="last", scale=prep.step_scale.tolist() if split else None)
+        if split:
+            return Normalisation(mode="last", scale=prep.step_scale.tolist())
+        trimmed = args.step_scale == "trimmed"
+        return Normalisation(mode="last", step_scale="trimmed" if trimmed else None)
     return Normalisation(
         mode="global",
         mean=prep.mean.tolist(),
