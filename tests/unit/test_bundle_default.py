@@ -113,7 +113,8 @@ def test_served_forecast_is_never_worse_than_persistence_on_random_walks(
     served, persistence = np.zeros(m.horizon), np.zeros(m.horizon)
     for name, times, values in scorecard.random_walks():
         table = SensorTable(m.timesteps, 1)
-        pushed = (table.push(name, float(t), (float(v),)) for t, v in zip(times, values))
+        readings = zip(times, values, strict=True)
+        pushed = (table.push(name, float(t), (float(v),)) for t, v in readings)
         windows = [w for w in pushed if isinstance(w, Window)]
         raw = np.stack([w.values for w in windows])
         forecast, scale = forecaster.forecast_scaled(raw)
