@@ -51,6 +51,11 @@ class Window:
     seq: int = 0
     """The number of the window's last reading: consecutive readings of a sensor have
     consecutive numbers, so the reading `k` after this one realises the forecast's step `k`."""
+    refill: int = 0
+    """0 for a full window. Otherwise the window is refilling after a gap reset: `refill`
+    readings have come since the gap, and the older rows are from before it. Such a window
+    is never forecast from (the gap reset it); only its newest reading is checked for an
+    anomaly (see `SensorTable.refilling`)."""
 
 
 class SensorTable:
@@ -242,6 +247,31 @@ class SensorTable:
         cad = float(self._cadence[slot])
         window = self._data[slot, p : p + self.timesteps].copy()
         return Window(sensor_id, window, ts, None if math.isnan(cad) else cad, int(self._seq[slot]))
+
+    def refilling(self, sensor_id: str) -> Window | None:
+        """After a gap reset, while the window refills (no forecast is made), the last
+        `timesteps` readings with `refill` set to the readings since the gap; else None.
+
+        A window restarts at a gap, so for `timesteps - 1` readings nothing would check
+        them; an anomaly among them would pass unseen (a daily price series restarts after
+        every long weekend, half its readings). The reading numbers tell a refill from a
+        new sensor's first readings: a gap reset adds SEQ_GAP_JUMP to them."""
+        slot = self.slots.get(sensor_id)
+        if slot is None:
+            return None
+        count = int(self._count[slot])
+        if count >= self.timesteps or int(self._seq[slot]) % SEQ_EPOCH < SEQ_GAP_JUMP:
+            return None
+        p = int(self._pos[slot])
+        cad = float(self._cadence[slot])
+        return Window(
+            sensor_id,
+            self._data[slot, p : p + self.timesteps].copy(),
+            float(self._last_ts[slot]),
+            None if math.isnan(cad) else cad,
+            int(self._seq[slot]),
+            refill=count,
+        )
 
     def _observe_interval(
         self, slot: int, delta: float, values: tuple[float, ...], sensor_id: str

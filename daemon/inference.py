@@ -228,6 +228,13 @@ class InferenceWorker(threading.Thread):
         served = lane.served  # read once: a reload swaps it between two batches
         meta = served.forecaster.meta
         shape = (meta.timesteps, len(meta.features))
+        refills = [p.window for p in batch if p.window.refill]
+        if refills:  # windows refilling after a gap: only their newest reading is checked
+            batch = [p for p in batch if not p.window.refill]
+            fit = [w for w in refills if w.values.shape == shape]
+            found = served.scores.check_refills(fit)
+            if found and self.anomaly_topic is not None:
+                self._publish_anomalies(lane, served, found)
         fits = [p for p in batch if p.window.values.shape == shape]
         if len(fits) < len(batch):  # made before a reload changed the window shape
             self._lost(lane, "shape", len(batch) - len(fits))

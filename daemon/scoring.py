@@ -235,11 +235,7 @@ class SensorScores:
                 raw = np.stack([w.values for w in windows])
             values = raw[:, :, self._target_idx]
             last = values[:, -1]
-            diffs = np.diff(values, axis=1)
-            steps = np.median(np.abs(diffs), axis=1) * 1.4826
-            rms = np.sqrt(np.mean(diffs * diffs, axis=1)) if diffs.shape[1] else scale[:, 0, :]
-            rscale = np.maximum(steps, ROBUST_FLOOR * rms)
-            rscale = np.where(rscale > 0, rscale, scale[:, 0, :])
+            rscale = _robust_scale(values, scale[:, 0, :])
             out = forecast.copy()
             lower = np.empty_like(forecast)
             upper = np.empty_like(forecast)
@@ -266,6 +262,44 @@ class SensorScores:
                     r_slots, seqs[rows], forecast[rows], last[rows], scale[rows], rscale[rows], use
                 )
         return Scored(out, lower, upper, pers.all(axis=1), pers, anomalies)
+
+    def check_refills(self, windows: list[Window]) -> list[Anomaly]:
+        """Check the newest reading of windows refilling after a gap (`Window.refill`).
+
+        No forecast is made for it (the gap reset the window), so it is checked against the
+        reading before it, with persistence's anomaly interval, in the robust scale of the
+        readings before it (across the gap: the median step is not moved by it; the scale
+        before the gap if they are flat); right after an anomaly, against the reading before that,
+        with persistence's two-step interval. The first reading after the gap is not
+        checked: how far it may move depends on how long the gap was. A sensor these scores
+        have never seen is not checked (nothing is known of it) and gets no state."""
+        if not self.anomalies:
+            return []
+        found: list[Anomaly] = []
+        a = self._arrays
+        with self._lock:
+            for w in windows:
+                slot = self.slots.get(w.sensor_id)
+                if slot is None or w.refill < 2:
+                    continue
+                values = w.values[:, self._target_idx].astype(np.float64)
+                y = values[-1]
+                after = a["flagged_seq"][slot] == w.seq - 1
+                if after and (w.refill < 3 or self.horizon < 2):
+                    continue
+                expected = values[-3] if after else values[-2]
+                newest = int(np.argmax(a["pend_seq"][slot]))  # the last forecast before the gap
+                rscale = _robust_scale(values[None, :-1], a["pend_rscale"][slot, newest][None])[0]
+                qa = a["qa_pers"][slot] * self._tail
+                if after:
+                    q = a["q_pers"][slot]
+                    qa = qa * q[1] / q[0]
+                half = qa.astype(np.float64) * np.maximum(rscale, np.finfo(np.float32).tiny)
+                score = float((np.abs(y - expected) / half).max())
+                if score > 1.0:
+                    a["flagged_seq"][slot] = w.seq
+                    found.append(Anomaly(w, expected, expected - half, expected + half, y, score))
+        return found
 
     def _score_round(
         self,
@@ -349,9 +383,12 @@ class SensorScores:
         hit = np.flatnonzero(usable & (worst > 1.0))
         a["flagged_seq"][r.slots[hit]] = r.seqs[hit]
         found = [(int(i), expected[i], half[i], float(worst[i])) for i in hit]
-        clean = (r.valid[:, 0] & ~after & ~held)[:, None]
+        clean_pers = r.valid[:, 0] & ~after
         alpha = 1.0 - ANOMALY_BASE
-        for name, forecast in (("qa_model", r.f[:, 0]), ("qa_pers", r.p[:, 0])):
+        for name, forecast, clean in (
+            ("qa_model", r.f[:, 0], (clean_pers & ~held)[:, None]),
+            ("qa_pers", r.p[:, 0], clean_pers[:, None]),
+        ):
             q = a[name][r.slots]
             miss = np.abs(r.y - forecast) / r.sc[:, 0] > q
             grown = q * np.exp(r.rate * (miss - alpha))
@@ -478,6 +515,19 @@ class _Round:
     sc: NDArray[np.float64]
     """The robust (anomaly) scale."""
     rate: NDArray[np.float64]
+
+
+def _robust_scale(values: NDArray[np.float64], fallback: NDArray[Any]) -> NDArray[np.float64]:
+    """The anomaly scale of windows (n, timesteps, targets): (n, targets), the median absolute
+    step (as a standard deviation), at least ROBUST_FLOOR of the RMS step; `fallback` (n,
+    targets) where both are zero (a flat window)."""
+    diffs = np.diff(values, axis=1)
+    if not diffs.shape[1]:
+        return np.asarray(fallback, dtype=np.float64)
+    steps = np.median(np.abs(diffs), axis=1) * 1.4826
+    rms = np.sqrt(np.mean(diffs * diffs, axis=1))
+    out = np.maximum(steps, ROBUST_FLOOR * rms)
+    return np.where(out > 0, out, fallback).astype(np.float64)
 
 
 def _rounds(slots: NDArray[np.intp]) -> list[NDArray[np.intp]]:

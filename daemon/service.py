@@ -262,6 +262,8 @@ class Service:
             table = route.table
             previous = table.last_ts(sensor_id)
             result = table.push(sensor_id, ts, reading.values, received)
+            if result is None and self.anomaly_topic is not None:
+                result = table.refilling(sensor_id)  # checked, not forecast from
         if isinstance(result, Drop):
             route.dropped(result)
             return self._drop(result, topic)
@@ -275,7 +277,9 @@ class Service:
                 accuracy.observe(sensor_id, previous, reading.values)
         else:
             self.events.first_seen(sensor_id)
-        if isinstance(result, Window):
+        if isinstance(result, Window) and result.refill:
+            self.queue.put(result, received, route.lane)  # the route's own scores check it
+        elif isinstance(result, Window):
             self.queue.put(result, received, route.lane)
             self.events.window_ready(sensor_id, route.meta.model_id, route.meta.timesteps)
             if self.discovery is not None:
