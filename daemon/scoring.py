@@ -261,7 +261,8 @@ class SensorScores:
                 self._store(
                     r_slots, seqs[rows], forecast[rows], last[rows], scale[rows], rscale[rows], use
                 )
-        return Scored(out, lower, upper, pers.all(axis=1), pers, anomalies)
+        every: NDArray[np.bool_] = np.all(pers, axis=1)
+        return Scored(out, lower, upper, every, pers, anomalies)
 
     def check_refills(self, windows: list[Window]) -> list[Anomaly]:
         """Check the newest reading of windows refilling after a gap (`Window.refill`).

@@ -221,3 +221,15 @@ def test_unreadable_bundles(tmp_path: Path) -> None:
     edit_meta(edit_target, files={"../model.keras": "0" * 64, "model.tflite": "0" * 64})
     with pytest.raises(BundleError, match="lists a file outside the bundle"):
         load_bundle(edit_target)
+
+
+def test_a_bundle_written_before_step_scale_existed_keeps_its_hash(tmp_path: Path) -> None:
+    """Its bundle.json has no `step_scale`: it still loads, under the same model id."""
+    root = make_bundle(tmp_path / "old", normalisation={"mode": "last"})
+    meta = json.loads((root / "bundle.json").read_text())
+    del meta["normalisation"]["step_scale"]
+    (root / "bundle.json").write_text(json.dumps(meta))
+    loaded = load_bundle(root).meta
+    assert loaded.content_hash == meta["content_hash"] and loaded.normalisation.step_scale is None
+    trimmed = dict(meta, normalisation={"mode": "last", "step_scale": "trimmed"})
+    assert content_hash(meta["files"]["model.tflite"], trimmed) != meta["content_hash"]

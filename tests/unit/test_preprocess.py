@@ -103,3 +103,53 @@ def test_last_mode_flat_or_single_reading_window_is_finite(level: float, timeste
     x, ctx = scaler.transform(np.full((2, timesteps, 1), level))
     assert np.isfinite(x).all() and np.abs(x).max() == 0.0 and (ctx.scale > 0).all()
     assert np.allclose(scaler.inverse(np.ones((2, 3, 1), np.float32), ctx), level, atol=1e-5)
+
+
+def test_trimmed_step_scale_is_not_set_by_one_jump() -> None:
+    """A jump of 10 noise steps doubles the plain RMS step of a 32-reading window for as
+    long as the jump is in it; the trimmed scale stays within a fifth of the noise's. A far
+    larger jump (30 steps) moves it by half as much as the plain RMS (the floor)."""
+    rng = np.random.default_rng(11)
+    calm = np.cumsum(rng.normal(0.0, 1.0, (200, 32, 1)), axis=1)
+    plain = Scaler(Normalisation(mode="last"), ["v"], ["v"])
+    robust = Scaler(Normalisation(mode="last", step_scale="trimmed"), ["v"], ["v"])
+    for jump, most in ((10.0, 1.2), (30.0, 0.55)):
+        jumped = calm.copy()
+        jumped[:, 16:] += jump
+        ratio_plain = plain.transform(jumped)[1].scale / plain.transform(calm)[1].scale
+        ratio_robust = robust.transform(jumped)[1].scale / robust.transform(calm)[1].scale
+        assert np.median(ratio_plain) > 1.8
+        if jump == 10.0:
+            assert np.median(ratio_robust) < most
+        else:
+            assert np.median(ratio_robust / ratio_plain) < most
+
+
+def test_trimmed_step_scale_is_finite_and_scale_free_on_a_flat_window_with_one_jump() -> None:
+    scaler = Scaler(Normalisation(mode="last", step_scale="trimmed"), ["v"], ["v"])
+    w = np.full((1, 32, 1), 5.0)
+    w[:, 20:] = 9.0  # the only non-zero step: the trimmed RMS is zero, the floor holds
+    x, _ = scaler.transform(w)
+    assert np.isfinite(x).all() and 5 < np.abs(x).max() < 20
+    x_big, _ = scaler.transform(w * 1e3 + 7)
+    assert np.allclose(x, x_big, atol=1e-4)
+
+
+def test_bundles_without_a_step_scale_keep_the_rms_step() -> None:
+    """Bundles written before `step_scale` existed serve exactly as before."""
+    w = np.cumsum(RNG.normal(0.0, 1.0, (4, 32, 1)), axis=1)
+    w[:, 10:] += 25.0
+    _, ctx = Scaler(Normalisation(mode="last"), ["v"], ["v"]).transform(w)
+    _, rms = Scaler(Normalisation(mode="last", step_scale="rms"), ["v"], ["v"]).transform(w)
+    expected = np.sqrt(np.mean(np.diff(w, axis=1) ** 2, axis=1, keepdims=True))
+    assert np.allclose(ctx.scale, expected) and np.allclose(rms.scale, expected)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"mode": "window", "step_scale": "trimmed"},
+     {"mode": "last", "scale": [1.0], "step_scale": "trimmed"}],
+)  # fmt: skip
+def test_step_scale_is_only_for_last_with_each_windows_own_scale(fields: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="step_scale"):
+        Normalisation.model_validate(fields)
