@@ -30,6 +30,8 @@ SHAPES: dict[str, tuple[str, list[str]]] = {
                                          "--normalisation", "window"]),
     "last_window_scale": ("room.csv", ["--features", "temperature,co2", "--horizon", "6",
                                        "--normalisation", "last", "--step-scale", "window"]),
+    "last_trimmed_scale": ("room.csv", ["--features", "temperature,co2", "--horizon", "6",
+                                        "--normalisation", "last", "--step-scale", "trimmed"]),
 }  # fmt: skip
 """Seed shapes and normalisations covered by the train and parity tests."""
 

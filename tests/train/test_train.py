@@ -33,6 +33,9 @@ EXPECTED = {
     "last_window_scale": (
         "many_to_one", 20, 6, ["temperature", "co2"], ["temperature", "co2"], "last"
     ),
+    "last_trimmed_scale": (
+        "many_to_one", 20, 6, ["temperature", "co2"], ["temperature", "co2"], "last"
+    ),
 }  # fmt: skip
 
 
@@ -75,6 +78,19 @@ def test_last_on_one_series_stores_the_training_splits_step_scale(bundles: Bundl
     one = load_bundle(bundles.get("many_to_one").path).meta.normalisation
     if one.mode == "last":
         assert one.scale is not None and 0.1 < one.scale[0] < 2.0  # ppm per week
+
+
+def test_trimmed_step_scale_is_recorded_and_shown(bundles: BundleCache) -> None:
+    """`--step-scale trimmed`: each window's own scale without its largest step, recorded in
+    the bundle so serving applies the same one (the parity tests check it does)."""
+    from sensorcast.models import report
+
+    meta = load_bundle(bundles.get("last_trimmed_scale").path).meta
+    norm = meta.normalisation
+    assert (norm.mode, norm.scale, norm.step_scale) == ("last", None, "trimmed")
+    assert "per-window trimmed RMS step scale" in report.format_bundle(meta)  # inspect
+    plain = load_bundle(bundles.get("last_window_scale").path).meta.normalisation
+    assert plain.step_scale is None  # the RMS, as bundles written before the option
 
 
 def test_an_untrained_last_model_is_exactly_persistence() -> None:
