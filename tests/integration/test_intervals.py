@@ -77,3 +77,30 @@ def test_scores_survive_a_restart_with_a_state_dir(broker, client_factory, run_d
     assert list(restored.slots) == ["b"]
     a, b = scores.to_arrays(), restored.to_arrays()
     assert np.array_equal(a["q_model"], b["q_model"])
+
+
+def test_a_spike_while_the_window_refills_after_a_gap_is_an_anomaly(
+    broker, client_factory, run_daemon
+):
+    """A gap resets the window; until it is full again no forecast is published, but each
+    reading is still checked against the one before it: the spike is reported, once."""
+    daemon = run_daemon(daemon_settings(broker.port))
+    t = daemon.service.meta.timesteps
+    sub = client_factory("forecasts/#", "anomalies/#")
+    pub = client_factory()
+    rng = np.random.default_rng(3)
+    n = t + 200 + t
+    values = 20 + np.cumsum(rng.normal(0, 0.1, n))
+    ts = T0 + 60.0 * np.arange(n)
+    ts[t + 200 :] += 3600.0  # an hour without readings: the window restarts
+    spike = t + 200 + 10
+    values[spike] += 5.0
+    for v, when in zip(values, ts, strict=True):
+        pub.publish("sensors/vat/reading", {"value": round(float(v), 4), "ts": float(when)})
+    wait_for(lambda: len(sub.received("forecasts/")) >= 201 + 1, timeout=30)
+    wait_for(lambda: ts[spike] in [a["ts"] for a in sub.json("anomalies/")], timeout=10)
+    after_gap = [a for a in sub.json("anomalies/") if a["ts"] > ts[t + 199]]
+    assert [a["ts"] for a in after_gap] == [ts[spike]]
+    assert abs(after_gap[0]["expected"] - values[spike - 1]) < 1e-3  # the reading before it
+    forecasts_after = [f for f in sub.json("forecasts/") if f["ts"] > ts[t + 199]]
+    assert [f["ts"] for f in forecasts_after] == [ts[-1]]  # none while refilling
