@@ -467,3 +467,44 @@ def test_record_takes_only_a_routes_sensors_when_asked() -> None:
     for sid in ("boiler-1", "hall", "boiler-2"):
         recorder.on_message(f"sensors/{sid}/reading", b'{"value": 1.5, "ts": 1700000000}')
     assert recorder.recorded == 2 and not recorder.dropped
+
+
+def test_readings_refilling_a_window_after_a_gap_are_checked_by_their_routes_scores(
+    bundles: dict[str, Path],
+) -> None:
+    """After a gap, each route's table refills its own window; until it is full the readings
+    are still checked for anomalies, by the scores of the route that serves the sensor: a
+    spike on boiler-1 is reported under the boiler model, once; hall (same readings, no
+    spike, default route) reports nothing after the gap."""
+    service = service_with([{"sensors": "boiler-*", "model": str(bundles["boiler"])}])
+    published: list[tuple[str, dict[str, Any]]] = []
+
+    def publish(topic: str, payload: bytes) -> bool:
+        published.append((topic, json.loads(payload)))
+        return True
+
+    service.worker._publish = publish
+    t = service.meta.timesteps
+    rng = np.random.default_rng(4)
+    n = t + 200 + t
+    values = 20 + np.cumsum(rng.normal(0, 0.1, n))
+    ts = 1.7e9 + 60.0 * np.arange(n)
+    ts[t + 200 :] += 3600.0  # an hour without readings: both windows restart
+    spike = t + 200 + 10
+    for i in range(n):
+        for sid in ("boiler-1", "hall"):
+            v = values[i] + (5.0 if sid == "boiler-1" and i == spike else 0.0)
+            payload = json.dumps({"value": round(float(v), 4), "ts": float(ts[i])}).encode()
+            service._ingest(f"sensors/{sid}/reading", payload, float(ts[i]) + 1)
+        while len(service.queue):
+            service.worker._serve(service.queue.take(256))
+    boiler, default = (r.meta.model_id for r in service.routes)
+    gap_at = ts[t + 199]
+    after_gap = [p for topic, p in published if topic.startswith("anomalies/") and p["ts"] > gap_at]
+    assert [(p["sensor_id"], p["model"], p["ts"]) for p in after_gap] == [
+        ("boiler-1", boiler, ts[spike])
+    ]
+    assert abs(after_gap[0]["expected"] - values[spike - 1]) < 1e-3  # the reading before it
+    forecasts = [p for topic, p in published if topic.startswith("forecasts/")]
+    assert {p["model"] for p in forecasts if p["sensor_id"] == "hall"} == {default}
+    assert [p["ts"] for p in forecasts if p["ts"] > gap_at] == [ts[-1], ts[-1]]  # none refilling
