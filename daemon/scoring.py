@@ -472,11 +472,13 @@ class SensorScores:
             return out
 
     def load_arrays(self, arrays: dict[str, NDArray[Any]]) -> int:
-        """Restore `to_arrays` output; raise ValueError if it does not fit this bundle."""
+        """Restore `to_arrays` output; raise ValueError if it does not fit this bundle.
+        Output saved before the guard was per step is taken over (`_per_step_guard`)."""
         ids = [str(s) for s in arrays["sensor_ids"].tolist()]
         m = len(ids)
         if len(set(ids)) != m:
             raise ValueError("duplicate sensor ids")
+        arrays = _per_step_guard(arrays, m, self.horizon)
         for name, (shape, dtype) in self._shapes.items():
             got = arrays[name]
             if got.shape != (m, *shape) or got.dtype != dtype:
@@ -516,6 +518,37 @@ class _Round:
     sc: NDArray[np.float64]
     """The robust (anomaly) scale."""
     rate: NDArray[np.float64]
+
+
+def _per_step_guard(arrays: dict[str, NDArray[Any]], m: int, h: int) -> dict[str, NDArray[Any]]:
+    """Scores saved before the guard was per step (one state per sensor), in today's layout.
+
+    The guard then kept one rolling error per sensor of the model and one of persistence,
+    each the sum over the forecast's steps of that step's error, and served a sensor the
+    last value at every step or at none. Each step gets the mean over steps of those errors
+    (the same ratio of model to persistence at every step, so every step starts where the
+    sensor was) in both its short and its long memory, and the sensor's choice, as do the
+    steps of the forecasts still waiting to be scored. Other arrays are unchanged. Arrays
+    of any other shape are left for `load_arrays` to refuse."""
+    old = {
+        "err_model": ((m,), np.float32),
+        "err_pers": ((m,), np.float32),
+        "use_pers": ((m,), np.bool_),
+        "pend_pers": ((m, h), np.bool_),
+    }
+    if any(
+        name not in arrays or arrays[name].shape != shape or arrays[name].dtype != dtype
+        for name, (shape, dtype) in old.items()
+    ):
+        return arrays
+    out = dict(arrays)
+    for name in ("err_model", "err_pers"):
+        per_step = arrays[name] / np.float32(h)
+        out[name] = np.ascontiguousarray(np.broadcast_to(per_step[:, None, None], (m, h, 2)))
+    out["use_pers"] = np.ascontiguousarray(np.broadcast_to(arrays["use_pers"][:, None], (m, h)))
+    pend = arrays["pend_pers"][:, :, None]
+    out["pend_pers"] = np.ascontiguousarray(np.broadcast_to(pend, (m, h, h)))
+    return out
 
 
 def _robust_scale(values: NDArray[np.float64], fallback: NDArray[Any]) -> NDArray[np.float64]:

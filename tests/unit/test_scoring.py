@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from sensorcast.scoring import SensorScores
 from .test_forecasts import make_meta
 
 T = 4
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def meta(horizon: int = 3, timesteps: int = T) -> BundleMeta:
@@ -350,3 +353,46 @@ def test_readings_while_a_window_refills_after_a_gap_are_checked() -> None:
     assert other.refilling("new") is None  # a new sensor's first readings are not a refill
     assert s.check_refills([Window("unknown", np.ones((t, 1)), 1.0, 1.0, 5, refill=3)]) == []
     assert "unknown" not in s.slots
+
+
+def test_scores_saved_before_the_guard_was_per_step_are_restored(tmp_path: Path) -> None:
+    """A scores.npz written by sensorcast 0978568 (tests/data/README.md): nothing it held is
+    lost. Intervals, pending forecasts and counts come back as they were; each step of a
+    sensor starts from the sensor's guard state (its errors then were sums over the steps:
+    each step gets their mean, so the same model/persistence ratio; and its choice). The
+    sensor the guard served the last value is served it at every step from the first
+    forecast after the restart, without a switch; started afresh, it would be served the
+    model's forecast, 5 off, for its first GUARD_MIN_SCORED readings."""
+    from sensorcast.state import SCORES_FILE, load_scores
+
+    shutil.copy(DATA / "scores_0978568.npz", tmp_path / SCORES_FILE)
+    m = meta(horizon=3)
+    s = scores_for(m)
+    assert load_scores(tmp_path, s, m) == 3
+    with np.load(DATA / "scores_0978568.npz") as npz:
+        old = {k: npz[k] for k in npz.files}
+    got = s.to_arrays()
+    assert got["sensor_ids"].tolist() == ["good", "bad", "new"]
+    for name in ("pend_seq", "pend_f", "pend_last", "pend_scale", "pend_rscale", "q_model",
+                 "q_pers", "qa_model", "qa_pers", "n_scored", "flagged_seq"):  # fmt: skip
+        assert np.array_equal(got[name], old[name]), name
+    assert got["use_pers"].tolist() == [[False] * 3, [True] * 3, [False] * 3]
+    assert s.on_persistence == 1
+    assert old["err_model"][1] > 3 * old["err_pers"][1]  # bad: the model lost, by far
+    for name in ("err_model", "err_pers"):
+        assert got[name].shape == (3, 3, 2)
+        assert np.allclose(got[name], old[name][:, None, None] / 3)
+    assert np.array_equal(got["pend_pers"], np.repeat(old["pend_pers"][:, :, None], 3, axis=2))
+
+    walk = 20 + np.cumsum(np.random.default_rng(12).normal(0, 1, 306))  # 304 as it was, and 2
+    afresh = scores_for(m)
+    for i in range(300, 303):  # the readings after those the snapshot holds
+        values = walk[i - T + 1 : i + 1, None]
+        windows = [Window(sid, values, float(i), 1.0, seq=1000 + i) for sid in ("good", "bad")]
+        fc = np.stack([walk[i + 1 : i + 4] + 0.1, np.full(3, walk[i] + 5.0)])[:, :, None]
+        one = np.ones((2, 1, 1))
+        served = s.score(windows, fc, one)
+        assert np.allclose(served.forecast[0], fc[0])  # good: the model, at every step
+        assert np.allclose(served.forecast[1], walk[i]) and served.persistence[1]  # bad
+        assert np.allclose(afresh.score(windows, fc, one).forecast, fc)
+    assert s.take_switches() == {"persistence": 0, "model": 0}
