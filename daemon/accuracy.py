@@ -10,12 +10,15 @@ Errors in sensor units average badly across sensors (degrees, ppm and lux
 summed: the largest unit decides), so each error is also divided by its
 window's own scale, the mean absolute change between consecutive readings
 (the MASE scaling); these scaled means and their ratio are scale-free.
+
+What is expected lives in preallocated arrays (float32 values, float64 window
+timestamps), one row per sensor, found through one dict of sensor id to row:
+no objects per sensor beyond that entry.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,16 +33,7 @@ window (a quantised sensor that did not change) cannot outweigh a hundred others
 that is flat at zero is not scaled at all."""
 
 Floats = NDArray[np.float64]
-
-
-@dataclass(frozen=True, slots=True)
-class Expected:
-    """What the model and persistence said the reading after `window_ts` would be."""
-
-    window_ts: float
-    forecast: Floats
-    persistence: Floats
-    scale: Floats
+INITIAL_ROWS = 1024
 
 
 def window_scale(window: Floats) -> Floats:
@@ -68,7 +62,9 @@ class OnlineAccuracy:
         max_sensors: int,
     ) -> None:
         self._metrics = metrics
-        self._expected: dict[str, Expected] = {}
+        self._expected: dict[str, int] = {}
+        """Sensor id -> row of the arrays below, oldest expectation first."""
+        self._free: list[int] = []
         self._lock = threading.Lock()
         self.max_sensors = max_sensors
         self._model: str | None = None
@@ -102,38 +98,63 @@ class OnlineAccuracy:
         self._counter = m.online_scored.labels(model_id)
         with self._lock:
             self._expected.clear()
+            self._free = []
+            self._ts = np.full(0, np.nan)
+            self._values = np.zeros((0, 3, n), dtype=np.float32)  # forecast, persistence, scale
+
+    def _grow(self) -> None:
+        n = len(self._ts)
+        rows = max(n + 1, min(max(2 * n, INITIAL_ROWS), self.max_sensors))
+        ts = np.full(rows, np.nan)
+        values = np.zeros((rows, *self._values.shape[1:]), dtype=np.float32)
+        ts[:n], values[:n] = self._ts, self._values
+        self._ts, self._values = ts, values
+        self._free.extend(range(rows - 1, n - 1, -1))
+
+    def _row(self, sensor_id: str) -> int:
+        row = self._expected.get(sensor_id)
+        if row is not None:
+            return row
+        if len(self._expected) >= self.max_sensors:
+            oldest = next(iter(self._expected))
+            self._free.append(self._expected.pop(oldest))
+        if not self._free:
+            self._grow()
+        row = self._free.pop()
+        self._expected[sensor_id] = row
+        return row
 
     def expect(self, sensor_id: str, window_ts: float, forecast: Floats, window: Floats) -> None:
         """Record a forecast (horizon, targets) made from `window` (timesteps, features)."""
         if not self._gauges:
             return
         columns = window[:, self._feature_idx]
-        entry = Expected(
-            window_ts, forecast[0, self._target_idx], columns[-1], window_scale(columns)
-        )
         with self._lock:
-            self._expected.pop(sensor_id, None)
-            self._expected[sensor_id] = entry
-            if len(self._expected) > self.max_sensors:
-                del self._expected[next(iter(self._expected))]
+            row = self._row(sensor_id)
+            self._ts[row] = window_ts
+            values = self._values[row]
+            values[0] = forecast[0, self._target_idx]
+            values[1] = columns[-1]
+            values[2] = window_scale(columns)
 
     def observe(self, sensor_id: str, previous_ts: float, values: tuple[float, ...]) -> None:
         """A reading arrived whose predecessor was at `previous_ts`; score what was expected."""
         with self._lock:
-            entry = self._expected.get(sensor_id)
-            if entry is None or entry.window_ts != previous_ts:
+            row = self._expected.get(sensor_id)
+            if row is None or self._ts[row] != previous_ts:
                 return
-            del self._expected[sensor_id]
+            self._ts[row] = np.nan  # scored once; the row stays the sensor's
+            forecast, persistence, scale = self._values[row].astype(np.float64)
         actual = np.asarray(values, dtype=np.float64)[self._feature_idx]
-        err = np.abs(actual - entry.forecast)
-        perr = np.abs(actual - entry.persistence)
+        err = np.abs(actual - forecast)
+        perr = np.abs(actual - persistence)
         everywhere = np.ones(err.shape, dtype=bool)
-        scaled = entry.scale > 0
+        scaled = scale > 0
         with np.errstate(divide="ignore", invalid="ignore"):
             self._mean = _fold(self._mean, err, everywhere)
             self._pmean = _fold(self._pmean, perr, everywhere)
-            self._smean = _fold(self._smean, err / entry.scale, scaled)
-            self._spmean = _fold(self._spmean, perr / entry.scale, scaled)
+            self._smean = _fold(self._smean, err / scale, scaled)
+            self._spmean = _fold(self._spmean, perr / scale, scaled)
             ratio = self._smean / self._spmean
         values_now = zip(self._mean, self._pmean, self._smean, self._spmean, ratio, strict=True)
         for gauges, current in zip(self._gauges, values_now, strict=True):

@@ -147,10 +147,10 @@ class SensorHeads:
     def _allocate(self, capacity: int) -> None:
         n = len(self._arrays.get("updates", ()))
         for name, (shape, dtype) in self._shapes.items():
-            new = np.zeros((capacity, *shape), dtype=dtype)
-            if n:
-                new[:n] = self._arrays[name]
-            self._arrays[name] = new
+            if n:  # grown in place (realloc); no view of these arrays outlives a call
+                self._arrays[name].resize((capacity, *shape), refcheck=False)
+            else:
+                self._arrays[name] = np.zeros((capacity, *shape), dtype=dtype)
         self._free.extend(range(capacity - 1, n - 1, -1))
 
     def _reset(self, slots: NDArray[np.intp] | int) -> None:

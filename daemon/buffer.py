@@ -1,10 +1,11 @@
 """Per-sensor ring buffers of the last `timesteps` readings, in one preallocated array.
 
-Each sensor owns a slot of a (capacity, 2*timesteps, features) array. A reading
-is written at `pos` and `pos + timesteps`, so the last `timesteps` readings are
-always the contiguous slice `[pos, pos + timesteps)`: O(1) per reading and no
-reordering when a window is read. Slots are recycled least recently seen first
-once `max_sensors` is reached. The table also applies the time rules: stale
+Each sensor owns a slot of a (capacity, timesteps, features) float32 array, a
+ring: a reading is written at `pos`, so the last `timesteps` readings are
+`[pos:]` then `[:pos]`, put in time order (as float64) when a full window is
+handed out. O(1) per reading; each reading is stored once, in float32 (about 7
+significant digits, the precision the model computes in). Slots are recycled
+least recently seen first once `max_sensors` is reached. The table also applies the time rules: stale
 readings are refused, a gap longer than `max_gap` cadences resets the window or
 is filled linearly.
 """
@@ -38,6 +39,8 @@ GapReset = Callable[[str, float, float], None]
 """Called with (sensor id, gap in seconds, cadence in seconds) when a gap resets a window."""
 LOAD_CHUNK = 1024
 """Sensors' windows copied at a time when a snapshot is loaded (bounds the extra memory)."""
+STORED = np.float32
+"""How readings are kept in the ring buffers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +64,7 @@ class Window:
 class SensorTable:
     """Ring buffers, timestamps and learned cadences for every tracked sensor."""
 
-    _data: NDArray[np.float64]
+    _data: NDArray[np.float32]
     _pos: NDArray[np.int32]
     _count: NDArray[np.int32]
     _last_ts: NDArray[np.float64]
@@ -99,11 +102,11 @@ class SensorTable:
         self._allocate(min(initial_capacity, max_sensors))
 
     def _allocate(self, capacity: int) -> None:
-        old: NDArray[np.float64] | None = getattr(self, "_data", None)
+        old: NDArray[np.float32] | None = getattr(self, "_data", None)
         n = 0 if old is None else old.shape[0]
-        shape = (capacity, 2 * self.timesteps, self.features)
+        shape = (capacity, self.timesteps, self.features)
         if old is None:
-            data = np.zeros(shape, dtype=np.float64)
+            data = np.zeros(shape, dtype=STORED)
         else:
             # Grown in place (realloc, which moves pages rather than copying them for an
             # array this size), so growing never holds the old and the new array at once.
@@ -243,10 +246,15 @@ class SensorTable:
         self._last_ts[slot] = ts
         if self._count[slot] < self.timesteps:
             return None
-        p = int(self._pos[slot])
         cad = float(self._cadence[slot])
-        window = self._data[slot, p : p + self.timesteps].copy()
+        window = self._ordered(slot)
         return Window(sensor_id, window, ts, None if math.isnan(cad) else cad, int(self._seq[slot]))
+
+    def _ordered(self, slot: int) -> NDArray[np.float64]:
+        """The slot's ring in time order, oldest first, as float64."""
+        p = int(self._pos[slot])
+        row = self._data[slot]
+        return np.concatenate((row[p:], row[:p]), dtype=np.float64)
 
     def refilling(self, sensor_id: str) -> Window | None:
         """After a gap reset, while the window refills (no forecast is made), the last
@@ -262,11 +270,10 @@ class SensorTable:
         count = int(self._count[slot])
         if count >= self.timesteps or int(self._seq[slot]) % SEQ_EPOCH < SEQ_GAP_JUMP:
             return None
-        p = int(self._pos[slot])
         cad = float(self._cadence[slot])
         return Window(
             sensor_id,
-            self._data[slot, p : p + self.timesteps].copy(),
+            self._ordered(slot),
             float(self._last_ts[slot]),
             None if math.isnan(cad) else cad,
             int(self._seq[slot]),
@@ -298,7 +305,7 @@ class SensorTable:
             )
 
     def _fill(self, slot: int, missing: int, values: tuple[float, ...]) -> None:
-        prev = self._data[slot, (self._pos[slot] - 1) % self.timesteps].copy()
+        prev = self._data[slot, (self._pos[slot] - 1) % self.timesteps].astype(np.float64)
         target = np.asarray(values, dtype=np.float64)
         for i in range(1, missing + 1):
             frac = i / (missing + 1)
@@ -306,9 +313,7 @@ class SensorTable:
 
     def _write(self, slot: int, values: tuple[float, ...]) -> None:
         p = int(self._pos[slot])
-        row = self._data[slot]
-        row[p] = values
-        row[p + self.timesteps] = values
+        self._data[slot, p] = values
         self._pos[slot] = (p + 1) % self.timesteps
         self._seq[slot] += 1
         count = int(self._count[slot])
@@ -326,7 +331,10 @@ class SensorTable:
         self._allocate(min(max(capacity, 1024), self.max_sensors))
 
     def to_arrays(self) -> dict[str, NDArray[np.generic]]:
-        """Every tracked sensor's state, least recently seen first (for snapshots)."""
+        """Every tracked sensor's state, least recently seen first (for snapshots).
+
+        `data` is each ring as stored, (n, timesteps, features) float32, `pos` its write
+        position."""
         ids = list(self.slots)
         idx = np.fromiter(self.slots.values(), dtype=np.int64, count=len(ids))
         return {
@@ -345,11 +353,16 @@ class SensorTable:
         Sensors whose last reading is later than `max_ts` are left out: restored, they
         would refuse every reading until the clock caught up with them. `data` may also be
         a reader with `shape`, `dtype` and forward row slices (state.py streams it).
+        Earlier versions kept each ring twice in float64, (n, 2 * timesteps, features) with
+        the same `pos`; such data is taken too (its first half is the ring).
         """
         ids = [str(s) for s in arrays["sensor_ids"].tolist()]
         n = len(ids)
+        t, f = self.timesteps, self.features
+        data = arrays["data"]
+        doubled = data.shape == (n, 2 * t, f) and data.dtype == np.float64
         expect = {
-            "data": ((n, 2 * self.timesteps, self.features), np.float64),
+            "data": ((n, 2 * t, f), np.float64) if doubled else ((n, t, f), STORED),
             "pos": ((n,), np.int32),
             "count": ((n,), np.int32),
             "last_ts": ((n,), np.float64),
@@ -377,12 +390,11 @@ class SensorTable:
         for i in keep:
             self._slot(ids[i])  # fresh slots, in order
         idx = np.fromiter(self.slots.values(), dtype=np.int64, count=len(keep))
-        data = arrays["data"]
         for at in range(0, n, LOAD_CHUNK):  # a chunk of rows at a time, never all of them
             lo, hi = np.searchsorted(keep, [at, min(n, at + LOAD_CHUNK)])
             if hi > lo:
                 rows = data[at : min(n, at + LOAD_CHUNK)]
-                self._data[idx[lo:hi]] = rows[keep[lo:hi] - at]
+                self._data[idx[lo:hi]] = rows[keep[lo:hi] - at, :t]
         self._pos[idx] = pos[keep]
         self._count[idx] = count[keep]
         self._last_ts[idx] = last_ts[keep]

@@ -167,10 +167,12 @@ class SensorScores:
     def _allocate(self, capacity: int) -> None:
         n = len(self._arrays.get("pend_seq", ()))
         for name, (shape, dtype) in self._shapes.items():
-            new = np.zeros((capacity, *shape), dtype=dtype)
             if n:
-                new[:n] = self._arrays[name]
-            self._arrays[name] = new
+                # grown in place (realloc: the pages move, the old and the new array are
+                # never held at once); no view of these arrays outlives a call
+                self._arrays[name].resize((capacity, *shape), refcheck=False)
+            else:
+                self._arrays[name] = np.zeros((capacity, *shape), dtype=dtype)
         self._free.extend(range(capacity - 1, n - 1, -1))
 
     def _reset(self, slot: int) -> None:

@@ -64,7 +64,7 @@ def test_windows_match_naive_reference_across_many_wraparounds() -> None:
         s = rng.choice(sensors)
         clock[s] += 1.0
         value = rng.uniform(-1e3, 1e3)
-        history[s].append(value)
+        history[s].append(float(np.float32(value)))  # readings are kept in float32
         out = t.push(s, clock[s], (value,))
         if len(history[s]) < timesteps:
             assert out is None
