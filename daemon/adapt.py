@@ -31,9 +31,11 @@ correction beyond `CORRECTION_BOUND` steps) is reset and counted.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -321,9 +323,12 @@ class SensorHeads:
             out["sensor_ids"] = np.array(list(self.slots), dtype=np.str_)
             return out
 
-    def load_arrays(self, arrays: dict[str, NDArray[Any]]) -> int:
-        """Restore `to_arrays` output; raise ValueError if it does not fit these heads."""
-        ids = [str(s) for s in arrays["sensor_ids"].tolist()]
+    def load_arrays(self, arrays: Mapping[str, NDArray[Any]]) -> int:
+        """Restore `to_arrays` output; raise ValueError if it does not fit these heads.
+
+        `arrays` may read each array from a file whenever it is asked for (an .npz).
+        """
+        ids = [sys.intern(str(s)) for s in arrays["sensor_ids"].tolist()]
         m = len(ids)
         if len(set(ids)) != m:
             raise ValueError("duplicate sensor ids")

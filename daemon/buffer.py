@@ -13,6 +13,7 @@ is filled linearly.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -356,7 +357,7 @@ class SensorTable:
         Earlier versions kept each ring twice in float64, (n, 2 * timesteps, features) with
         the same `pos`; such data is taken too (its first half is the ring).
         """
-        ids = [str(s) for s in arrays["sensor_ids"].tolist()]
+        ids = [sys.intern(str(s)) for s in arrays["sensor_ids"].tolist()]  # as readings' ids
         n = len(ids)
         t, f = self.timesteps, self.features
         data = arrays["data"]

@@ -35,8 +35,10 @@ gets the bundle's calibration as its fixed interval, and no guard.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -473,10 +475,13 @@ class SensorScores:
             out["sensor_ids"] = np.array(list(self.slots), dtype=np.str_)
             return out
 
-    def load_arrays(self, arrays: dict[str, NDArray[Any]]) -> int:
+    def load_arrays(self, arrays: Mapping[str, NDArray[Any]]) -> int:
         """Restore `to_arrays` output; raise ValueError if it does not fit this bundle.
-        Output saved before the guard was per step is taken over (`_per_step_guard`)."""
-        ids = [str(s) for s in arrays["sensor_ids"].tolist()]
+        Output saved before the guard was per step is taken over (`_per_step_guard`).
+
+        `arrays` may read each array from a file whenever it is asked for (an .npz).
+        """
+        ids = [sys.intern(str(s)) for s in arrays["sensor_ids"].tolist()]
         m = len(ids)
         if len(set(ids)) != m:
             raise ValueError("duplicate sensor ids")
@@ -522,7 +527,26 @@ class _Round:
     rate: NDArray[np.float64]
 
 
-def _per_step_guard(arrays: dict[str, NDArray[Any]], m: int, h: int) -> dict[str, NDArray[Any]]:
+class _Overlay(Mapping[str, NDArray[Any]]):
+    """`base` with some of its arrays replaced by `top`; `base` is read only when asked."""
+
+    def __init__(self, top: dict[str, NDArray[Any]], base: Mapping[str, NDArray[Any]]) -> None:
+        self._top, self._base = top, base
+
+    def __getitem__(self, name: str) -> NDArray[Any]:
+        return self._top[name] if name in self._top else self._base[name]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._top
+        yield from (name for name in self._base if name not in self._top)
+
+    def __len__(self) -> int:
+        return len(self._top) + sum(1 for name in self._base if name not in self._top)
+
+
+def _per_step_guard(
+    arrays: Mapping[str, NDArray[Any]], m: int, h: int
+) -> Mapping[str, NDArray[Any]]:
     """Scores saved before the guard was per step (one state per sensor), in today's layout.
 
     The guard then kept one rolling error per sensor of the model and one of persistence,
@@ -530,27 +554,30 @@ def _per_step_guard(arrays: dict[str, NDArray[Any]], m: int, h: int) -> dict[str
     last value at every step or at none. Each step gets the mean over steps of those errors
     (the same ratio of model to persistence at every step, so every step starts where the
     sensor was) in both its short and its long memory, and the sensor's choice, as do the
-    steps of the forecasts still waiting to be scored. Other arrays are unchanged. Arrays
-    of any other shape are left for `load_arrays` to refuse."""
+    steps of the forecasts still waiting to be scored. Other arrays are unchanged (and
+    still read from `arrays` only when asked for). Arrays of any other shape are left for
+    `load_arrays` to refuse."""
     old = {
         "err_model": ((m,), np.float32),
         "err_pers": ((m,), np.float32),
         "use_pers": ((m,), np.bool_),
         "pend_pers": ((m, h), np.bool_),
     }
-    if any(
-        name not in arrays or arrays[name].shape != shape or arrays[name].dtype != dtype
-        for name, (shape, dtype) in old.items()
-    ):
-        return arrays
-    out = dict(arrays)
+    got: dict[str, NDArray[Any]] = {}
+    for name, (shape, dtype) in old.items():
+        if name not in arrays:
+            return arrays
+        got[name] = arrays[name]  # read once (from a file, each read reads it again)
+        if got[name].shape != shape or got[name].dtype != dtype:
+            return arrays
+    out: dict[str, NDArray[Any]] = {}
     for name in ("err_model", "err_pers"):
-        per_step = arrays[name] / np.float32(h)
+        per_step = got[name] / np.float32(h)
         out[name] = np.ascontiguousarray(np.broadcast_to(per_step[:, None, None], (m, h, 2)))
-    out["use_pers"] = np.ascontiguousarray(np.broadcast_to(arrays["use_pers"][:, None], (m, h)))
-    pend = arrays["pend_pers"][:, :, None]
+    out["use_pers"] = np.ascontiguousarray(np.broadcast_to(got["use_pers"][:, None], (m, h)))
+    pend = got["pend_pers"][:, :, None]
     out["pend_pers"] = np.ascontiguousarray(np.broadcast_to(pend, (m, h, h)))
-    return out
+    return _Overlay(out, arrays)
 
 
 def _robust_scale(values: NDArray[np.float64], fallback: NDArray[Any]) -> NDArray[np.float64]:

@@ -64,6 +64,10 @@ log = logging.getLogger(__name__)
 
 TICK = 0.5
 """Seconds between housekeeping rounds of the main thread."""
+SWITCH_INTERVAL = 0.0005
+"""Seconds a busy thread keeps the GIL while another waits (Python's default is 0.005): a
+reading waiting for the network thread while the worker computes a batch, or a forecast
+waiting for the worker while the network thread reads, waits at most this long."""
 
 
 def load_model(settings: Settings) -> tuple[Bundle, ServedBundle, PayloadParser]:
@@ -309,6 +313,7 @@ class Service:
 
     def start(self) -> None:
         """Restore state and start the worker and the connection (non-blocking)."""
+        sys.setswitchinterval(SWITCH_INTERVAL)
         m = self.settings.metrics
         if m.port is not None:
             try:

@@ -1,8 +1,9 @@
 """Buffer snapshots: written atomically, restored only when they fit the model.
 
 A snapshot is an uncompressed .npz. The windows (`data`, most of its size) are
-read from the file a chunk at a time straight into the table, so restoring
-100,000 sensors never holds a second copy of them in memory.
+read from the file a chunk at a time straight into the table, and the scores'
+and heads' arrays one at a time, so restoring 100,000 sensors never holds a
+second copy of them in memory.
 """
 
 from __future__ import annotations
@@ -62,14 +63,15 @@ def load_scores(directory: Path, scores: SensorScores, meta: BundleMeta) -> int:
     if not path.is_file():
         return 0
     try:
+        # each array is read from the file when it is asked for and dropped after it was
+        # copied: never the whole file and the restored state in memory at once
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        if json.loads(str(arrays.pop("header"))) != json.loads(_scores_header(meta, scores)):
-            log.info("scores %s are of another model or level; starting afresh", path)
-            return 0
-        if not all(SENSOR_ID_RE.fullmatch(str(s)) for s in arrays["sensor_ids"].tolist()):
-            raise ValueError("invalid sensor id")
-        return scores.load_arrays(arrays)
+            if json.loads(str(npz["header"])) != json.loads(_scores_header(meta, scores)):
+                log.info("scores %s are of another model or level; starting afresh", path)
+                return 0
+            if not all(SENSOR_ID_RE.fullmatch(str(s)) for s in npz["sensor_ids"].tolist()):
+                raise ValueError("invalid sensor id")
+            return scores.load_arrays(npz)
     except Exception as exc:  # untrusted input: never stops the start
         log.warning("scores %s are unusable (%s); starting afresh", path, exc or type(exc))
         return 0
@@ -96,14 +98,13 @@ def load_heads(directory: Path, heads: SensorHeads | None) -> int:
     if heads is None or not path.is_file():
         return 0
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        if json.loads(str(arrays.pop("header"))) != json.loads(_heads_header(heads)):
-            log.info("adapted heads %s are of another regressor layout; starting afresh", path)
-            return 0
-        if not all(SENSOR_ID_RE.fullmatch(str(s)) for s in arrays["sensor_ids"].tolist()):
-            raise ValueError("invalid sensor id")
-        n = heads.load_arrays(arrays)
+        with np.load(path, allow_pickle=False) as npz:  # read an array at a time, as above
+            if json.loads(str(npz["header"])) != json.loads(_heads_header(heads)):
+                log.info("adapted heads %s are of another regressor layout; starting afresh", path)
+                return 0
+            if not all(SENSOR_ID_RE.fullmatch(str(s)) for s in npz["sensor_ids"].tolist()):
+                raise ValueError("invalid sensor id")
+            n = heads.load_arrays(npz)
     except Exception as exc:  # untrusted input: never stops the start
         log.warning("adapted heads %s are unusable (%s); starting afresh", path, exc or type(exc))
         return 0
