@@ -1,0 +1,114 @@
+"""What 100,000 sensors cost: each reading stored once in float32, no object per sensor for
+online accuracy, and restores that never hold a file's arrays beside the restored state."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+from sensorcast.accuracy import OnlineAccuracy
+from sensorcast.buffer import SensorTable, Window
+from sensorcast.metrics import Metrics
+from sensorcast.scoring import SensorScores
+from sensorcast.state import SNAPSHOT_FILE, load_scores, load_snapshot, save_scores
+from .test_scoring import meta as scoring_meta
+from .test_state import make_meta
+
+
+def test_each_reading_is_stored_once_in_float32_and_windows_come_out_in_order() -> None:
+    t = SensorTable(5, 2, max_sensors=100, initial_capacity=100)
+    assert t._data.dtype == np.float32
+    assert t._data.nbytes == 100 * 5 * 2 * 4  # one ring per sensor, no second copy
+    values = [(0.1 * i, 1000.0 + i / 3) for i in range(13)]
+    out = [t.push("s", float(i), v) for i, v in enumerate(values)]
+    window = out[-1]
+    assert isinstance(window, Window)
+    assert window.values.dtype == np.float64  # the model's input as before
+    expected = np.array(values[-5:], dtype=np.float32).astype(np.float64)
+    assert np.array_equal(window.values, expected)  # oldest first, across a wrap-around
+
+
+def _old_layout(table: SensorTable) -> dict[str, np.ndarray]:
+    """The table's arrays as earlier versions wrote them: each ring twice, in float64."""
+    arrays = table.to_arrays()
+    ring = arrays["data"].astype(np.float64)
+    arrays["data"] = np.concatenate([ring, ring], axis=1)
+    return arrays
+
+
+def test_a_snapshot_of_the_earlier_doubled_float64_layout_restores_and_continues(
+    tmp_path: Path,
+) -> None:
+    meta = make_meta(timesteps=4, features=["temperature", "humidity"])
+    source = SensorTable(4, 2)
+    for i in range(7):  # "a" wraps around its ring; "b" has a partial window
+        source.push("a", 60.0 * i, (20.0 + i, 40.0 - i))
+        if i < 2:
+            source.push("b", 60.0 * i, (5.0 + i, 6.0))
+    header = json.dumps({"format": 1, "timesteps": 4, "features": meta.features})
+    np.savez(tmp_path / SNAPSHOT_FILE, header=np.array(header), **_old_layout(source))  # type: ignore[arg-type]
+    restored = SensorTable(4, 2)
+    assert load_snapshot(tmp_path, restored, meta) == 2
+    for sid, ts in (("a", 420.0), ("b", 120.0), ("b", 180.0), ("b", 240.0)):
+        want, got = source.push(sid, ts, (1.5, 2.5)), restored.push(sid, ts, (1.5, 2.5))
+        if isinstance(want, Window):
+            assert isinstance(got, Window)
+            assert np.array_equal(got.values, want.values)
+            assert (got.seq, got.cadence) == (want.seq, want.cadence)
+        else:
+            assert got is want is None
+
+
+def test_online_accuracy_keeps_no_object_per_sensor() -> None:
+    acc = OnlineAccuracy(Metrics(), ["value"], ["value"], "m@1", max_sensors=100_000)
+    window, forecast = np.arange(32.0)[:, None], np.ones((6, 1))
+    ids = [f"s{i:05d}" for i in range(20_000)]
+    tracemalloc.start()
+    try:
+        for sid in ids:
+            acc.expect(sid, 1.0, forecast, window)
+        kept, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # the dict entry, the row number and 20 bytes of arrays; an object with three small
+    # arrays per sensor took about 800
+    assert kept / len(ids) < 200, f"{kept / len(ids):.0f} bytes per sensor"
+
+
+def _scores_of(n: int) -> SensorScores:
+    m = scoring_meta(horizon=3)
+    scores = SensorScores(m, level=0.9, anomaly_level=0.99, max_sensors=n)
+    for start in range(0, n, 1000):
+        windows = [
+            Window(f"s{i:06d}", np.full((4, 1), float(i % 7)), 1.0, 1.0, seq=10 + i)
+            for i in range(start, min(n, start + 1000))
+        ]
+        k = len(windows)
+        scores.score(windows, np.full((k, 3, 1), 2.0), np.ones((k, 1, 1)))
+    return scores
+
+
+def test_scores_are_restored_an_array_at_a_time(tmp_path: Path) -> None:
+    n = 20_000
+    source = _scores_of(n)
+    m = scoring_meta(horizon=3)
+    save_scores(tmp_path, source, m)
+    file_bytes = sum(a.nbytes for a in source.to_arrays().values())
+    restored = SensorScores(m, level=0.9, anomaly_level=0.99, max_sensors=n)
+    tracemalloc.start()
+    try:
+        assert load_scores(tmp_path, restored, m) == n
+        kept, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # beyond what it kept, the restore held at most about one array of the file (reading
+    # the whole file first held all of them)
+    extra = peak - kept
+    assert extra < 0.5 * file_bytes, f"{extra / 1e6:.1f} MB extra for {file_bytes / 1e6:.1f} MB"
+    a, b = source.to_arrays(), restored.to_arrays()
+    assert list(a) == list(b)
+    for name in a:
+        assert np.array_equal(a[name], b[name]), name
