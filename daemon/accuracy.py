@@ -19,6 +19,7 @@ no objects per sensor beyond that entry.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -136,6 +137,39 @@ class OnlineAccuracy:
             values[0] = forecast[0, self._target_idx]
             values[1] = columns[-1]
             values[2] = window_scale(columns)
+
+    def expect_batch(
+        self,
+        sensor_ids: Sequence[str],
+        window_ts: Sequence[float],
+        forecasts: Floats,
+        windows: Floats,
+    ) -> None:
+        """`expect` for a batch at once: forecasts (n, horizon, targets) made from windows
+        (n, timesteps, features); of a sensor that appears twice, the later one counts."""
+        n = len(sensor_ids)
+        if not self._gauges or not n:
+            return
+        columns = windows[:, :, self._feature_idx]
+        if columns.shape[1] > 1:
+            change = np.abs(np.diff(columns, axis=1)).mean(axis=1)
+        else:
+            change = np.zeros(columns[:, 0].shape)
+        scale = np.maximum(change, SCALE_FLOOR * np.abs(columns).mean(axis=1))
+        first = forecasts[:, 0, self._target_idx]
+        last = columns[:, -1]
+        with self._lock:
+            rows = np.array([self._row(s) for s in sensor_ids], dtype=np.intp)
+            at = np.arange(n)
+            if len(np.unique(rows)) < n:  # keep each row's last occurrence only
+                latest = {int(r): i for i, r in enumerate(rows.tolist())}
+                at = np.array(sorted(latest.values()), dtype=np.intp)
+                rows = rows[at]
+            self._ts[rows] = np.asarray(window_ts, dtype=np.float64)[at]
+            values = self._values
+            values[rows, 0] = first[at]
+            values[rows, 1] = last[at]
+            values[rows, 2] = scale[at]
 
     def observe(self, sensor_id: str, previous_ts: float, values: tuple[float, ...]) -> None:
         """A reading arrived whose predecessor was at `previous_ts`; score what was expected."""

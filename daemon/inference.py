@@ -277,9 +277,8 @@ class InferenceWorker(threading.Thread):
             self._publish_anomalies(lane, served, scored.anomalies)
         accuracy = lane.accuracy
         if accuracy is not None:
-            for entry, forecast in zip(batch, forecasts, strict=True):
-                w = entry.window
-                accuracy.expect(w.sensor_id, w.ts, forecast, w.values)
+            ids, stamps = [w.sensor_id for w in windows], [w.ts for w in windows]
+            accuracy.expect_batch(ids, stamps, forecasts, raw)
 
     def _publish_anomalies(
         self, lane: Lane, served: ServedBundle, anomalies: list[Anomaly]

@@ -69,3 +69,23 @@ def test_pending_expectations_are_bounded():
     for i in range(50):
         acc.expect(f"s{i}", 1.0, np.array([[1.0]]), window(1.0))
     assert len(acc._expected) == 10
+
+
+def test_a_batch_is_expected_as_its_windows_one_at_a_time() -> None:
+    rng = np.random.default_rng(3)
+    windows = rng.normal(20.0, 2.0, size=(6, 5, 2))
+    forecasts = rng.normal(20.0, 2.0, size=(6, 3, 1))
+    ids = ["a", "b", "a", "c", "d", "b"]  # a sensor twice: its later window counts
+    one, reg_one = make()
+    batch, reg_batch = make()
+    for sid, w, f in zip(ids, windows, forecasts, strict=True):
+        one.expect(sid, 100.0, f, w)
+    batch.expect_batch(ids, [100.0] * 6, forecasts, windows)
+    for sid in ("a", "b", "c", "d", "e"):
+        one.observe(sid, 100.0, (21.0, 40.0))
+        batch.observe(sid, 100.0, (21.0, 40.0))
+    for name in ("sensorcast_online_mae", "sensorcast_online_mase"):
+        assert value(reg_batch, name) == pytest.approx(value(reg_one, name), rel=1e-6)
+    scored = "sensorcast_online_scored_total"
+    assert reg_batch.get_sample_value(scored, {"model": "m@1"}) == 4
+    assert reg_one.get_sample_value(scored, {"model": "m@1"}) == 4
