@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 LINGER_CAP = 0.002
 """Longest the worker lingers, beyond `max_wait`, for a batch to fill (seconds)."""
+LINGER_BUSY = 0.5
+"""The worker lingers only while it spends more than this share of its time serving."""
+BUSY_WEIGHT = 0.2
+"""Weight of the last batch in that share."""
 
 Publish = Callable[[str, bytes], bool]
 """Hands a forecast to the MQTT client; False when it could not be queued."""
@@ -191,17 +195,25 @@ class InferenceWorker(threading.Thread):
 
     def run(self) -> None:
         served = 0.0  # seconds the last batch took
+        busy = 0.0  # share of the time spent serving, recently
+        last: float | None = None  # when the last batch started
         while True:
-            # Besides max_wait, wait for more windows up to as long as the last batch took
-            # (at most LINGER_CAP): under load that grows batches, which amortises the
-            # per-call cost that otherwise starves the network thread of the GIL; at low
-            # load the last batch was quick, so the wait is too.
-            batch = self.queue.take(self.max_batch, max(self.max_wait, min(served, LINGER_CAP)))
+            # Besides max_wait, and only while the worker is busy most of the time, wait for
+            # more windows up to as long as the last batch took (at most LINGER_CAP): under
+            # load that grows batches, which amortises the per-call cost that otherwise
+            # starves the network thread of the GIL. Below that, a window is served as soon
+            # as the worker is free (a wait there only adds to every forecast's latency).
+            linger = min(served, LINGER_CAP) if busy > LINGER_BUSY else 0.0
+            batch = self.queue.take(self.max_batch, max(self.max_wait, linger))
             started = time.perf_counter()
             if not batch:
                 if self._stopped:
                     return
                 continue
+            if last is not None:  # the cycle since the last batch, less what was lingered
+                cycle = max(started - last - linger, served, 1e-6)
+                busy += BUSY_WEIGHT * (served / cycle - busy)
+            last = started
             self.busy_since = time.monotonic()
             try:
                 self._serve(batch)
