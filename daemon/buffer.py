@@ -5,9 +5,9 @@ ring: a reading is written at `pos`, so the last `timesteps` readings are
 `[pos:]` then `[:pos]`, put in time order (as float64) when a full window is
 handed out. O(1) per reading; each reading is stored once, in float32 (about 7
 significant digits, the precision the model computes in). Slots are recycled
-least recently seen first once `max_sensors` is reached. The table also applies the time rules: stale
-readings are refused, a gap longer than `max_gap` cadences resets the window or
-is filled linearly.
+least recently seen first once `max_sensors` is reached. The table also
+applies the time rules: stale readings are refused, a gap longer than `max_gap`
+cadences resets the window or is filled linearly.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from sensorcast.buffer import SensorTable, Window
 from sensorcast.metrics import Metrics
 from sensorcast.scoring import SensorScores
 from sensorcast.state import SNAPSHOT_FILE, load_scores, load_snapshot, save_scores
+
 from .test_scoring import meta as scoring_meta
 from .test_state import make_meta
 
