@@ -97,7 +97,9 @@ def test_sighup_applies_live_settings_and_names_the_rest(
     assert daemon.logged("reload: mqtt.keepalive changed; restart sensorcast to apply")
     pub.publish("sensors/p/reading", {**padded, "ts": T0 + 60})
     wait_for(lambda: daemon.logged("'sensors/p/reading': too_large"))
-    assert daemon.logged("DEBUG sensorcast.paho")  # the new level: paho's packet log shows
+    # the new level: paho's packet log shows (the reading's PUBACK, logged by the network
+    # thread just after the drop line, so it may reach the log a moment later)
+    wait_for(lambda: daemon.logged("DEBUG sensorcast.paho"))
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0
 
