@@ -113,3 +113,15 @@ def test_scores_are_restored_an_array_at_a_time(tmp_path: Path) -> None:
     assert list(a) == list(b)
     for name in a:
         assert np.array_equal(a[name], b[name]), name
+
+
+def test_a_daemon_without_routes_keeps_no_route_per_sensor() -> None:
+    from sensorcast.config import load_settings
+    from sensorcast.service import Service
+
+    service = Service(load_settings(None, mqtt={"host": "127.0.0.1", "port": 1}))
+    for i in range(50):
+        payload = b'{"value": 21.5, "ts": 1700000000}'
+        service._ingest(f"sensors/s{i}/reading", payload, 1_700_000_001.0)
+    assert len(service.table) == 50
+    assert service.router._cache == {}  # every sensor is the one route's, nothing to look up
