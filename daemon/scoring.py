@@ -38,7 +38,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -528,13 +528,16 @@ class _Round:
 
 
 class _Overlay(Mapping[str, NDArray[Any]]):
-    """`base` with some of its arrays replaced by `top`; `base` is read only when asked."""
+    """`base` with some of its arrays made by `top` from it whenever asked for: like `base`
+    (an .npz), it holds no array between two reads."""
 
-    def __init__(self, top: dict[str, NDArray[Any]], base: Mapping[str, NDArray[Any]]) -> None:
+    def __init__(
+        self, top: dict[str, Callable[[], NDArray[Any]]], base: Mapping[str, NDArray[Any]]
+    ) -> None:
         self._top, self._base = top, base
 
     def __getitem__(self, name: str) -> NDArray[Any]:
-        return self._top[name] if name in self._top else self._base[name]
+        return self._top[name]() if name in self._top else self._base[name]
 
     def __iter__(self) -> Iterator[str]:
         yield from self._top
@@ -563,21 +566,32 @@ def _per_step_guard(
         "use_pers": ((m,), np.bool_),
         "pend_pers": ((m, h), np.bool_),
     }
-    got: dict[str, NDArray[Any]] = {}
     for name, (shape, dtype) in old.items():
         if name not in arrays:
             return arrays
-        got[name] = arrays[name]  # read once (from a file, each read reads it again)
-        if got[name].shape != shape or got[name].dtype != dtype:
+        got = arrays[name]  # (from a file, each read reads it again)
+        if got.shape != shape or got.dtype != dtype:
             return arrays
-    out: dict[str, NDArray[Any]] = {}
-    for name in ("err_model", "err_pers"):
-        per_step = got[name] / np.float32(h)
-        out[name] = np.ascontiguousarray(np.broadcast_to(per_step[:, None, None], (m, h, 2)))
-    out["use_pers"] = np.ascontiguousarray(np.broadcast_to(got["use_pers"][:, None], (m, h)))
-    pend = got["pend_pers"][:, :, None]
-    out["pend_pers"] = np.ascontiguousarray(np.broadcast_to(pend, (m, h, h)))
-    return _Overlay(out, arrays)
+
+    def per_step(name: str, shape: tuple[int, ...]) -> Callable[[], NDArray[Any]]:
+        def make() -> NDArray[Any]:
+            value = arrays[name]
+            if value.dtype == np.float32:  # a sum over the steps: their mean
+                value = value / np.float32(h)
+            index = (slice(None),) * value.ndim + (None,) * (len(shape) - value.ndim)
+            return np.ascontiguousarray(np.broadcast_to(value[index], shape))
+
+        return make
+
+    return _Overlay(
+        {
+            "err_model": per_step("err_model", (m, h, 2)),
+            "err_pers": per_step("err_pers", (m, h, 2)),
+            "use_pers": per_step("use_pers", (m, h)),
+            "pend_pers": per_step("pend_pers", (m, h, h)),
+        },
+        arrays,
+    )
 
 
 def _robust_scale(values: NDArray[np.float64], fallback: NDArray[Any]) -> NDArray[np.float64]:

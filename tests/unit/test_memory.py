@@ -13,7 +13,7 @@ from sensorcast.accuracy import OnlineAccuracy
 from sensorcast.buffer import SensorTable, Window
 from sensorcast.metrics import Metrics
 from sensorcast.scoring import SensorScores
-from sensorcast.state import SNAPSHOT_FILE, load_scores, load_snapshot, save_scores
+from sensorcast.state import SCORES_FILE, SNAPSHOT_FILE, load_scores, load_snapshot, save_scores
 
 from .test_scoring import meta as scoring_meta
 from .test_state import make_meta
@@ -113,6 +113,42 @@ def test_scores_are_restored_an_array_at_a_time(tmp_path: Path) -> None:
     assert list(a) == list(b)
     for name in a:
         assert np.array_equal(a[name], b[name]), name
+
+
+def test_scores_saved_before_the_guard_was_per_step_are_restored_an_array_at_a_time(
+    tmp_path: Path,
+) -> None:
+    """The layout of tests/data/scores_0978568.npz (one guard state per sensor), converted
+    on load without reading the whole file first."""
+    n, h = 20_000, 3
+    source = _scores_of(n)
+    m = scoring_meta(horizon=h)
+    save_scores(tmp_path, source, m)
+    path = tmp_path / SCORES_FILE
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    for name in ("err_model", "err_pers"):
+        arrays[name] = arrays[name][:, :, 0].sum(axis=1)  # then: the sum over the steps
+    arrays["use_pers"] = arrays["use_pers"].all(axis=1)
+    arrays["pend_pers"] = arrays["pend_pers"].all(axis=2)
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+    del arrays
+    restored = SensorScores(m, level=0.9, anomaly_level=0.99, max_sensors=n)
+    tracemalloc.start()
+    try:
+        assert load_scores(tmp_path, restored, m) == n
+        kept, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # beyond what it kept, at most about one array at a time, converted (converting them
+    # all at once held 2.9 MB here, reading the whole file first more)
+    a, b = source.to_arrays(), restored.to_arrays()
+    state_bytes = sum(x.nbytes for x in b.values())
+    extra = peak - kept
+    assert extra < 0.5 * state_bytes, f"{extra / 1e6:.1f} MB extra for {state_bytes / 1e6:.1f} MB"
+    for name in ("pend_seq", "pend_f", "q_model", "qa_pers", "n_scored", "sensor_ids"):
+        assert np.array_equal(a[name], b[name]), name
+    assert np.allclose(b["err_model"], a["err_model"][:, :, :1].mean(axis=1)[:, None])
 
 
 def test_a_daemon_without_routes_keeps_no_route_per_sensor() -> None:
