@@ -3,8 +3,11 @@
 Each sensor owns a slot of a (capacity, timesteps, features) float32 array, a
 ring: a reading is written at `pos`, so the last `timesteps` readings are
 `[pos:]` then `[:pos]`, put in time order (as float64) when a full window is
-handed out. O(1) per reading; each reading is stored once, in float32 (about 7
-significant digits, the precision the model computes in). Slots are recycled
+handed out. O(1) per reading; each reading is stored once, in float32, as its
+difference from a per-sensor float64 base that moves to the newest reading
+once per turn of the ring: float32 then carries about 7 significant digits of
+the window's own range, not of the reading's magnitude (an energy meter at
+12,345,678.9 Wh or a latitude of 52.123456 keeps the steps the model looks at). Slots are recycled
 least recently seen first once `max_sensors` is reached. The table also
 applies the time rules: stale readings are refused, a gap longer than `max_gap`
 cadences resets the window or is filled linearly.
@@ -41,7 +44,10 @@ GapReset = Callable[[str, float, float], None]
 LOAD_CHUNK = 1024
 """Sensors' windows copied at a time when a snapshot is loaded (bounds the extra memory)."""
 STORED = np.float32
-"""How readings are kept in the ring buffers."""
+"""How readings are kept in the ring buffers (as differences from the sensor's base)."""
+STORED_MAX = float(np.finfo(STORED).max)
+HUGE = STORED_MAX / 2
+"""Readings beyond this size may differ from the base by more than float32 holds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,7 @@ class SensorTable:
     """Ring buffers, timestamps and learned cadences for every tracked sensor."""
 
     _data: NDArray[np.float32]
+    _base: NDArray[np.float64]
     _pos: NDArray[np.int32]
     _count: NDArray[np.int32]
     _last_ts: NDArray[np.float64]
@@ -120,13 +127,15 @@ class SensorTable:
         cadence = np.full(capacity, np.nan, dtype=np.float64)
         seen = np.zeros(capacity, dtype=np.float64)
         seq = np.zeros(capacity, dtype=np.int64)
+        base = np.zeros((capacity, self.features), dtype=np.float64)
         if old is not None:
+            base[:n] = self._base
             pos[:n], count[:n] = self._pos, self._count
             last_ts[:n], cadence[:n], seen[:n] = self._last_ts, self._cadence, self._seen
             seq[:n] = self._seq
         self._data, self._pos, self._count = data, pos, count
         self._last_ts, self._cadence, self._seen = last_ts, cadence, seen
-        self._seq = seq
+        self._seq, self._base = seq, base
         self._free.extend(range(capacity - 1, n - 1, -1))
 
     def __len__(self) -> int:
@@ -148,6 +157,8 @@ class SensorTable:
         if not self._free:
             self._allocate(min(self._data.shape[0] * 2, self.max_sensors))
         slot = self._free.pop()
+        self._data[slot] = 0
+        self._base[slot] = 0
         self._pos[slot] = 0
         self._count[slot] = 0
         self._last_ts[slot] = -np.inf
@@ -189,7 +200,7 @@ class SensorTable:
         self._free.append(slot)
         other.evict(sensor_id)
         new = other._new_slot(sensor_id)
-        for name in ("_data", "_pos", "_count", "_last_ts", "_cadence", "_seen", "_seq"):
+        for name in ("_data", "_base", "_pos", "_count", "_last_ts", "_cadence", "_seen", "_seq"):
             getattr(other, name)[new] = getattr(self, name)[slot]
         other._epoch = max(other._epoch, int(self._seq[slot]) // SEQ_EPOCH * SEQ_EPOCH)
         return True
@@ -255,7 +266,9 @@ class SensorTable:
         """The slot's ring in time order, oldest first, as float64."""
         p = int(self._pos[slot])
         row = self._data[slot]
-        return np.concatenate((row[p:], row[:p]), dtype=np.float64)
+        window = np.concatenate((row[p:], row[:p]), dtype=np.float64)
+        window += self._base[slot]
+        return window
 
     def refilling(self, sensor_id: str) -> Window | None:
         """After a gap reset, while the window refills (no forecast is made), the last
@@ -306,7 +319,7 @@ class SensorTable:
             )
 
     def _fill(self, slot: int, missing: int, values: tuple[float, ...]) -> None:
-        prev = self._data[slot, (self._pos[slot] - 1) % self.timesteps].astype(np.float64)
+        prev = self._data[slot, (self._pos[slot] - 1) % self.timesteps] + self._base[slot]
         target = np.asarray(values, dtype=np.float64)
         for i in range(1, missing + 1):
             frac = i / (missing + 1)
@@ -314,12 +327,24 @@ class SensorTable:
 
     def _write(self, slot: int, values: tuple[float, ...]) -> None:
         p = int(self._pos[slot])
-        self._data[slot, p] = values
+        if p == 0:  # once per turn of the ring: the base moves to this reading
+            self._rebase(slot, values)
+        diff = np.subtract(values, self._base[slot])
+        if max(values) > HUGE or min(values) < -HUGE:  # a difference could leave float32
+            np.clip(diff, -STORED_MAX, STORED_MAX, out=diff)
+        self._data[slot, p] = diff
         self._pos[slot] = (p + 1) % self.timesteps
         self._seq[slot] += 1
         count = int(self._count[slot])
         if count < self.timesteps:
             self._count[slot] = count + 1
+
+    def _rebase(self, slot: int, values: tuple[float, ...]) -> None:
+        base = np.asarray(values, dtype=np.float64)
+        shifted = self._data[slot] + (self._base[slot] - base)  # in float64
+        np.clip(shifted, -STORED_MAX, STORED_MAX, out=shifted)  # a jump across float32's range
+        self._data[slot] = shifted
+        self._base[slot] = base
 
     def reset_all(self, capacity: int = 0) -> None:
         """Forget every window (after a model change of timesteps or features).
@@ -334,13 +359,14 @@ class SensorTable:
     def to_arrays(self) -> dict[str, NDArray[np.generic]]:
         """Every tracked sensor's state, least recently seen first (for snapshots).
 
-        `data` is each ring as stored, (n, timesteps, features) float32, `pos` its write
-        position."""
+        `data` is each ring as stored, (n, timesteps, features) float32 differences from
+        `base` (n, features) float64; `pos` is the ring's write position."""
         ids = list(self.slots)
         idx = np.fromiter(self.slots.values(), dtype=np.int64, count=len(ids))
         return {
             "sensor_ids": np.array(ids, dtype=np.str_),
             "data": self._data[idx],
+            "base": self._base[idx],
             "pos": self._pos[idx],
             "count": self._count[idx],
             "last_ts": self._last_ts[idx],
@@ -355,7 +381,8 @@ class SensorTable:
         would refuse every reading until the clock caught up with them. `data` may also be
         a reader with `shape`, `dtype` and forward row slices (state.py streams it).
         Earlier versions kept each ring twice in float64, (n, 2 * timesteps, features) with
-        the same `pos`; such data is taken too (its first half is the ring).
+        the same `pos` and no `base`; such data is taken too (its first half is the ring,
+        stored from then on as differences from its newest reading).
         """
         ids = [sys.intern(str(s)) for s in arrays["sensor_ids"].tolist()]  # as readings' ids
         n = len(ids)
@@ -394,8 +421,17 @@ class SensorTable:
         for at in range(0, n, LOAD_CHUNK):  # a chunk of rows at a time, never all of them
             lo, hi = np.searchsorted(keep, [at, min(n, at + LOAD_CHUNK)])
             if hi > lo:
-                rows = data[at : min(n, at + LOAD_CHUNK)]
-                self._data[idx[lo:hi]] = rows[keep[lo:hi] - at, :t]
+                rows = data[at : min(n, at + LOAD_CHUNK)][keep[lo:hi] - at, :t]
+                if doubled:
+                    newest = rows[np.arange(len(rows)), (pos[keep[lo:hi]] - 1) % t]
+                    rows = rows - newest[:, None, :]
+                    self._base[idx[lo:hi]] = newest
+                self._data[idx[lo:hi]] = rows
+        if not doubled:
+            base = arrays.get("base")
+            if base is None or base.shape != (n, f) or base.dtype != np.float64:
+                raise ValueError(f"base missing or not ({n}, {f}) float64")
+            self._base[idx] = base[keep]
         self._pos[idx] = pos[keep]
         self._count[idx] = count[keep]
         self._last_ts[idx] = last_ts[keep]

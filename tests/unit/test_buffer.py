@@ -64,12 +64,14 @@ def test_windows_match_naive_reference_across_many_wraparounds() -> None:
         s = rng.choice(sensors)
         clock[s] += 1.0
         value = rng.uniform(-1e3, 1e3)
-        history[s].append(float(np.float32(value)))  # readings are kept in float32
+        history[s].append(value)
         out = t.push(s, clock[s], (value,))
         if len(history[s]) < timesteps:
             assert out is None
         else:
-            assert col(out) == history[s][-timesteps:]
+            # kept in float32 as differences from a recent reading: within float32's
+            # precision of the window's range (2,000 here)
+            assert np.allclose(col(out), history[s][-timesteps:], rtol=0, atol=2.5e-4)
             windows += 1
     assert windows > 11_000
 

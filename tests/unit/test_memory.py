@@ -1,5 +1,6 @@
-"""What 100,000 sensors cost: each reading stored once in float32, no object per sensor for
-online accuracy, and restores that never hold a file's arrays beside the restored state."""
+"""What 100,000 sensors cost: each reading stored once in float32 (as a difference from a
+base), no object per sensor for online accuracy, and restores that never hold a file's
+arrays beside the restored state."""
 
 from __future__ import annotations
 
@@ -28,14 +29,39 @@ def test_each_reading_is_stored_once_in_float32_and_windows_come_out_in_order() 
     window = out[-1]
     assert isinstance(window, Window)
     assert window.values.dtype == np.float64  # the model's input as before
-    expected = np.array(values[-5:], dtype=np.float32).astype(np.float64)
-    assert np.array_equal(window.values, expected)  # oldest first, across a wrap-around
+    # oldest first, across a wrap-around; float32 differences from a float64 base
+    assert np.allclose(window.values, np.array(values[-5:]), rtol=0, atol=1e-5)
+
+
+def test_large_readings_keep_their_small_steps() -> None:
+    """float32 alone holds 12,345,678.9 to the nearest 1.0 and 52.123456 to 4e-6: the steps
+    of an energy meter or a latitude would be lost. Stored as differences from a base that
+    follows the sensor, they are kept, whatever the magnitude, across many ring turns."""
+    t = SensorTable(8, 2, max_sensors=10, initial_capacity=10)
+    values = [(12_345_678.9 + 0.1 * i, 52.123456 + 1e-6 * i) for i in range(1000)]
+    windows = [t.push("meter", float(i), v) for i, v in enumerate(values)]
+    for w in windows[-3:]:
+        assert isinstance(w, Window)
+        steps = np.diff(w.values, axis=0)
+        assert np.allclose(steps[:, 0], 0.1, rtol=1e-4)
+        assert np.allclose(steps[:, 1], 1e-6, rtol=1e-2)
+    last = windows[-1]
+    assert isinstance(last, Window)
+    assert np.allclose(last.values[-1], values[-1], rtol=0, atol=1e-7)
+
+
+def test_readings_at_both_ends_of_float32_stay_finite() -> None:
+    t = SensorTable(4, 1, max_sensors=10, initial_capacity=10)
+    out = [t.push("x", float(i), (3e38 if i % 2 else -3e38,)) for i in range(9)]
+    window = out[-1]
+    assert isinstance(window, Window)
+    assert np.isfinite(window.values).all()
 
 
 def _old_layout(table: SensorTable) -> dict[str, np.ndarray]:
     """The table's arrays as earlier versions wrote them: each ring twice, in float64."""
     arrays = table.to_arrays()
-    ring = arrays["data"].astype(np.float64)
+    ring = arrays["data"] + arrays.pop("base")[:, None, :]
     arrays["data"] = np.concatenate([ring, ring], axis=1)
     return arrays
 
