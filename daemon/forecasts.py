@@ -15,20 +15,31 @@ from sensorcast.buffer import Window
 from sensorcast.models.bundle import BundleMeta
 
 SIGNIFICANT_DIGITS = 7
-"""float32 carries about 7 significant digits; more would print noise."""
+"""float32 carries about 7 significant digits of a window's range; more would print noise."""
+MAX_DIGITS = 12
+"""At most this many, for readings that are large beside their changes."""
+_FORMATS = {d: f"%.{d}g" for d in range(SIGNIFICANT_DIGITS, MAX_DIGITS + 1)}
 
 
 def _round(v: float) -> float:
     return float(f"{v:.{SIGNIFICANT_DIGITS}g}")
 
 
-_FORMAT = f"%.{SIGNIFICANT_DIGITS}g"
+def _digits(size: float, width: float) -> int:
+    """Significant digits that show a thousandth of `width` on a number of `size`: 7 for
+    most sensors, more for one large beside its changes (an energy meter at 12,345,678.9 Wh
+    whose interval is 3 Wh wide prints 12345682.9, not 1.234568e+07), at most 12; 7 when
+    there is no interval to tell."""
+    size = abs(size)
+    if size == 0.0 or width * 1000.0 >= size or not width > 0.0:  # no logarithm: common
+        return SIGNIFICANT_DIGITS  # (no interval, or a zero-width one, tells nothing)
+    return min(MAX_DIGITS, max(SIGNIFICANT_DIGITS, math.ceil(math.log10(size / width)) + 4))
 
 
-def _text(v: float) -> str:
-    """A finite float as a JSON number with 7 significant digits, always with a point or an
-    exponent (so every parser reads a float): five times cheaper than repr(_round(v))."""
-    t = _FORMAT % v
+def _text(v: float, digits: int = SIGNIFICANT_DIGITS) -> str:
+    """A finite float as a JSON number with `digits` significant digits, always with a point
+    or an exponent (so every parser reads a float): five times cheaper than repr(_round(v))."""
+    t = _FORMATS[digits] % v
     return t if "." in t or "e" in t else t + ".0"
 
 
@@ -49,6 +60,7 @@ class ForecastEncoder:
         self._step_list: list[float] = self._steps.tolist()
         self._fallback_cadence = meta.cadence_s
         self._model_json = encode_basestring_ascii(self.model_id)
+        self._target_json = [encode_basestring_ascii(t) for t in self.targets]
         self._level_json = _number(float(level))
 
     def encode(
@@ -89,12 +101,28 @@ class ForecastEncoder:
         for window, (f, lo, hi), ok, pers in zip(windows, rows, finite, sources, strict=True):
             yield self._payload(window, f, lo, hi, pers) if ok else None
 
-    def _values(self, rows: list[list[float]]) -> str:
+    def _values(self, rows: list[list[float]], digits: list[int]) -> str:
         if len(self.targets) == 1:
-            return "[" + ",".join([_text(step[0]) for step in rows]) + "]"
-        return _STRICT.encode(
-            [{t: _round(v) for t, v in zip(self.targets, step, strict=True)} for step in rows]
+            d = digits[0]
+            return "[" + ",".join([_text(step[0], d) for step in rows]) + "]"
+        return (
+            "["
+            + ",".join(
+                "{"
+                + ",".join(
+                    f"{name}:{_text(v, d)}"
+                    for name, v, d in zip(self._target_json, step, digits, strict=True)
+                )
+                + "}"
+                for step in rows
+            )
+            + "]"
         )
+
+    @staticmethod
+    def _digits(value: list[float], lower: list[float], upper: list[float]) -> list[int]:
+        """Per target, from the first step's value and interval width."""
+        return [_digits(v, hi - lo) for v, lo, hi in zip(value, lower, upper, strict=True)]
 
     def _payload(
         self,
@@ -106,10 +134,11 @@ class ForecastEncoder:
     ) -> bytes:
         ts = window.ts
         source = '"persistence"' if persistence else '"model"'
+        d = self._digits(rows[0], lower[0], upper[0])
         text = (
             f'{{"sensor_id":{encode_basestring_ascii(window.sensor_id)},'
-            f'"model":{self._model_json},"ts":{_number(ts)},"forecast":{self._values(rows)},'
-            f'"lower":{self._values(lower)},"upper":{self._values(upper)},'
+            f'"model":{self._model_json},"ts":{_number(ts)},"forecast":{self._values(rows, d)},'
+            f'"lower":{self._values(lower, d)},"upper":{self._values(upper, d)},'
             f'"level":{self._level_json},"source":{source}'
         )
         cadence = window.cadence or self._fallback_cadence
@@ -133,8 +162,10 @@ class ForecastEncoder:
         if not all(np.isfinite(x).all() for x in parts) or not math.isfinite(score):
             return None
 
+        d = self._digits(expected.tolist(), lower.tolist(), upper.tolist())
+
         def one(x: NDArray[np.float64]) -> str:
-            return self._values([x.tolist()])[1:-1]  # a number, or one object
+            return self._values([x.tolist()], d)[1:-1]  # a number, or one object
 
         return (
             f'{{"sensor_id":{encode_basestring_ascii(window.sensor_id)},'

@@ -213,3 +213,28 @@ def test_payload_is_compact_utf8_json() -> None:
     assert payload is not None
     assert b" " not in payload
     assert decode(payload)["sensor_id"] == "a.b:c-d_e"
+
+
+def test_a_reading_large_beside_its_interval_keeps_its_small_steps() -> None:
+    """An energy meter at 12,345,678.9 Wh moving by 0.1 Wh: 7 significant digits would print
+    1.234568e+07 for every step and bound; enough digits show its steps and its interval."""
+    fc = np.array([[12_345_679.0], [12_345_679.1], [12_345_679.2]])
+    msg = decode(ForecastEncoder(make_meta()).encode(window(), fc, fc - 1.5, fc + 1.5))
+    assert msg["forecast"] == [12345679.0, 12345679.1, 12345679.2]
+    assert msg["lower"] == [12345677.5, 12345677.6, 12345677.7]
+    assert msg["upper"] == [12345680.5, 12345680.6, 12345680.7]
+
+
+def test_a_small_reading_with_a_tiny_interval_keeps_its_digits() -> None:
+    fc = np.array([[52.123456], [52.123457], [52.123458]])
+    msg = decode(ForecastEncoder(make_meta()).encode(window(), fc, fc - 2e-6, fc + 2e-6))
+    assert msg["forecast"] == [52.123456, 52.123457, 52.123458]
+    assert msg["lower"][0] == 52.123454
+
+
+def test_several_targets_each_get_their_own_digits() -> None:
+    meta = make_meta(features=["a", "b"], targets=["a", "b"], horizon=1)
+    fc = np.array([[12_345_679.1, 21.73]])
+    width = np.array([[3.0, 0.4]])
+    msg = decode(ForecastEncoder(meta).encode(window(), fc, fc - width, fc + width))
+    assert msg["forecast"] == [{"a": 12345679.1, "b": 21.73}]
