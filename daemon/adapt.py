@@ -44,6 +44,7 @@ from numpy.typing import NDArray
 
 from sensorcast.buffer import Window
 from sensorcast.models.bundle import BundleMeta
+from sensorcast.scoring import batch_rounds
 
 log = logging.getLogger(__name__)
 
@@ -359,18 +360,3 @@ class SensorHeads:
                 if name != "seen":
                     self._arrays[name][idx] = arrays[name][first:]
         return len(keep)
-
-
-def batch_rounds(slots: NDArray[np.intp]) -> list[NDArray[np.intp]]:
-    """Row indices split so no slot appears twice in a round, in order of appearance."""
-    if len(np.unique(slots)) == len(slots):
-        return [np.arange(len(slots))]
-    seen: dict[int, int] = {}
-    rounds: list[list[int]] = []
-    for i, s in enumerate(slots.tolist()):
-        r = seen.get(s, -1) + 1
-        seen[s] = r
-        if r == len(rounds):
-            rounds.append([])
-        rounds[r].append(i)
-    return [np.array(r, dtype=np.intp) for r in rounds]

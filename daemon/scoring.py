@@ -245,7 +245,7 @@ class SensorScores:
             upper = np.empty_like(forecast)
             pers = np.zeros((n, self.horizon), dtype=np.bool_)
             anomalies: list[Anomaly] = []
-            for rows in _rounds(slots):
+            for rows in batch_rounds(slots):
                 self._score_round(rows, slots[rows], seqs[rows], last[rows], windows, anomalies)
                 r_slots = slots[rows]
                 use = self._arrays["use_pers"][r_slots]  # (m, h)
@@ -607,7 +607,7 @@ def _robust_scale(values: NDArray[np.float64], fallback: NDArray[Any]) -> NDArra
     return np.where(out > 0, out, fallback).astype(np.float64)
 
 
-def _rounds(slots: NDArray[np.intp]) -> list[NDArray[np.intp]]:
+def batch_rounds(slots: NDArray[np.intp]) -> list[NDArray[np.intp]]:
     """Row indices split so no slot appears twice in a round, in order of appearance."""
     if len(np.unique(slots)) == len(slots):
         return [np.arange(len(slots))]
