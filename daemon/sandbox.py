@@ -63,6 +63,36 @@ class BrokerProcess:
 
     proc: subprocess.Popen[bytes] | None
     dir: Path
+    binary: str
+    host: str
+    log_path: Path
+
+    def _spawn(self, conf: Path, port: int, timeout: float) -> bool:
+        """Run the binary on `conf`, logging to `log_path`, and wait until `port` accepts a
+        connection: False (the process killed) if it exited or the time ran out."""
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [self.binary, "-c", str(conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                process_group=0,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                socket.create_connection((self.host, port), timeout=0.2).close()
+                return True
+            except OSError:
+                time.sleep(0.02)
+        self.kill()
+        return False
+
+    def _failed(self) -> RuntimeError:
+        lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        name = os.path.basename(self.binary)
+        return RuntimeError(f"{name} ({self.binary}) did not start: {lines[-1:] or 'no output'}")
 
     def stop(self, timeout: float = 10.0) -> None:
         """Clean stop (SIGTERM, then SIGKILL if it lingers): the broker saves its state."""
@@ -130,32 +160,12 @@ class Mosquitto(BrokerProcess):
             if self._launch(self.port, timeout):
                 self._started = True
                 return self
-        lines = self.log_path.read_text(errors="replace").strip().splitlines()
-        raise RuntimeError(f"mosquitto ({self.binary}) did not start: {lines[-1:] or 'no output'}")
+        raise self._failed()
 
     def _launch(self, port: int, timeout: float) -> bool:
         conf = self.dir / "mosquitto.conf"
         conf.write_text(f"listener {port} {self.host}\n" + "\n".join(self._lines) + "\n")
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [self.binary, "-c", str(conf)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                process_group=0,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                socket.create_connection((self.host, port), timeout=0.2).close()
-                return True
-            except OSError:
-                time.sleep(0.02)
-        self.kill()
-        return False
+        return self._spawn(conf, port, timeout)
 
 
 NATS_ACK_WAIT = 2.0
@@ -223,27 +233,9 @@ class NatsServer(BrokerProcess):
     def start(self, timeout: float = 15.0) -> NatsServer:
         """Start, or restart on the same ports with the same JetStream store."""
         self.conf.write_text(self.config())
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [self.binary, "-c", str(self.conf)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                process_group=0,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                socket.create_connection((self.host, self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        self.kill()
-        lines = self.log_path.read_text(errors="replace").strip().splitlines()
-        raise RuntimeError(
-            f"nats-server ({self.binary}) did not start: {lines[-1:] or 'no output'}"
-        )
+        if self._spawn(self.conf, self.port, timeout):
+            return self
+        raise self._failed()
 
     def repartition(self, partitions: int) -> None:
         """Change the mapping to `partitions` partitions with a live reload (SIGHUP)."""
