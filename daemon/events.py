@@ -105,11 +105,6 @@ class SensorEvents:
         because = _WHY.get(why, why)
         self._emit(Event.EVICTED, sensor_id, "sensor %s: evicted (%s)", sensor_id, because)
 
-    def forget_all(self) -> None:
-        """Every sensor starts over (the windows were reset, e.g. by a new model's shape)."""
-        with self._lock:
-            self._forecasting.clear()
-
     def flush(self, now: float | None = None) -> None:
         """Sum up what was held back in intervals that have ended (called periodically)."""
         now = time.monotonic() if now is None else now

@@ -185,10 +185,6 @@ class InferenceWorker(threading.Thread):
     def accuracy(self) -> OnlineAccuracy | None:
         return self.lane.accuracy
 
-    def swap(self, served: ServedBundle) -> None:
-        """Serve `served` in the default lane from the next batch on."""
-        self.lane.served = served
-
     def stop(self) -> None:
         """Finish what is queued, then end."""
         self._stopped = True
