@@ -17,7 +17,7 @@ from sensorcast.scoring import SensorScores
 from sensorcast.state import SCORES_FILE, SNAPSHOT_FILE, load_scores, load_snapshot, save_scores
 
 from .test_scoring import meta as scoring_meta
-from .test_state import make_meta
+from .test_state import make_meta, restore_overhead
 
 
 def test_each_reading_is_stored_once_in_float32_and_windows_come_out_in_order() -> None:
@@ -125,15 +125,10 @@ def test_scores_are_restored_an_array_at_a_time(tmp_path: Path) -> None:
     save_scores(tmp_path, source, m)
     file_bytes = sum(a.nbytes for a in source.to_arrays().values())
     restored = SensorScores(m, level=0.9, anomaly_level=0.99, max_sensors=n)
-    tracemalloc.start()
-    try:
-        assert load_scores(tmp_path, restored, m) == n
-        kept, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    restored_n, extra = restore_overhead(lambda: load_scores(tmp_path, restored, m))
+    assert restored_n == n
     # beyond what it kept, the restore held at most about one array of the file (reading
     # the whole file first held all of them)
-    extra = peak - kept
     assert extra < 0.5 * file_bytes, f"{extra / 1e6:.1f} MB extra for {file_bytes / 1e6:.1f} MB"
     a, b = source.to_arrays(), restored.to_arrays()
     assert list(a) == list(b)
@@ -160,17 +155,12 @@ def test_scores_saved_before_the_guard_was_per_step_are_restored_an_array_at_a_t
     np.savez(path, **arrays)  # type: ignore[arg-type]
     del arrays
     restored = SensorScores(m, level=0.9, anomaly_level=0.99, max_sensors=n)
-    tracemalloc.start()
-    try:
-        assert load_scores(tmp_path, restored, m) == n
-        kept, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    restored_n, extra = restore_overhead(lambda: load_scores(tmp_path, restored, m))
+    assert restored_n == n
     # beyond what it kept, at most about one array at a time, converted (converting them
     # all at once held 2.9 MB here, reading the whole file first more)
     a, b = source.to_arrays(), restored.to_arrays()
     state_bytes = sum(x.nbytes for x in b.values())
-    extra = peak - kept
     assert extra < 0.5 * state_bytes, f"{extra / 1e6:.1f} MB extra for {state_bytes / 1e6:.1f} MB"
     for name in ("pend_seq", "pend_f", "q_model", "qa_pers", "n_scored", "sensor_ids"):
         assert np.array_equal(a[name], b[name]), name

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import random
+import tracemalloc
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -308,7 +310,6 @@ def test_a_sensor_stamped_in_the_future_is_left_out_on_restore(
 
 
 def test_restore_streams_the_windows_instead_of_holding_a_second_copy(tmp_path: Path) -> None:
-    import tracemalloc
 
     n, meta = 20_000, make_meta(timesteps=20, features=["value"])
     source = table_for(meta, max_sensors=n)
@@ -323,16 +324,22 @@ def test_restore_streams_the_windows_instead_of_holding_a_second_copy(tmp_path: 
     save_snapshot(tmp_path, source, meta)
     windows = n * 40 * 8  # bytes of every window, as the table holds them
     restored = table_for(meta, max_sensors=n)
-    tracemalloc.start()
-    try:
-        assert load_snapshot(tmp_path, restored, meta) == n
-        kept, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    restored_n, extra = restore_overhead(lambda: load_snapshot(tmp_path, restored, meta))
+    assert restored_n == n
     # what the restore needed beyond what it kept (the table, ids, bookkeeping) is far
     # less than a second copy of the windows (reading the whole file first took 1.2x)
-    extra = peak - kept
     assert extra < windows * 0.5, f"{extra / 1e6:.1f} MB extra for {windows / 1e6:.1f} MB"
     sid = "s012345"
     assert np.array_equal(restored.to_arrays()["data"][12345], source.to_arrays()["data"][12345])
     assert restored.last_ts(sid) == 12345.0
+
+
+def restore_overhead(restore: Callable[[], int]) -> tuple[int, int]:
+    """What `restore` returned, and the bytes it held at its peak beyond what it kept."""
+    tracemalloc.start()
+    try:
+        n = restore()
+        kept, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return n, peak - kept
