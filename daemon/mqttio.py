@@ -114,6 +114,8 @@ class MQTTLink:
         """Publish forecasts retained (a reload may change it)."""
         self._stopping = threading.Event()
         self._accepting = True
+        self._taking = threading.Lock()
+        """Held while a reading is taken in, so that `stop_input` can wait for the last one."""
         self.on_connected: list[Callable[[], None]] = []
         """Called on the network thread after every successful (re)connect."""
         self._failures = 0
@@ -239,8 +241,12 @@ class MQTTLink:
         return not self.publisher._out_messages and not self.publisher.want_write()
 
     def stop_input(self) -> None:
-        """Stop taking readings; later ones stay unacknowledged for the next session."""
-        self._accepting = False
+        """Stop taking readings; later ones stay unacknowledged for the next session.
+
+        Returns once no reading is being taken in on the network thread, so that nothing
+        reaches the buffers or the inference queue after the caller drains them."""
+        with self._taking:
+            self._accepting = False
 
     def stop(self, timeout: float = 5.0) -> None:
         """Publish `offline`, flush what is queued (bounded by `timeout`), disconnect."""
@@ -395,24 +401,26 @@ class MQTTLink:
 
     def _handle_raw(self, topic: bytes, payload: bytes, retained: bool) -> bool:
         """A reading, on the network thread; True: acknowledge it (if QoS 1)."""
-        if not self._accepting:
-            return False  # not acknowledged: the broker delivers it again next session
         try:
             text = topic.decode()
         except UnicodeDecodeError:
             text = ""
-        self._on_reading(text, payload, retained)
+        with self._taking:
+            if not self._accepting:
+                return False  # not acknowledged: the broker delivers it again next session
+            self._on_reading(text, payload, retained)
         return True
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        if not self._accepting:
-            return  # not acknowledged: the broker delivers it again next session
         try:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = ""
-        try:
-            self._on_reading(topic, bytes(msg.payload), bool(msg.retain))
-        finally:
-            if msg.qos > 0:
-                client.ack(msg.mid, msg.qos)
+        with self._taking:
+            if not self._accepting:
+                return  # not acknowledged: the broker delivers it again next session
+            try:
+                self._on_reading(topic, bytes(msg.payload), bool(msg.retain))
+            finally:
+                if msg.qos > 0:
+                    client.ack(msg.mid, msg.qos)

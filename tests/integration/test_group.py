@@ -144,7 +144,13 @@ def expected(sensors: list[str], indices: range) -> Counter[tuple[str, float]]:
 
 def settle(g: Group, want: Counter[tuple[str, float]], timeout: float = 15) -> None:
     """Wait for `want`, then a little longer: a duplicate would arrive late."""
-    wait_for(lambda: set(g.forecasts()) >= set(want), timeout=timeout)
+    try:
+        wait_for(lambda: set(g.forecasts()) >= set(want), timeout=timeout)
+    except TimeoutError:
+        missing = sorted(set(want) - set(g.forecasts()))
+        logs = {k: "".join(d.lines[-15:]) for k, d in g.procs.items()}
+        found = f"{len(missing)} forecasts missing, first {missing[:10]}; {logs}"
+        raise AssertionError(found) from None
     time.sleep(0.5)
 
 

@@ -118,3 +118,31 @@ def test_outbound_queue_is_bounded_while_the_broker_is_unreachable():
         assert accepted[100:] == [False] * 150  # refused and counted by the caller, not lost
     finally:
         link.stop(timeout=0.5)
+
+
+def test_stop_input_returns_only_after_the_reading_being_taken_in():
+    """A drain stops input, then empties the queue: a reading half taken in when input
+    stops must be in the buffers and queue before the drain starts, never after."""
+    cfg = load_settings(None, mqtt={"host": "127.0.0.1", "port": free_port()}).mqtt
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_reading(topic: str, payload: bytes, retained: bool) -> None:
+        inside.set()
+        release.wait(10)
+
+    link = MQTTLink(cfg, "sensors/+/reading", slow_reading, Metrics())
+    taken: list[bool] = []
+    reader = threading.Thread(
+        target=lambda: taken.append(link._handle_raw(b"sensors/a/reading", b"1", False))
+    )
+    reader.start()
+    assert inside.wait(10)
+    stopper = threading.Thread(target=link.stop_input)
+    stopper.start()
+    stopper.join(0.3)
+    assert stopper.is_alive()  # still waiting for the reading in progress
+    release.set()
+    stopper.join(10)
+    reader.join(10)
+    assert not stopper.is_alive() and taken == [True]
+    assert link._handle_raw(b"sensors/b/reading", b"2", False) is False  # not acknowledged
