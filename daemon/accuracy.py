@@ -26,6 +26,7 @@ from functools import partial
 import numpy as np
 from numpy.typing import NDArray
 
+from sensorcast.buffer import free_slots
 from sensorcast.metrics import Metrics
 
 ROLLING_WEIGHT = 0.01
@@ -125,7 +126,7 @@ class OnlineAccuracy:
         values = np.zeros((rows, *self._values.shape[1:]), dtype=np.float32)
         ts[:n], values[:n] = self._ts, self._values
         self._ts, self._values = ts, values
-        self._free.extend(range(rows - 1, n - 1, -1))
+        self._free.extend(free_slots(n, rows))
 
     def _row(self, sensor_id: str) -> int:
         row = self._expected.get(sensor_id)

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from sensorcast.buffer import Window
+from sensorcast.buffer import Window, free_slots
 from sensorcast.models.bundle import BundleMeta
 from sensorcast.scoring import batch_rounds
 
@@ -154,7 +154,7 @@ class SensorHeads:
                 self._arrays[name].resize((capacity, *shape), refcheck=False)
             else:
                 self._arrays[name] = np.zeros((capacity, *shape), dtype=dtype)
-        self._free.extend(range(capacity - 1, n - 1, -1))
+        self._free.extend(free_slots(n, capacity))
 
     def _reset(self, slots: NDArray[np.intp] | int) -> None:
         a = self._arrays

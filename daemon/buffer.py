@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -48,6 +49,22 @@ STORED = np.float32
 STORED_MAX = float(np.finfo(STORED).max)
 HUGE = STORED_MAX / 2
 """Readings beyond this size may differ from the base by more than float32 holds."""
+
+
+_slot_numbers: list[int] = []
+_slot_numbers_lock = threading.Lock()
+
+
+def free_slots(start: int, stop: int) -> list[int]:
+    """Slot numbers `stop - 1` down to `start`, a free list (popped from its end: lowest first).
+
+    Every per-sensor table (buffers, scores, adapted heads, online accuracy) maps each sensor
+    id to a slot number, a Python int; these are the same int objects for all of them, made
+    once, where each table's own numbers took 3.2 MB at 100,000 sensors."""
+    with _slot_numbers_lock:
+        if len(_slot_numbers) < stop:
+            _slot_numbers.extend(range(len(_slot_numbers), stop))
+        return _slot_numbers[start:stop][::-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +153,7 @@ class SensorTable:
         self._data, self._pos, self._count = data, pos, count
         self._last_ts, self._cadence, self._seen = last_ts, cadence, seen
         self._seq, self._base = seq, base
-        self._free.extend(range(capacity - 1, n - 1, -1))
+        self._free.extend(free_slots(n, capacity))
 
     def __len__(self) -> int:
         return len(self.slots)
