@@ -83,6 +83,9 @@ class Window:
     readings have come since the gap, and the older rows are from before it. Such a window
     is never forecast from (the gap reset it); only its newest reading is checked for an
     anomaly (see `SensorTable.refilling`)."""
+    first: bool = False
+    """The first full window since the sensor's window started: its slot was taken, a gap
+    reset it, or it moved here from another table (the daemon logs it once)."""
 
 
 class SensorTable:
@@ -96,6 +99,7 @@ class SensorTable:
     _cadence: NDArray[np.float64]
     _seen: NDArray[np.float64]
     _seq: NDArray[np.int64]
+    _full: NDArray[np.bool_]
 
     def __init__(
         self,
@@ -145,14 +149,15 @@ class SensorTable:
         seen = np.zeros(capacity, dtype=np.float64)
         seq = np.zeros(capacity, dtype=np.int64)
         base = np.zeros((capacity, self.features), dtype=np.float64)
+        full = np.zeros(capacity, dtype=np.bool_)
         if old is not None:
             base[:n] = self._base
             pos[:n], count[:n] = self._pos, self._count
             last_ts[:n], cadence[:n], seen[:n] = self._last_ts, self._cadence, self._seen
-            seq[:n] = self._seq
+            seq[:n], full[:n] = self._seq, self._full
         self._data, self._pos, self._count = data, pos, count
         self._last_ts, self._cadence, self._seen = last_ts, cadence, seen
-        self._seq, self._base = seq, base
+        self._seq, self._base, self._full = seq, base, full
         self._free.extend(free_slots(n, capacity))
 
     def __len__(self) -> int:
@@ -181,6 +186,7 @@ class SensorTable:
         self._last_ts[slot] = -np.inf
         self._cadence[slot] = np.nan
         self._seq[slot] = self._new_epoch()
+        self._full[slot] = False
         self.slots[sensor_id] = slot
         return slot
 
@@ -277,7 +283,17 @@ class SensorTable:
             return None
         cad = float(self._cadence[slot])
         window = self._ordered(slot)
-        return Window(sensor_id, window, ts, None if math.isnan(cad) else cad, int(self._seq[slot]))
+        first = not self._full[slot]
+        if first:
+            self._full[slot] = True
+        return Window(
+            sensor_id,
+            window,
+            ts,
+            None if math.isnan(cad) else cad,
+            int(self._seq[slot]),
+            first=first,
+        )
 
     def _ordered(self, slot: int) -> NDArray[np.float64]:
         """The slot's ring in time order, oldest first, as float64."""
@@ -324,6 +340,7 @@ class SensorTable:
                 # Start over, cadence included: if the "gap" was the sensor's new normal
                 # (say, its cadence was first learned from a burst), it is learned afresh.
                 self._count[slot] = 0
+                self._full[slot] = False
                 self._cadence[slot] = np.nan
                 self._seq[slot] += SEQ_GAP_JUMP
                 self.gap_resets += 1

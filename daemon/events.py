@@ -47,18 +47,14 @@ class SensorEvents:
         self._started: dict[Event, float] = {}
         self._logged: dict[Event, int] = {}
         self._held: dict[Event, int] = {}
-        self._forecasting: set[str] = set()
 
     def first_seen(self, sensor_id: str) -> None:
         self._emit(Event.FIRST_SEEN, sensor_id, "sensor %s: first reading", sensor_id)
 
     def window_ready(self, sensor_id: str, model: str, timesteps: int | None = None) -> None:
-        """A full window was handed to the model; logged the first time (and after a reset).
-        `timesteps`: the serving model's window, when routes serve several."""
-        if sensor_id in self._forecasting:  # the hot path: one set lookup, no lock
-            return
-        with self._lock:
-            self._forecasting.add(sensor_id)
+        """A sensor's first full window was handed to the model (`Window.first`: the table
+        knows, no set of 100,000 ids here). `timesteps`: the serving model's window, when
+        routes serve several."""
         self._emit(
             Event.FIRST_FORECAST,
             sensor_id,
@@ -69,11 +65,6 @@ class SensorEvents:
             model=model,
         )
 
-    def forget(self, sensor_id: str) -> None:
-        """The sensor's window started over (another route took it)."""
-        with self._lock:
-            self._forecasting.discard(sensor_id)
-
     def gap_reset(
         self,
         sensor_id: str,
@@ -82,8 +73,6 @@ class SensorEvents:
         max_gap: float,
         timesteps: int | None = None,
     ) -> None:
-        with self._lock:
-            self._forecasting.discard(sensor_id)
         self._emit(
             Event.GAP_RESET,
             sensor_id,
@@ -100,8 +89,6 @@ class SensorEvents:
 
     def evicted(self, sensor_id: str, why: str) -> None:
         """`why`: `max_sensors` or `sensor_ttl`, the setting that evicted it."""
-        with self._lock:
-            self._forecasting.discard(sensor_id)
         because = _WHY.get(why, why)
         self._emit(Event.EVICTED, sensor_id, "sensor %s: evicted (%s)", sensor_id, because)
 

@@ -285,7 +285,8 @@ class Service:
             self.queue.put(result, received, route.lane)  # the route's own scores check it
         elif isinstance(result, Window):
             self.queue.put(result, received, route.lane)
-            self.events.window_ready(sensor_id, route.meta.model_id, route.meta.timesteps)
+            if result.first:
+                self.events.window_ready(sensor_id, route.meta.model_id, route.meta.timesteps)
             if self.discovery is not None:
                 self.discovery.announce(sensor_id, result.cadence)
         return None
@@ -372,7 +373,6 @@ class Service:
                 if target is route:
                     continue
                 self.router.forget(sensor_id)
-                self.events.forget(sensor_id)
                 if target is not None and same_shape(route.meta, target.meta):
                     route.table.move_to(sensor_id, target.table)
                     moved += 1
@@ -574,8 +574,6 @@ class Service:
             return f"{model.spec.describe()}: buffers kept"
         if same_shape(old, new):
             return f"{model.spec.describe()}: now {new.model_id}, buffers kept"
-        for sensor_id in route.table.slots:
-            self.events.forget(sensor_id)
         route.table = make_table(new, self.settings.input, self.events, _room(model))
         self.queue.clear(route.lane)
         return (

@@ -142,6 +142,23 @@ def test_window_reports_learned_cadence() -> None:
     assert w.cadence == 60.0
 
 
+def test_the_first_full_window_of_each_fill_is_marked_once() -> None:
+    """The daemon logs a sensor's first forecast from it: once per window fill, again after
+    a gap reset, after an eviction, and in the table the sensor moves to; not per reading."""
+
+    def firsts(out: list[object]) -> list[bool]:
+        return [w.first for w in out if isinstance(w, Window)]
+
+    t = SensorTable(3, 1, max_gap=3.0, max_sensors=2)
+    assert firsts(feed(t, "s", [(float(i), 1.0) for i in range(6)])) == [True, False, False, False]
+    assert firsts(feed(t, "s", [(20.0 + i, 1.0) for i in range(4)])) == [True, False]  # a gap
+    t.evict("s")
+    assert firsts(feed(t, "s", [(30.0 + i, 1.0) for i in range(3)])) == [True]
+    other = SensorTable(3, 1)
+    assert t.move_to("s", other)
+    assert firsts(feed(other, "s", [(33.0, 1.0), (34.0, 1.0)])) == [True, False]
+
+
 def test_long_gap_resets_the_window() -> None:
     t = SensorTable(4, 1, max_gap=3.0)
     out = feed(t, "s", [(float(i), float(i)) for i in range(5)])

@@ -110,8 +110,7 @@ def test_sensor_events_are_bounded_and_summed_up(caplog: pytest.LogCaptureFixtur
     for i in range(10):
         events.first_seen(f"s{i}")
     events.gap_reset("s1", gap=4.0, cadence=0.2, max_gap=3.0)
-    events.window_ready("s1", "default@1")
-    events.window_ready("s1", "default@1")  # once per window fill, not per forecast
+    events.window_ready("s1", "default@1")  # once per fill: `Window.first` (test_buffer)
     lines = [r.getMessage() for r in caplog.records]
     assert lines[:3] == [f"sensor s{i}: first reading" for i in range(3)]
     assert lines[3] == (
