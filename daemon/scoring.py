@@ -28,7 +28,8 @@ normalised units of the bundle's calibration (error / window scale):
   does not blind the detector to the next for a whole window.
 
 State lives in preallocated arrays (float32 for what is per step), grown by
-doubling up to `max_sensors`, least recently seen sensor recycled first. Only
+doubling up to `max_sensors`, least recently seen sensor recycled first. Of each
+forecast, only the steps still to be realised are kept (`step_cells`). Only
 targets that are also features can be scored; a bundle with another target
 gets the bundle's calibration as its fixed interval, and no guard.
 """
@@ -45,7 +46,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from sensorcast.buffer import Window, free_slots
+from sensorcast.buffer import LOAD_CHUNK, Window, free_slots
 from sensorcast.models.bundle import BundleMeta
 
 RATE = 0.05
@@ -75,6 +76,9 @@ ROBUST_FLOOR = 0.25
 mostly repeats its value has a median step of zero); a flat window takes the model's scale.
 The RMS, not the model's own scale, so the detector is the same whatever the bundle's
 normalisation (a trimmed step scale is near zero on a window of a few steps)."""
+PERS_STEPS = 2
+"""Steps of a served forecast whose source (model or last value) is kept: the anomaly check
+reads back the first, and the second right after an anomaly."""
 
 
 @dataclass
@@ -145,13 +149,15 @@ class SensorScores:
         self.switches = {"persistence": 0, "model": 0}
         self.on_persistence = 0
         """Sensors the guard serves the last value at every step now."""
+        self._pers_steps = min(h, PERS_STEPS)
+        cells, pers_cells = h * (h + 1) // 2, self._pers_steps * (self._pers_steps + 1) // 2
         self._shapes: dict[str, tuple[tuple[int, ...], type[np.generic]]] = {
             "pend_seq": ((h,), np.int64),
-            "pend_f": ((h, h, k), np.float32),
+            "pend_f": ((cells, k), np.float32),
             "pend_last": ((h, k), np.float32),
             "pend_scale": ((h, k), np.float32),
             "pend_rscale": ((h, k), np.float32),
-            "pend_pers": ((h, h), np.bool_),
+            "pend_pers": ((pers_cells,), np.bool_),
             "q_model": ((h, k), np.float32),
             "q_pers": ((h, k), np.float32),
             "qa_model": ((k,), np.float32),
@@ -162,6 +168,12 @@ class SensorScores:
             "flagged_seq": ((), np.int64),
             "use_pers": ((h,), np.bool_),
         }
+        self._saved = {
+            **self._shapes,
+            "pend_f": ((h, h, k), np.float32),
+            "pend_pers": ((h, h), np.bool_),
+        }
+        """The shapes in a snapshot, as earlier versions kept them: each forecast whole."""
         self._arrays: dict[str, NDArray[Any]] = {}
         self._allocate(min(initial_capacity, max_sensors))
 
@@ -322,7 +334,8 @@ class SensorScores:
         valid = a["pend_seq"][s2, ring] == made  # (m, h)
         if not valid.any():
             return
-        f = a["pend_f"][s2, ring, self._lags[None, :] - 1].astype(np.float64)  # (m, h, k)
+        cells = step_cells(made, self._lags[None, :])
+        f = a["pend_f"][s2, cells].astype(np.float64)  # (m, h, k)
         p = a["pend_last"][s2, ring].astype(np.float64)
         # slots never written hold scale 0; they are masked out below, but must not divide
         sc = np.where(valid[:, :, None], a["pend_scale"][s2, ring], 1.0).astype(np.float64)
@@ -340,7 +353,7 @@ class SensorScores:
             step = np.exp(rate * ((r > q) - alpha))
             a[q_name][slots] = np.clip(np.where(v3, q * step, q), Q_FLOOR, Q_CEIL)
         if self.anomalies:
-            scored = _Round(slots, seqs, ring, valid, y, f, p, rsc, rate[:, :, 0])
+            scored = _Round(slots, seqs, cells, valid, y, f, p, rsc, rate[:, :, 0])
             for i, expected, half, score in self._anomalies(scored):
                 window = windows[int(rows[i])]
                 anomalies.append(
@@ -373,7 +386,7 @@ class SensorScores:
         two = h > 1
         step = np.where(after & two, 1, 0)
         usable = np.where(after, r.valid[:, 1] if two else False, r.valid[:, 0])
-        was_pers = a["pend_pers"][r.slots, r.ring[rows, step], step] | held
+        was_pers = a["pend_pers"][r.slots, r.cells[rows, step]] | held
         expected = np.where(was_pers[:, None], r.p[rows, step], r.f[rows, step])
         qa = np.where(was_pers[:, None], a["qa_pers"][r.slots], a["qa_model"][r.slots])
         qa = qa * self._tail
@@ -460,20 +473,47 @@ class SensorScores:
     ) -> None:
         a = self._arrays
         ring = seqs % self.horizon
+        cells = step_cells(seqs[:, None], self._lags[None, :])
         a["pend_seq"][slots, ring] = seqs
-        a["pend_f"][slots, ring] = forecast
+        a["pend_f"][slots[:, None], cells] = forecast
         a["pend_last"][slots, ring] = last
         a["pend_scale"][slots, ring] = scale[:, 0, :]
         a["pend_rscale"][slots, ring] = rscale
-        a["pend_pers"][slots, ring] = served_pers
+        ps = self._pers_steps
+        a["pend_pers"][slots[:, None], cells[:, :ps]] = served_pers[:, :ps]
 
     # --- snapshots ----------------------------------------------------------
     def to_arrays(self) -> dict[str, NDArray[Any]]:
+        """Every sensor's state, least recently seen first, in the snapshot's layout: each
+        pending forecast whole (its steps already realised as 0, their source as False)."""
         with self._lock:
             idx = np.fromiter(self.slots.values(), dtype=np.intp, count=len(self.slots))
             out = {name: arr[idx] for name, arr in self._arrays.items()}
             out["sensor_ids"] = np.array(list(self.slots), dtype=np.str_)
+            for name in ("pend_f", "pend_pers"):
+                out[name] = self._whole_steps(name, out["pend_seq"], out[name])
             return out
+
+    def _whole_steps(self, name: str, seq: NDArray[np.int64], kept: NDArray[Any]) -> NDArray[Any]:
+        """The forecasts' steps (n, h, h, ...) from their cells, a chunk of sensors at a time."""
+        shape, dtype = self._saved[name]
+        out = np.zeros((len(seq), *shape), dtype=dtype)
+        steps = self.horizon if name == "pend_f" else self._pers_steps
+        for lo in range(0, len(seq), LOAD_CHUNK):
+            hi = lo + LOAD_CHUNK
+            cells, live = self._pending(seq[lo:hi])
+            rows, ring, step = np.nonzero(live[:, :, :steps])
+            out[lo:hi][rows, ring, step] = kept[lo:hi][rows, cells[rows, ring, step]]
+        return out
+
+    def _pending(self, seq: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
+        """For the forecasts in each ring place (n, h), the cell of each of their steps and
+        whether that step is still to be realised, (n, h, h) each: it is, if it lies beyond
+        the sensor's newest forecast (realised steps are never read again)."""
+        made = seq[:, :, None]
+        cells = step_cells(made, self._lags[None, None, :])
+        newest = seq.max(axis=1, initial=-1)[:, None, None]
+        return cells, (made >= 0) & (made + self._lags > newest)
 
     def load_arrays(self, arrays: Mapping[str, NDArray[Any]]) -> int:
         """Restore `to_arrays` output; raise ValueError if it does not fit this bundle.
@@ -486,7 +526,7 @@ class SensorScores:
         if len(set(ids)) != m:
             raise ValueError("duplicate sensor ids")
         arrays = _per_step_guard(arrays, m, self.horizon)
-        for name, (shape, dtype) in self._shapes.items():
+        for name, (shape, dtype) in self._saved.items():
             got = arrays[name]
             if got.shape != (m, *shape) or got.dtype != dtype:
                 raise ValueError(f"{name} has shape {got.shape} {got.dtype}")
@@ -504,11 +544,25 @@ class SensorScores:
                 self._slot(sid)
             idx = np.fromiter(self.slots.values(), dtype=np.intp, count=len(keep))
             for name in self._shapes:
-                self._arrays[name][idx] = arrays[name][first:]
+                if name not in ("pend_f", "pend_pers"):
+                    self._arrays[name][idx] = arrays[name][first:]
+            for name in ("pend_f", "pend_pers"):
+                self._load_steps(name, idx, arrays[name][first:])
             for name in ("q_model", "q_pers", "qa_model", "qa_pers"):
                 np.clip(self._arrays[name], Q_FLOOR, Q_CEIL, out=self._arrays[name])
             self.on_persistence = int(self._arrays["use_pers"][idx].all(axis=1).sum())
         return len(keep)
+
+    def _load_steps(self, name: str, idx: NDArray[np.intp], whole: NDArray[Any]) -> None:
+        """Put the steps still to be realised of whole forecasts (n, h, h, ...), as a
+        snapshot holds them, in their cells; a chunk of sensors at a time."""
+        kept = self._arrays[name]
+        steps = self.horizon if name == "pend_f" else self._pers_steps
+        for lo in range(0, len(idx), LOAD_CHUNK):
+            hi = lo + LOAD_CHUNK
+            cells, live = self._pending(self._arrays["pend_seq"][idx[lo:hi]])
+            rows, ring, step = np.nonzero(live[:, :, :steps])
+            kept[idx[lo:hi][rows], cells[rows, ring, step]] = whole[lo:hi][rows, ring, step]
 
 
 @dataclass(frozen=True)
@@ -517,7 +571,8 @@ class _Round:
 
     slots: NDArray[np.intp]
     seqs: NDArray[np.int64]
-    ring: NDArray[np.int64]
+    cells: NDArray[np.int64]
+    """Where the pending step of each lag is kept (`step_cells`)."""
     valid: NDArray[np.bool_]
     y: NDArray[np.float64]
     f: NDArray[np.float64]
@@ -605,6 +660,16 @@ def _robust_scale(values: NDArray[np.float64], fallback: NDArray[Any]) -> NDArra
     rms = np.sqrt(np.mean(diffs * diffs, axis=1))
     out = np.maximum(steps, ROBUST_FLOOR * rms)
     return np.where(out > 0, out, fallback).astype(np.float64)
+
+
+def step_cells(made: NDArray[np.int64], steps: NDArray[Any]) -> NDArray[np.int64]:
+    """Where step `steps` (1 for the next reading) of the forecast made at reading `made` is
+    kept: step j in a ring of j cells, j (j - 1) / 2 + made % j. A forecast's step j is
+    read once, j readings after it was made, so the ring holds the step j of the last j
+    forecasts: h (h + 1) / 2 cells keep every step still to be realised (keeping each
+    forecast whole took h * h, most of it realised already)."""
+    out: NDArray[np.int64] = steps * (steps - 1) // 2 + made % steps
+    return out
 
 
 def batch_rounds(slots: NDArray[np.intp]) -> list[NDArray[np.intp]]:

@@ -177,3 +177,49 @@ def test_a_daemon_without_routes_keeps_no_route_per_sensor() -> None:
         service._ingest(f"sensors/s{i}/reading", payload, 1_700_000_001.0)
     assert len(service.table) == 50
     assert service.router._cache == {}  # every sensor is the one route's, nothing to look up
+
+
+def test_scores_keep_the_steps_still_to_be_realised_and_no_more() -> None:
+    """Step j of a forecast is read j readings after it was made: those steps are kept exactly,
+    whatever readings the sensor's windows skip, in h (h + 1) / 2 values a sensor instead of
+    h * h (a snapshot still holds each forecast whole, the realised steps as 0)."""
+    h = 6
+    scores = SensorScores(scoring_meta(horizon=h), level=0.9, anomaly_level=0.99, max_sensors=4)
+    assert scores._arrays["pend_f"].shape[1:] == (h * (h + 1) // 2, 1)
+    rng = np.random.default_rng(3)
+    made: dict[int, np.ndarray] = {-1: np.zeros(h, np.float32)}
+    seq = 100
+    for _ in range(300):
+        seq += int(rng.choice([1, 1, 1, 2, 3, 7]))  # windows skipped now and then
+        forecast = rng.normal(20.0, 5.0, size=(1, h, 1))
+        window = Window("s", np.full((4, 1), 20.0), float(seq), 1.0, seq=seq)
+        scores.score([window], forecast, np.ones((1, 1, 1)))
+        made[seq] = forecast[0, :, 0].astype(np.float32)
+        saved = scores.to_arrays()
+        for ring, at in enumerate(saved["pend_seq"][0].tolist()):
+            ahead = at + np.arange(1, h + 1) > seq
+            want = np.where(ahead, made[at], np.float32(0))
+            assert np.array_equal(saved["pend_f"][0, ring, :, 0], want)
+
+
+def test_per_sensor_bytes_of_buffers_and_scores() -> None:
+    """The default model's shape (32 readings, 6 steps, one target): what the preallocated
+    arrays hold per sensor (each pending forecast whole took 470 bytes of scores)."""
+    table = SensorTable(32, 1, max_sensors=1000, initial_capacity=1000)
+    arrays = [getattr(table, name) for name in vars(table) if name.startswith("_")]
+    per_table = sum(a.nbytes for a in arrays if isinstance(a, np.ndarray)) / 1000
+    assert per_table <= 32 * 4 + 8 * 5 + 4 * 2 + 1, per_table
+    scores = SensorScores(scoring_meta(horizon=6), level=0.9, anomaly_level=0.99, max_sensors=1000)
+    per_scores = sum(a.nbytes for a in scores._arrays.values()) / len(scores._arrays["pend_seq"])
+    assert per_scores <= 380, per_scores
+
+
+def test_the_per_sensor_tables_share_their_slot_numbers() -> None:
+    """Each table maps a sensor id to an int; the same int objects serve every table."""
+    table = SensorTable(4, 1, max_sensors=5000, initial_capacity=5000)
+    acc = OnlineAccuracy(Metrics(), ["value"], ["value"], "m@1", max_sensors=5000)
+    for i in range(3000):
+        table.push(f"s{i}", 1.0, (1.0,))
+        acc.expect(f"s{i}", 1.0, np.ones((6, 1)), np.ones((32, 1)))
+    shared = [table.slots[s] is acc._expected[s] for s in list(table.slots)[1000:]]
+    assert all(shared)

@@ -11,7 +11,7 @@ import pytest
 
 from sensorcast.buffer import Window
 from sensorcast.models.bundle import BundleMeta, default_calibration
-from sensorcast.scoring import SensorScores
+from sensorcast.scoring import PERS_STEPS, SensorScores
 
 from .test_forecasts import make_meta
 
@@ -373,16 +373,24 @@ def test_scores_saved_before_the_guard_was_per_step_are_restored(tmp_path: Path)
         old = {k: npz[k] for k in npz.files}
     got = s.to_arrays()
     assert got["sensor_ids"].tolist() == ["good", "bad", "new"]
-    for name in ("pend_seq", "pend_f", "pend_last", "pend_scale", "pend_rscale", "q_model",
+    for name in ("pend_seq", "pend_last", "pend_scale", "pend_rscale", "q_model",
                  "q_pers", "qa_model", "qa_pers", "n_scored", "flagged_seq"):  # fmt: skip
         assert np.array_equal(got[name], old[name]), name
+    # of each pending forecast, the steps still to be realised (those read from now on): the
+    # realised ones are not kept
+    newest = old["pend_seq"].max(axis=1)[:, None, None]
+    ahead = old["pend_seq"][:, :, None] + np.arange(1, 4) > newest  # (sensor, forecast, step)
+    assert ahead.any() and not ahead.all()
+    assert np.array_equal(got["pend_f"], np.where(ahead[..., None], old["pend_f"], 0))
     assert got["use_pers"].tolist() == [[False] * 3, [True] * 3, [False] * 3]
     assert s.on_persistence == 1
     assert old["err_model"][1] > 3 * old["err_pers"][1]  # bad: the model lost, by far
     for name in ("err_model", "err_pers"):
         assert got[name].shape == (3, 3, 2)
         assert np.allclose(got[name], old[name][:, None, None] / 3)
-    assert np.array_equal(got["pend_pers"], np.repeat(old["pend_pers"][:, :, None], 3, axis=2))
+    read_back = ahead & (np.arange(3) < PERS_STEPS)  # the source of the first two steps
+    pers = np.repeat(old["pend_pers"][:, :, None], 3, axis=2)
+    assert np.array_equal(got["pend_pers"], pers & read_back)
 
     walk = 20 + np.cumsum(np.random.default_rng(12).normal(0, 1, 306))  # 304 as it was, and 2
     afresh = scores_for(m)
