@@ -76,6 +76,10 @@ ROBUST_FLOOR = 0.25
 mostly repeats its value has a median step of zero); a flat window takes the model's scale.
 The RMS, not the model's own scale, so the detector is the same whatever the bundle's
 normalisation (a trimmed step scale is near zero on a window of a few steps)."""
+RING_STATE = ("pend_newest", "pend_fresh")
+"""Which of the last `horizon` readings have their forecast in the ring: the newest one's
+number, and per ring place whether it holds the forecast of the reading before it that
+shares the place (a snapshot holds the number of each place's forecast instead)."""
 PERS_STEPS = 2
 """Steps of a served forecast whose source (model or last value) is kept: the anomaly check
 reads back the first, and the second right after an anomaly."""
@@ -152,7 +156,8 @@ class SensorScores:
         self._pers_steps = min(h, PERS_STEPS)
         cells, pers_cells = h * (h + 1) // 2, self._pers_steps * (self._pers_steps + 1) // 2
         self._shapes: dict[str, tuple[tuple[int, ...], type[np.generic]]] = {
-            "pend_seq": ((h,), np.int64),
+            "pend_newest": ((), np.int64),
+            "pend_fresh": ((h,), np.bool_),
             "pend_f": ((cells, k), np.float32),
             "pend_last": ((h, k), np.float32),
             "pend_scale": ((h, k), np.float32),
@@ -169,17 +174,20 @@ class SensorScores:
             "use_pers": ((h,), np.bool_),
         }
         self._saved = {
-            **self._shapes,
+            "pend_seq": ((h,), np.int64),
+            **{name: got for name, got in self._shapes.items() if name not in RING_STATE},
             "pend_f": ((h, h, k), np.float32),
             "pend_pers": ((h, h), np.bool_),
         }
-        """The shapes in a snapshot, as earlier versions kept them: each forecast whole."""
+        """The shapes in a snapshot, as earlier versions kept them: the reading number of the
+        forecast in each ring place (-1: none), each forecast whole."""
+        self._ring = np.arange(h)
         self._arrays: dict[str, NDArray[Any]] = {}
         self._allocate(min(initial_capacity, max_sensors))
 
     # --- storage ----------------------------------------------------------
     def _allocate(self, capacity: int) -> None:
-        n = len(self._arrays.get("pend_seq", ()))
+        n = len(self._arrays.get("pend_newest", ()))
         for name, (shape, dtype) in self._shapes.items():
             if n:
                 # grown in place (realloc: the pages move, the old and the new array are
@@ -193,7 +201,7 @@ class SensorScores:
         a = self._arrays
         for name in self._shapes:
             a[name][slot] = 0
-        a["pend_seq"][slot] = -1
+        a["pend_newest"][slot] = -1
         a["q_model"][slot] = self._q0
         a["q_pers"][slot] = self._q0
         a["qa_model"][slot] = self._qa0
@@ -209,7 +217,7 @@ class SensorScores:
             self.on_persistence -= int(self._arrays["use_pers"][old].all())
             self._free.append(old)
         if not self._free:
-            self._allocate(min(len(self._arrays["pend_seq"]) * 2, self.max_sensors))
+            self._allocate(min(len(self._arrays["pend_newest"]) * 2, self.max_sensors))
         slot = self._free.pop()
         self._reset(slot)
         self.slots[sensor_id] = slot
@@ -305,7 +313,7 @@ class SensorScores:
                 if after and (w.refill < 3 or self.horizon < 2):
                     continue
                 expected = values[-3] if after else values[-2]
-                newest = int(np.argmax(a["pend_seq"][slot]))  # the last forecast before the gap
+                newest = max(0, int(a["pend_newest"][slot])) % self.horizon  # before the gap
                 rscale = _robust_scale(values[None, :-1], a["pend_rscale"][slot, newest][None])[0]
                 qa = a["qa_pers"][slot] * self._tail
                 if after:
@@ -331,7 +339,8 @@ class SensorScores:
         made = seqs[:, None] - self._lags[None, :]  # (m, h): seq of the window for each lag
         ring = made % h
         s2 = slots[:, None]
-        valid = a["pend_seq"][s2, ring] == made  # (m, h)
+        newest = a["pend_newest"][s2]
+        valid = (made <= newest) & (made > newest - h) & a["pend_fresh"][s2, ring]  # (m, h)
         if not valid.any():
             return
         cells = step_cells(made, self._lags[None, :])
@@ -474,7 +483,14 @@ class SensorScores:
         a = self._arrays
         ring = seqs % self.horizon
         cells = step_cells(seqs[:, None], self._lags[None, :])
-        a["pend_seq"][slots, ring] = seqs
+        newest = a["pend_newest"][slots]
+        gap = (seqs - newest)[:, None]
+        # the ring places of the readings skipped since the newest forecast hold none of theirs
+        skipped = ((self._ring[None, :] - newest[:, None] - 1) % self.horizon < gap - 1) | (gap < 1)
+        fresh = a["pend_fresh"][slots] & ~skipped
+        fresh[np.arange(len(slots)), ring] = True
+        a["pend_fresh"][slots] = fresh
+        a["pend_newest"][slots] = seqs
         a["pend_f"][slots[:, None], cells] = forecast
         a["pend_last"][slots, ring] = last
         a["pend_scale"][slots, ring] = scale[:, 0, :]
@@ -488,8 +504,9 @@ class SensorScores:
         pending forecast whole (its steps already realised as 0, their source as False)."""
         with self._lock:
             idx = np.fromiter(self.slots.values(), dtype=np.intp, count=len(self.slots))
-            out = {name: arr[idx] for name, arr in self._arrays.items()}
+            out = {name: arr[idx] for name, arr in self._arrays.items() if name not in RING_STATE}
             out["sensor_ids"] = np.array(list(self.slots), dtype=np.str_)
+            out["pend_seq"] = self._ring_seqs(idx)
             for name in ("pend_f", "pend_pers"):
                 out[name] = self._whole_steps(name, out["pend_seq"], out[name])
             return out
@@ -497,13 +514,20 @@ class SensorScores:
     def _whole_steps(self, name: str, seq: NDArray[np.int64], kept: NDArray[Any]) -> NDArray[Any]:
         """The forecasts' steps (n, h, h, ...) from their cells, a chunk of sensors at a time."""
         shape, dtype = self._saved[name]
-        out = np.zeros((len(seq), *shape), dtype=dtype)
+        out: NDArray[Any] = np.zeros((len(seq), *shape), dtype=dtype)
         steps = self.horizon if name == "pend_f" else self._pers_steps
         for lo in range(0, len(seq), LOAD_CHUNK):
             hi = lo + LOAD_CHUNK
             cells, live = self._pending(seq[lo:hi])
             rows, ring, step = np.nonzero(live[:, :, :steps])
             out[lo:hi][rows, ring, step] = kept[lo:hi][rows, cells[rows, ring, step]]
+        return out
+
+    def _ring_seqs(self, idx: NDArray[np.intp]) -> NDArray[np.int64]:
+        """The reading number of the forecast in each ring place (n, h), -1 where none."""
+        newest = self._arrays["pend_newest"][idx][:, None]
+        made = newest - (newest - self._ring) % self.horizon
+        out: NDArray[np.int64] = np.where(self._arrays["pend_fresh"][idx], made, -1)
         return out
 
     def _pending(self, seq: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
@@ -543,9 +567,15 @@ class SensorScores:
             for sid in keep:
                 self._slot(sid)
             idx = np.fromiter(self.slots.values(), dtype=np.intp, count=len(keep))
-            for name in self._shapes:
-                if name not in ("pend_f", "pend_pers"):
+            for name in self._saved:
+                if name not in ("pend_seq", "pend_f", "pend_pers"):
                     self._arrays[name][idx] = arrays[name][first:]
+            seq = arrays["pend_seq"][first:]
+            newest = seq.max(axis=1, initial=-1)
+            self._arrays["pend_newest"][idx] = newest
+            made = newest[:, None] - (newest[:, None] - self._ring) % self.horizon
+            self._arrays["pend_fresh"][idx] = (seq >= 0) & (seq == made)
+            del seq, newest, made
             for name in ("pend_f", "pend_pers"):
                 self._load_steps(name, idx, arrays[name][first:])
             for name in ("q_model", "q_pers", "qa_model", "qa_pers"):
@@ -560,7 +590,7 @@ class SensorScores:
         steps = self.horizon if name == "pend_f" else self._pers_steps
         for lo in range(0, len(idx), LOAD_CHUNK):
             hi = lo + LOAD_CHUNK
-            cells, live = self._pending(self._arrays["pend_seq"][idx[lo:hi]])
+            cells, live = self._pending(self._ring_seqs(idx[lo:hi]))
             rows, ring, step = np.nonzero(live[:, :, :steps])
             kept[idx[lo:hi][rows], cells[rows, ring, step]] = whole[lo:hi][rows, ring, step]
 

@@ -188,14 +188,20 @@ def test_scores_keep_the_steps_still_to_be_realised_and_no_more() -> None:
     assert scores._arrays["pend_f"].shape[1:] == (h * (h + 1) // 2, 1)
     rng = np.random.default_rng(3)
     made: dict[int, np.ndarray] = {-1: np.zeros(h, np.float32)}
-    seq = 100
+    ring_seqs = np.full(h, -1)  # each forecast's number in its ring place, as kept before
+    seq, scored = 100, 0
     for _ in range(300):
         seq += int(rng.choice([1, 1, 1, 2, 3, 7]))  # windows skipped now and then
+        scored += any(ring_seqs[(seq - lag) % h] == seq - lag for lag in range(1, h + 1))
         forecast = rng.normal(20.0, 5.0, size=(1, h, 1))
         window = Window("s", np.full((4, 1), 20.0), float(seq), 1.0, seq=seq)
         scores.score([window], forecast, np.ones((1, 1, 1)))
         made[seq] = forecast[0, :, 0].astype(np.float32)
+        ring_seqs[seq % h] = seq
         saved = scores.to_arrays()
+        assert saved["n_scored"][0] == scored  # a reading scored whenever a forecast was due
+        recent = np.where(ring_seqs > seq - h, ring_seqs, -1)  # older ones are never read
+        assert np.array_equal(saved["pend_seq"][0], recent)
         for ring, at in enumerate(saved["pend_seq"][0].tolist()):
             ahead = at + np.arange(1, h + 1) > seq
             want = np.where(ahead, made[at], np.float32(0))
@@ -204,14 +210,15 @@ def test_scores_keep_the_steps_still_to_be_realised_and_no_more() -> None:
 
 def test_per_sensor_bytes_of_buffers_and_scores() -> None:
     """The default model's shape (32 readings, 6 steps, one target): what the preallocated
-    arrays hold per sensor (each pending forecast whole took 470 bytes of scores)."""
+    arrays hold per sensor (scores took 470 bytes when they kept each pending forecast
+    whole, with its reading number)."""
     table = SensorTable(32, 1, max_sensors=1000, initial_capacity=1000)
     arrays = [getattr(table, name) for name in vars(table) if name.startswith("_")]
     per_table = sum(a.nbytes for a in arrays if isinstance(a, np.ndarray)) / 1000
     assert per_table <= 32 * 4 + 8 * 5 + 4 * 2 + 1, per_table
     scores = SensorScores(scoring_meta(horizon=6), level=0.9, anomaly_level=0.99, max_sensors=1000)
-    per_scores = sum(a.nbytes for a in scores._arrays.values()) / len(scores._arrays["pend_seq"])
-    assert per_scores <= 380, per_scores
+    per_scores = sum(a.nbytes for a in scores._arrays.values()) / len(scores._arrays["n_scored"])
+    assert per_scores <= 344, per_scores
 
 
 def test_the_per_sensor_tables_share_their_slot_numbers() -> None:
