@@ -53,6 +53,7 @@ from sensorcast.state import (
     load_heads,
     load_scores,
     load_snapshot,
+    release_freed_memory,
     save_heads,
     save_scores,
     save_snapshot,
@@ -361,6 +362,7 @@ class Service:
             load_heads(where, served.heads)
         with self.lock:
             self._rehome(self.routes)
+        release_freed_memory()
 
     def _rehome(self, tables_of: Iterable[Route]) -> None:
         """Move every sensor buffered in `tables_of` to the route that serves it now: its
@@ -495,6 +497,7 @@ class Service:
                     save_snapshot(where, route.table, route.meta)
                 save_scores(where, served.scores, route.meta)
                 save_heads(where, served.heads)
+            release_freed_memory()
         except Exception as exc:  # a full disk or a read-only directory must not stop us
             self.metrics.snapshot_failures.inc()
             line = self._snapshot_problem.report(_one_line(exc))

@@ -8,12 +8,15 @@ second copy of them in memory.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import logging
 import math
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,6 +35,25 @@ SNAPSHOT_FILE = "buffers.npz"
 SCORES_FILE = "scores.npz"
 HEADS_FILE = "heads.npz"
 FORMAT = 1
+
+
+def release_freed_memory() -> None:
+    """Give the free pages malloc holds back to the system (glibc's `malloc_trim`; elsewhere
+    nothing). Restores and snapshots allocate and free arrays of every sensor's state, and
+    glibc keeps much of what they freed: 20 MB after restoring 100,000 sensors' scores,
+    which counted as the daemon's resident memory for as long as it ran."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+    return trim
 
 
 def _header(meta: BundleMeta) -> str:

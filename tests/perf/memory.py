@@ -10,9 +10,10 @@ of every sensor through the real ingest and worker code (windows, model,
 adapted heads, intervals, guard, anomalies, online accuracy), writes the state
 directory, then starts a fresh process that builds the `Service` and restores
 buffers, scores and heads as `sensorcast run` does at start-up. Prints resident
-memory (VmRSS) and its peak (VmHWM) at each stage. The in-process fleet (ids,
-values) is not the daemon's: `sensorcast bench --flood` measures the daemon
-alone, with its MQTT connections.
+memory (VmRSS) and its peak (VmHWM) at each stage, the last ones after the daemon
+gave back what a snapshot or a restore freed. The in-process fleet (ids, values)
+is not the daemon's: `sensorcast bench --flood` measures the daemon alone, with
+its MQTT connections.
 """
 
 from __future__ import annotations
@@ -77,12 +78,13 @@ def build(n: int, rounds: int, state_dir: Path) -> None:
     print(f"{n:,} sensors x {rounds} readings served in {elapsed:.0f} s: {memory()}", flush=True)
     service.settings.state.dir = state_dir
     service.snapshot()
+    print(f"after a snapshot: {memory()}", flush=True)
 
 
 def restore(state_dir: Path) -> None:
     from sensorcast.config import load_settings
     from sensorcast.service import Service
-    from sensorcast.state import load_heads, load_scores, load_snapshot
+    from sensorcast.state import load_heads, load_scores, load_snapshot, release_freed_memory
 
     service = Service(load_settings(None))
     print(f"restore: built: {memory()}", flush=True)
@@ -93,6 +95,8 @@ def restore(state_dir: Path) -> None:
     print(f"restore: scores of {n:,} sensors: {memory()}", flush=True)
     n = load_heads(state_dir, service.worker.served.heads)
     print(f"restore: adapted heads of {n:,} sensors: {memory()}", flush=True)
+    release_freed_memory()
+    print(f"restore: freed memory released: {memory()}", flush=True)
 
 
 def main() -> int:
