@@ -504,14 +504,18 @@ class SensorScores:
         pending forecast whole (its steps already realised as 0, their source as False)."""
         with self._lock:
             idx = np.fromiter(self.slots.values(), dtype=np.intp, count=len(self.slots))
-            out = {name: arr[idx] for name, arr in self._arrays.items() if name not in RING_STATE}
-            out["sensor_ids"] = np.array(list(self.slots), dtype=np.str_)
-            out["pend_seq"] = self._ring_seqs(idx)
-            for name in ("pend_f", "pend_pers"):
-                out[name] = self._whole_steps(name, out["pend_seq"], out[name])
+            out: dict[str, NDArray[Any]] = {"sensor_ids": np.array(list(self.slots), dtype=np.str_)}
+            out["pend_seq"] = seq = self._ring_seqs(idx)
+            for name in self._saved:
+                if name in ("pend_f", "pend_pers"):  # made whole a chunk at a time
+                    out[name] = self._whole_steps(name, idx, seq)
+                elif name != "pend_seq":
+                    out[name] = self._arrays[name][idx]
             return out
 
-    def _whole_steps(self, name: str, seq: NDArray[np.int64], kept: NDArray[Any]) -> NDArray[Any]:
+    def _whole_steps(
+        self, name: str, idx: NDArray[np.intp], seq: NDArray[np.int64]
+    ) -> NDArray[Any]:
         """The forecasts' steps (n, h, h, ...) from their cells, a chunk of sensors at a time."""
         shape, dtype = self._saved[name]
         out: NDArray[Any] = np.zeros((len(seq), *shape), dtype=dtype)
@@ -520,7 +524,8 @@ class SensorScores:
             hi = lo + LOAD_CHUNK
             cells, live = self._pending(seq[lo:hi])
             rows, ring, step = np.nonzero(live[:, :, :steps])
-            out[lo:hi][rows, ring, step] = kept[lo:hi][rows, cells[rows, ring, step]]
+            kept = self._arrays[name][idx[lo:hi][rows], cells[rows, ring, step]]
+            out[lo:hi][rows, ring, step] = kept
         return out
 
     def _ring_seqs(self, idx: NDArray[np.intp]) -> NDArray[np.int64]:

@@ -230,3 +230,17 @@ def test_the_per_sensor_tables_share_their_slot_numbers() -> None:
         acc.expect(f"s{i}", 1.0, np.ones((6, 1)), np.ones((32, 1)))
     shared = [table.slots[s] is acc._expected[s] for s in list(table.slots)[1000:]]
     assert all(shared)
+
+
+def test_a_snapshot_of_the_scores_holds_little_beside_what_it_writes() -> None:
+    """The forecasts are made whole for the file a chunk of sensors at a time, from the
+    cells themselves (copying the cells first held 1 MB more here)."""
+    scores = _scores_of(20_000)
+    tracemalloc.start()
+    try:
+        arrays = scores.to_arrays()
+        kept, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert kept >= sum(a.nbytes for a in arrays.values())
+    assert peak - kept < 0.1 * kept, f"{(peak - kept) / 1e6:.2f} MB beside {kept / 1e6:.1f} MB"
