@@ -260,8 +260,8 @@ class OutputConfig(Section):
     )
     guard: bool = Field(
         True,
-        description="Serve the last value (source persistence) for a sensor on which the model "
-        "has recently done worse than persistence.",
+        description="Serve the last value (source persistence) for a sensor until the model has "
+        "beaten it there, and wherever the model has recently done worse than persistence.",
     )
 
 

@@ -16,7 +16,10 @@ normalised units of the bundle's calibration (error / window scale):
   MAE), one reading moving them at most GUARD_CLIP times the larger; a step
   where the model has recently done no better is served persistence, and is
   served the model again only once it does clearly better (GUARD_LEAVE), while
-  the model keeps being scored.
+  the model keeps being scored. A new sensor starts on persistence: the model
+  has to win on it first, over at least GUARD_MIN_SCORED readings, as a model
+  that lost has to win again (a generic model can lose badly on a sensor's
+  first windows, and those are the forecasts a user sees first).
 - Anomalies: a reading outside the one-step interval at `anomaly_level` of
   the forecast served for it. A tracker at that level itself would learn to
   let anomalies in (at 0.99 it widens until 1% of readings fall outside, the
@@ -206,6 +209,9 @@ class SensorScores:
         a["q_pers"][slot] = self._q0
         a["qa_model"][slot] = self._qa0
         a["qa_pers"][slot] = self._qa0
+        if self.guard:  # the model is served once it has beaten the last value on this sensor
+            a["use_pers"][slot] = True
+            self.on_persistence += 1
 
     def _slot(self, sensor_id: str) -> int:
         slot = self.slots.get(sensor_id)

@@ -159,7 +159,7 @@ def live_view(board: Scoreboard, info: DemoInfo, width: int, height: int) -> Ren
         totals.append(f"  ·  {coverage:.0%} of readings inside their interval")
     explain = Text(
         "forecast: predicted one step ago for this reading  ·  next: for the coming one, "
-        "± half its interval (yellow: the last value, where the model did worse)\n"
+        "± half its interval (yellow: the last value, where the model has not beaten it)\n"
         "MAE last: the error of taking the last value as the forecast (persistence)  ·  "
         "learned: model / last-value error over a sensor's first 30 readings → the last 30 "
         "(the daemon adapts to each sensor)\n"

@@ -127,7 +127,8 @@ def test_prometheus_endpoint(broker, client_factory, run_daemon):
 def test_online_accuracy_scores_each_forecast_when_its_reading_arrives(
     broker, client_factory, run_daemon
 ):
-    daemon = run_daemon(daemon_settings(broker.port))
+    # online accuracy scores the model's forecast, which the guard publishes once it has won
+    daemon = run_daemon(daemon_settings(broker.port, output={"guard": False}))
     service = daemon.service
     model = service.meta.model_id
     sub = client_factory("forecasts/#")

@@ -11,7 +11,7 @@ import pytest
 
 from sensorcast.buffer import Window
 from sensorcast.models.bundle import BundleMeta, default_calibration
-from sensorcast.scoring import PERS_STEPS, SensorScores
+from sensorcast.scoring import GUARD_MIN_SCORED, PERS_STEPS, SensorScores
 
 from .test_forecasts import make_meta
 
@@ -63,16 +63,20 @@ def scores_for(m: BundleMeta, **kw: object) -> SensorScores:
     return SensorScores(m, **args)  # type: ignore[arg-type]
 
 
-def test_first_forecast_has_the_bundle_calibration_interval() -> None:
+def test_first_forecast_is_the_last_value_with_the_bundle_calibration_interval() -> None:
+    """A new sensor is served the last value until the model has won on it; without the
+    guard, the model's forecast. Either way the interval is the bundle's calibration."""
     m = meta()
-    s = scores_for(m)
-    w = Window("a", np.zeros((T, 1)), 1.0, 1.0, seq=7)
+    w = Window("a", np.full((T, 1), 3.0), 1.0, 1.0, seq=7)
     fc = np.full((1, 3, 1), 10.0)
-    got = s.score([w], fc, np.full((1, 1, 1), 2.0))
     q = np.asarray(default_calibration(3, 1).quantile(0.9))
+    got = scores_for(m).score([w], fc, np.full((1, 1, 1), 2.0))
+    assert got.persistence[0] and got.forecast[0] == pytest.approx(3.0)
+    assert got.lower[0] == pytest.approx(3.0 - 2.0 * q)
+    assert got.upper[0] == pytest.approx(3.0 + 2.0 * q)
+    got = scores_for(m, guard=False).score([w], fc, np.full((1, 1, 1), 2.0))
+    assert not got.persistence[0] and got.forecast[0] == pytest.approx(10.0)
     assert got.lower[0] == pytest.approx(10.0 - 2.0 * q)
-    assert got.upper[0] == pytest.approx(10.0 + 2.0 * q)
-    assert not got.persistence[0]
 
 
 @pytest.mark.parametrize("level", [0.8, 0.9])
@@ -103,8 +107,7 @@ def test_guard_serves_persistence_where_the_model_loses_and_returns_when_it_wins
     fc, _, _, pers, _ = replay(s, walk[:400], bad_then_good)
     assert pers[-1] and s.on_persistence == 1
     assert fc[-1][0, 0] == walk[399]  # the last value is served
-    first = pers.index(True)
-    assert not any(pers[:19]) and all(pers[first:])  # no flapping once switched
+    assert all(pers) and s.switches["model"] == 0  # a model that never won is never served
 
     truth = {float(v): walk[i + 1] for i, v in enumerate(walk[:-1])}
     oracle = lambda w: np.array([truth.get(float(w[-1]), w[-1])])  # noqa: E731
@@ -120,14 +123,16 @@ def test_guard_serves_persistence_where_the_model_loses_and_returns_when_it_wins
     assert served[-1] is False and s.switches["model"] >= 1
 
 
-def test_model_that_beats_persistence_is_never_switched() -> None:
+def test_model_that_beats_persistence_is_served_once_it_has_won_and_never_switched() -> None:
     t = np.arange(2000)
     series = 10 * np.sin(2 * np.pi * t / 24)
     s = scores_for(meta(horizon=1))
     truth = {tuple(np.round(series[i - T + 1 : i + 1], 9)): series[i + 1] for i in range(3, 1999)}
     model = lambda w: np.array([truth.get(tuple(np.round(w, 9)), w[-1])])  # noqa: E731
     _, _, _, pers, _ = replay(s, series, model)
-    assert not any(pers)
+    served = pers.index(False)
+    assert all(pers[:GUARD_MIN_SCORED]) and served <= GUARD_MIN_SCORED + 1
+    assert not any(pers[served:]) and s.switches == {"persistence": 0, "model": 1}
 
 
 def test_spikes_are_anomalies_and_clean_readings_rarely() -> None:
@@ -207,7 +212,7 @@ def test_a_jump_both_miss_does_not_hide_a_model_that_then_loses() -> None:
         window = Window("s", w[:, None], float(i), 1.0, seq=1000 + i)
         pers.append(bool(s.score([window], f.reshape(1, h, 1), scale).persistence[0]))
     stepped = pers[200 - t + 1 + 5 : 200]  # windows holding the step, after a few readings
-    assert not any(pers[: 200 - t + 1])
+    assert not any(pers[2 * GUARD_MIN_SCORED : 200 - t + 1])  # the model won, and is served
     assert sum(stepped) >= 0.6 * len(stepped)
 
 
@@ -280,7 +285,8 @@ def test_guard_is_per_step() -> None:
     assert fc[-1][0, 0] == pytest.approx(walk[590]) and fc[-1][1, 0] == pytest.approx(walk[591])
     assert fc[-1][2, 0] == pytest.approx(last)  # the last value, at that step only
     assert not pers[-1] and s.on_persistence == 0
-    assert s.switches["persistence"] == 1  # one step switched, once: no flapping
+    # the first two steps switched to the model once, the third never: no flapping
+    assert s.switches == {"persistence": 0, "model": 2}
 
 
 def test_a_model_that_has_just_lost_must_win_again_for_a_while() -> None:
@@ -361,8 +367,9 @@ def test_scores_saved_before_the_guard_was_per_step_are_restored(tmp_path: Path)
     sensor starts from the sensor's guard state (its errors then were sums over the steps:
     each step gets their mean, so the same model/persistence ratio; and its choice). The
     sensor the guard served the last value is served it at every step from the first
-    forecast after the restart, without a switch; started afresh, it would be served the
-    model's forecast, 5 off, for its first GUARD_MIN_SCORED readings."""
+    forecast after the restart, without a switch, and the one it served the model keeps it;
+    started afresh, both would be served the last value for their first GUARD_MIN_SCORED
+    readings, the good model too."""
     from sensorcast.state import SCORES_FILE, load_scores
 
     shutil.copy(DATA / "scores_0978568.npz", tmp_path / SCORES_FILE)
@@ -402,5 +409,5 @@ def test_scores_saved_before_the_guard_was_per_step_are_restored(tmp_path: Path)
         served = s.score(windows, fc, one)
         assert np.allclose(served.forecast[0], fc[0])  # good: the model, at every step
         assert np.allclose(served.forecast[1], walk[i]) and served.persistence[1]  # bad
-        assert np.allclose(afresh.score(windows, fc, one).forecast, fc)
+        assert np.allclose(afresh.score(windows, fc, one).forecast[:, :, 0], walk[i])
     assert s.take_switches() == {"persistence": 0, "model": 0}
