@@ -46,6 +46,9 @@ class SensorScore:
     next_lower: float | None = None
     next_upper: float | None = None
     persistence: bool = False
+    model_served: int = 0
+    """Forecasts published with `source` model (the guard serves the last value until the
+    model has beaten it on the sensor)."""
     inside: int = 0
     banded: int = 0
     anomalies: int = 0
@@ -130,6 +133,7 @@ class Scoreboard:
         with self.lock:
             s = self.scores.setdefault(sensor_id, SensorScore())
             s.forecasts += 1
+            s.model_served += not persistence
             s.next_value, s.next_at = value, at
             s.next_lower, s.next_upper, s.persistence = lower, upper, persistence
             if at is not None:
@@ -160,6 +164,11 @@ class Scoreboard:
             scored = [s for s in self.scores.values() if s.scored]
             better = sum(1 for s in scored if s.model_err < s.last_err)
         return better, len(scored)
+
+    def served_model(self) -> int:
+        """Sensors that have been served the model's forecast at least once."""
+        with self.lock:
+            return sum(1 for s in self.scores.values() if s.model_served)
 
 
 def _first(values: Any) -> float | None:

@@ -153,7 +153,8 @@ def live_view(board: Scoreboard, info: DemoInfo, width: int, height: int) -> Ren
     )
     totals = Text(f"{readings} readings, {forecasts} forecasts")
     if scored:
-        totals.append(f"  ·  model beats last value on {better} of {scored} sensors")
+        served = board.served_model()
+        totals.append(f"  ·  model served on {served} of {scored} sensors, better on {better}")
     coverage = board.coverage()
     if coverage is not None:
         totals.append(f"  ·  {coverage:.0%} of readings inside their interval")
@@ -210,7 +211,11 @@ def summary(board: Scoreboard, info: DemoInfo) -> list[str]:
     seconds = time.monotonic() - info.started
     lines = [f"demo stopped after {seconds:.0f} s: {readings} readings, {forecasts} forecasts"]
     if scored:
-        lines.append(f"the model beat the last value on {better} of {scored} sensors (MAE)")
+        lines.append(
+            f"the model was served on {board.served_model()} of {scored} sensors (the others "
+            f"got the last value: the model had not beaten it there) and beat the last value "
+            f"on {better} (MAE of what was published)"
+        )
     coverage = board.coverage()
     if coverage is not None:
         lines.append(f"{coverage:.0%} of readings fell inside their forecast's 90% interval")

@@ -19,6 +19,15 @@ def test_forecast_is_scored_on_the_reading_it_was_made_for():
     assert s.mae_model == pytest.approx(1.0)
     assert s.mae_last == pytest.approx(2.0)
     assert board.beats_persistence() == (1, 1)
+    assert board.served_model() == 1
+
+
+def test_a_sensor_served_only_the_last_value_is_not_counted_as_served_the_model():
+    board = Scoreboard(["s", "t"])
+    board.forecast("s", 10.0, T0 + 1, persistence=True)
+    board.forecast("t", 11.0, T0 + 1, persistence=False)
+    board.forecast("t", 12.0, T0 + 2, persistence=True)
+    assert board.served_model() == 1
 
 
 def test_readings_without_a_forecast_for_them_are_not_scored():
