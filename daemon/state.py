@@ -16,9 +16,9 @@ import math
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -56,6 +56,10 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return trim
 
 
+class _Restorable(Protocol):
+    def load_arrays(self, arrays: Mapping[str, NDArray[Any]]) -> int: ...
+
+
 def _header(meta: BundleMeta) -> str:
     return json.dumps({"format": FORMAT, "timesteps": meta.timesteps, "features": meta.features})
 
@@ -81,21 +85,28 @@ def save_scores(directory: Path, scores: SensorScores, meta: BundleMeta) -> Path
 def load_scores(directory: Path, scores: SensorScores, meta: BundleMeta) -> int:
     """Restore the per-sensor scores; a missing, corrupt or other model's file is skipped
     (each sensor then starts again from the bundle's calibration)."""
-    path = directory / SCORES_FILE
+    header = _scores_header(meta, scores)
+    return _load_state(directory / SCORES_FILE, header, "scores", "model or level", scores)
+
+
+def _load_state(path: Path, header: str, what: str, other: str, into: _Restorable) -> int:
+    """`into.load_arrays` from the .npz at `path` if its header is `header`; 0 if the file is
+    missing, of another `other` (logged) or unusable (logged: never stops the start).
+
+    Each array is read from the file when it is asked for and dropped after it was copied:
+    never the whole file and the restored state in memory at once."""
     if not path.is_file():
         return 0
     try:
-        # each array is read from the file when it is asked for and dropped after it was
-        # copied: never the whole file and the restored state in memory at once
         with np.load(path, allow_pickle=False) as npz:
-            if json.loads(str(npz["header"])) != json.loads(_scores_header(meta, scores)):
-                log.info("scores %s are of another model or level; starting afresh", path)
+            if json.loads(str(npz["header"])) != json.loads(header):
+                log.info("%s %s are of another %s; starting afresh", what, path, other)
                 return 0
             if not all(SENSOR_ID_RE.fullmatch(str(s)) for s in npz["sensor_ids"].tolist()):
                 raise ValueError("invalid sensor id")
-            return scores.load_arrays(npz)
-    except Exception as exc:  # untrusted input: never stops the start
-        log.warning("scores %s are unusable (%s); starting afresh", path, exc or type(exc))
+            return into.load_arrays(npz)
+    except Exception as exc:  # untrusted input
+        log.warning("%s %s are unusable (%s); starting afresh", what, path, exc or type(exc))
         return 0
 
 
@@ -116,21 +127,12 @@ def save_heads(directory: Path, heads: SensorHeads | None) -> Path | None:
 def load_heads(directory: Path, heads: SensorHeads | None) -> int:
     """Restore the adapted heads; a missing, corrupt or other layout's file is skipped (each
     sensor then starts again from the model's own forecast)."""
+    if heads is None:
+        return 0
     path = directory / HEADS_FILE
-    if heads is None or not path.is_file():
-        return 0
-    try:
-        with np.load(path, allow_pickle=False) as npz:  # read an array at a time, as above
-            if json.loads(str(npz["header"])) != json.loads(_heads_header(heads)):
-                log.info("adapted heads %s are of another regressor layout; starting afresh", path)
-                return 0
-            if not all(SENSOR_ID_RE.fullmatch(str(s)) for s in npz["sensor_ids"].tolist()):
-                raise ValueError("invalid sensor id")
-            n = heads.load_arrays(npz)
-    except Exception as exc:  # untrusted input: never stops the start
-        log.warning("adapted heads %s are unusable (%s); starting afresh", path, exc or type(exc))
-        return 0
-    log.info("restored the adapted heads of %d sensors from %s", n, path)
+    n = _load_state(path, _heads_header(heads), "adapted heads", "regressor layout", heads)
+    if n:
+        log.info("restored the adapted heads of %d sensors from %s", n, path)
     return n
 
 
