@@ -40,10 +40,13 @@ Floats = NDArray[np.float64]
 INITIAL_ROWS = 1024
 
 
-def window_scale(window: Floats) -> Floats:
-    """Per column: the mean absolute change between consecutive readings, floored."""
-    change = np.abs(np.diff(window, axis=0)).mean(axis=0) if len(window) > 1 else 0.0
-    floor: Floats = SCALE_FLOOR * np.abs(window).mean(axis=0)
+def window_scale(windows: Floats) -> Floats:
+    """Per window and column of (..., timesteps, columns): the mean absolute change between
+    consecutive readings, floored."""
+    floor: Floats = SCALE_FLOOR * np.abs(windows).mean(axis=-2)
+    if windows.shape[-2] < 2:
+        return floor
+    change: Floats = np.abs(np.diff(windows, axis=-2)).mean(axis=-2)
     return np.maximum(change, floor)
 
 
@@ -143,16 +146,7 @@ class OnlineAccuracy:
 
     def expect(self, sensor_id: str, window_ts: float, forecast: Floats, window: Floats) -> None:
         """Record a forecast (horizon, targets) made from `window` (timesteps, features)."""
-        if not self._columns:
-            return
-        columns = window[:, self._feature_idx]
-        with self._lock:
-            row = self._row(sensor_id)
-            self._ts[row] = window_ts
-            values = self._values[row]
-            values[0] = forecast[0, self._target_idx]
-            values[1] = columns[-1]
-            values[2] = window_scale(columns)
+        self.expect_batch([sensor_id], [window_ts], forecast[None], window[None])
 
     def expect_batch(
         self,
@@ -167,11 +161,7 @@ class OnlineAccuracy:
         if not self._columns or not n:
             return
         columns = windows[:, :, self._feature_idx]
-        if columns.shape[1] > 1:
-            change = np.abs(np.diff(columns, axis=1)).mean(axis=1)
-        else:
-            change = np.zeros(columns[:, 0].shape)
-        scale = np.maximum(change, SCALE_FLOOR * np.abs(columns).mean(axis=1))
+        scale = window_scale(columns)
         first = forecasts[:, 0, self._target_idx]
         last = columns[:, -1]
         with self._lock:
