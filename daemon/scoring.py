@@ -511,33 +511,41 @@ class SensorScores:
         with self._lock:
             idx = np.fromiter(self.slots.values(), dtype=np.intp, count=len(self.slots))
             out: dict[str, NDArray[Any]] = {"sensor_ids": np.array(list(self.slots), dtype=np.str_)}
-            out["pend_seq"] = seq = self._ring_seqs(idx)
+            out["pend_seq"] = self._ring_seqs(idx)
             for name in self._saved:
                 if name in ("pend_f", "pend_pers"):  # made whole a chunk at a time
-                    out[name] = self._whole_steps(name, idx, seq)
+                    shape, dtype = self._saved[name]
+                    whole: NDArray[Any] = np.zeros((len(idx), *shape), dtype=dtype)
+                    out[name] = whole
+                    for slots, part, at, cells in self._live_cells(name, idx):
+                        whole[part][at] = self._arrays[name][slots, cells]
                 elif name != "pend_seq":
                     out[name] = self._arrays[name][idx]
             return out
 
-    def _whole_steps(
-        self, name: str, idx: NDArray[np.intp], seq: NDArray[np.int64]
-    ) -> NDArray[Any]:
-        """The forecasts' steps (n, h, h, ...) from their cells, a chunk of sensors at a time."""
-        shape, dtype = self._saved[name]
-        out: NDArray[Any] = np.zeros((len(seq), *shape), dtype=dtype)
+    def _live_cells(
+        self, name: str, idx: NDArray[np.intp]
+    ) -> Iterator[tuple[NDArray[np.intp], slice, tuple[NDArray[np.intp], ...], NDArray[np.int64]]]:
+        """For `pend_f` or `pend_pers` of the sensors in slots `idx`, a chunk of sensors at a
+        time: the steps still to be realised, as their sensors' slots, the chunk (a slice of
+        `idx`), their index (sensor, ring place, step) in the chunk's whole forecasts, as a
+        snapshot holds them, and their cells."""
         steps = self.horizon if name == "pend_f" else self._pers_steps
-        for lo in range(0, len(seq), LOAD_CHUNK):
-            hi = lo + LOAD_CHUNK
-            cells, live = self._pending(seq[lo:hi])
+        for lo in range(0, len(idx), LOAD_CHUNK):
+            part = slice(lo, lo + LOAD_CHUNK)
+            cells, live = self._pending(self._ring_seqs(idx[part]))
             rows, ring, step = np.nonzero(live[:, :, :steps])
-            kept = self._arrays[name][idx[lo:hi][rows], cells[rows, ring, step]]
-            out[lo:hi][rows, ring, step] = kept
+            yield idx[part][rows], part, (rows, ring, step), cells[rows, ring, step]
+
+    def _ring_made(self, newest: NDArray[np.int64]) -> NDArray[np.int64]:
+        """(n, h): the reading number whose forecast belongs in each ring place, given each
+        sensor's newest forecast's (n,)."""
+        out: NDArray[np.int64] = newest[:, None] - (newest[:, None] - self._ring) % self.horizon
         return out
 
     def _ring_seqs(self, idx: NDArray[np.intp]) -> NDArray[np.int64]:
         """The reading number of the forecast in each ring place (n, h), -1 where none."""
-        newest = self._arrays["pend_newest"][idx][:, None]
-        made = newest - (newest - self._ring) % self.horizon
+        made = self._ring_made(self._arrays["pend_newest"][idx])
         out: NDArray[np.int64] = np.where(self._arrays["pend_fresh"][idx], made, -1)
         return out
 
@@ -584,7 +592,7 @@ class SensorScores:
             seq = arrays["pend_seq"][first:]
             newest = seq.max(axis=1, initial=-1)
             self._arrays["pend_newest"][idx] = newest
-            made = newest[:, None] - (newest[:, None] - self._ring) % self.horizon
+            made = self._ring_made(newest)
             self._arrays["pend_fresh"][idx] = (seq >= 0) & (seq == made)
             del seq, newest, made
             for name in ("pend_f", "pend_pers"):
@@ -596,14 +604,9 @@ class SensorScores:
 
     def _load_steps(self, name: str, idx: NDArray[np.intp], whole: NDArray[Any]) -> None:
         """Put the steps still to be realised of whole forecasts (n, h, h, ...), as a
-        snapshot holds them, in their cells; a chunk of sensors at a time."""
-        kept = self._arrays[name]
-        steps = self.horizon if name == "pend_f" else self._pers_steps
-        for lo in range(0, len(idx), LOAD_CHUNK):
-            hi = lo + LOAD_CHUNK
-            cells, live = self._pending(self._ring_seqs(idx[lo:hi]))
-            rows, ring, step = np.nonzero(live[:, :, :steps])
-            kept[idx[lo:hi][rows], cells[rows, ring, step]] = whole[lo:hi][rows, ring, step]
+        snapshot holds them, in their cells."""
+        for slots, part, at, cells in self._live_cells(name, idx):
+            self._arrays[name][slots, cells] = whole[part][at]
 
 
 @dataclass(frozen=True)
