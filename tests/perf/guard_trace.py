@@ -19,19 +19,17 @@ Nothing here is collected by pytest; it is run by hand and prints its figures.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+from replay import read_column, series_arguments
 
 from sensorcast.buffer import SensorTable, Window
 from sensorcast.config import AdaptConfig
 from sensorcast.inference import ServedBundle
-from sensorcast.models import DEFAULT_BUNDLE
 from sensorcast.models.bundle import load_bundle
-from sensorcast.models.csvdata import load_series, read_csv, resolve_columns
 
 Trace = dict[int, tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]]
 """Reading index of each window's last reading: (served, watched forecast, served pers)."""
@@ -61,23 +59,15 @@ def trace(
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("csv", type=Path)
-    p.add_argument("--column", help="the value column (the first numeric one by default)")
-    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
-    p.add_argument("--tail", type=float, default=0.3, help="share scored at the end (0.3)")
+    p = series_arguments(__doc__)
     p.add_argument("--step", type=int, default=1, help="the step whose stretches are listed")
     p.add_argument("--no-adapt", action="store_true", help="adaptation off")
     args = p.parse_args()
-    table = read_csv(args.csv)
-    columns, _ = resolve_columns(table, [args.column] if args.column else None, None)
-    series = load_series(table, columns[:1])[0]
-    keep = ~np.isnan(series.values[:, 0])
-    times, values = series.times[keep], series.values[keep, 0]
+    column, times, values = read_column(args.csv, args.column)
     out = trace(values, times, args.bundle, not args.no_adapt)
     n, start = len(values), int(len(values) * (1 - args.tail))
     horizon = len(next(iter(out.values()))[0])
-    print(f"{args.csv.name} [{columns[0]}], adaptation {'off' if args.no_adapt else 'on'}")
+    print(f"{args.csv.name} [{column}], adaptation {'off' if args.no_adapt else 'on'}")
     print("step  served/pers  watched/pers  model served on")
     for k in range(horizon):
         rows = [i for i in out if i >= start and i + k + 1 < n]

@@ -172,22 +172,35 @@ def score(
     return rows
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def series_arguments(doc: str) -> argparse.ArgumentParser:
+    """A parser with the arguments of the scripts that score one CSV column's test tail."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("csv", type=Path)
     p.add_argument("--column", help="the value column (the first numeric one by default)")
     p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
     p.add_argument("--tail", type=float, default=0.3, help="share scored at the end (0.3)")
+    return p
+
+
+def read_column(
+    csv: Path, column: str | None
+) -> tuple[str, np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]]]:
+    """The column's name, and its times and values where it has one."""
+    table = read_csv(csv)
+    columns, _ = resolve_columns(table, [column] if column else None, None)
+    series = load_series(table, columns[:1])[0]
+    keep = ~np.isnan(series.values[:, 0])
+    return columns[0], series.times[keep], series.values[keep, 0].copy()
+
+
+def main() -> int:
+    p = series_arguments(__doc__)
     p.add_argument("--level", type=float, default=0.9)
     p.add_argument("--spikes", type=float, default=0.0, help="inject spikes of K x diff std")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="daemon env")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    table = read_csv(args.csv)
-    columns, _ = resolve_columns(table, [args.column] if args.column else None, None)
-    series = load_series(table, columns[:1])[0]
-    keep = ~np.isnan(series.values[:, 0])
-    times, values = series.times[keep], series.values[keep, 0].copy()
+    column, times, values = read_column(args.csv, args.column)
     if times[0] < 0:  # before 1970: the daemon takes epoch seconds from 0 on; keep the spacing,
         times = times - times[-1] + time.time() - 86_400  # ending yesterday (not in the future)
     spikes: list[int] = []
@@ -203,7 +216,7 @@ def main() -> int:
     out = replay(times, values, args.bundle, args.level, env)
     elapsed = time.perf_counter() - started
     rows = score(times, values, out, args.tail, meta.horizon)
-    print(f"{args.csv.name} [{columns[0]}], {len(values)} readings, {meta.model_id}, "
+    print(f"{args.csv.name} [{column}], {len(values)} readings, {meta.model_id}, "
           f"{len(out.forecasts)} forecasts in {elapsed:.1f} s, tail {args.tail:.0%}")  # fmt: skip
     print("step    n      MAE  persistence  ratio   seasonal  ratio  coverage")
     for r in rows:
