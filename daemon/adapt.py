@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from sensorcast.buffer import Window, free_slots
+from sensorcast.buffer import Window, grow_rows
 from sensorcast.models.bundle import BundleMeta
 from sensorcast.scoring import batch_rounds
 
@@ -151,13 +151,7 @@ class SensorHeads:
 
     # --- storage ----------------------------------------------------------
     def _allocate(self, capacity: int) -> None:
-        n = len(self._arrays.get("updates", ()))
-        for name, (shape, dtype) in self._shapes.items():
-            if n:  # grown in place (realloc); no view of these arrays outlives a call
-                self._arrays[name].resize((capacity, *shape), refcheck=False)
-            else:
-                self._arrays[name] = np.zeros((capacity, *shape), dtype=dtype)
-        self._free.extend(free_slots(n, capacity))
+        self._free.extend(grow_rows(self._arrays, self._shapes, capacity))
 
     def _reset(self, slots: NDArray[np.intp] | int) -> None:
         a = self._arrays

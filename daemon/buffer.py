@@ -67,6 +67,23 @@ def free_slots(start: int, stop: int) -> list[int]:
         return _slot_numbers[start:stop][::-1]
 
 
+def grow_rows(
+    arrays: dict[str, NDArray[Any]],
+    shapes: Mapping[str, tuple[tuple[int, ...], type[np.generic]]],
+    capacity: int,
+) -> list[int]:
+    """Give each of a table's per-sensor arrays `capacity` rows, zeroed when new, else grown
+    in place (realloc: the pages move, the old and the new array are never held at once; so
+    no view of them may outlive a call); return the new rows as a free list."""
+    n = len(next(iter(arrays.values()))) if arrays else 0
+    for name, (shape, dtype) in shapes.items():
+        if n:
+            arrays[name].resize((capacity, *shape), refcheck=False)
+        else:
+            arrays[name] = np.zeros((capacity, *shape), dtype=dtype)
+    return free_slots(n, capacity)
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     """A full window ready for inference: readings in time order, oldest first."""

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from sensorcast.buffer import LOAD_CHUNK, Window, free_slots
+from sensorcast.buffer import LOAD_CHUNK, Window, grow_rows
 from sensorcast.models.bundle import BundleMeta
 
 RATE = 0.05
@@ -190,15 +190,7 @@ class SensorScores:
 
     # --- storage ----------------------------------------------------------
     def _allocate(self, capacity: int) -> None:
-        n = len(self._arrays.get("pend_newest", ()))
-        for name, (shape, dtype) in self._shapes.items():
-            if n:
-                # grown in place (realloc: the pages move, the old and the new array are
-                # never held at once); no view of these arrays outlives a call
-                self._arrays[name].resize((capacity, *shape), refcheck=False)
-            else:
-                self._arrays[name] = np.zeros((capacity, *shape), dtype=dtype)
-        self._free.extend(free_slots(n, capacity))
+        self._free.extend(grow_rows(self._arrays, self._shapes, capacity))
 
     def _reset(self, slot: int) -> None:
         a = self._arrays
