@@ -31,7 +31,8 @@ class Daemon:
             text=True,
             env={**os.environ, **(env or {})},
         )
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
@@ -45,7 +46,10 @@ class Daemon:
         self.proc.send_signal(sig)
 
     def wait(self, timeout: float = 30) -> int:
-        return self.proc.wait(timeout)
+        """The exit code, once every line the process wrote has been collected."""
+        code = self.proc.wait(timeout)
+        self._reader.join(timeout)
+        return code
 
     def close(self) -> None:
         if self.proc.poll() is None:

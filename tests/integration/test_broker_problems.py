@@ -51,7 +51,7 @@ def test_tls_with_the_right_ca_and_client_certificate_serves(pki, tmp_path, daem
         daemon = daemon_proc(config)
         # `online` is published after the subscription, on the same connection
         wait_for(lambda: sub.received(status), timeout=20)
-        assert daemon.logged("connected to mqtts://127.0.0.1")
+        wait_for(lambda: daemon.logged("connected to mqtts://127.0.0.1"))
         for i in range(load_bundle(DEFAULT_BUNDLE).meta.timesteps):
             pub.publish("sensors/t/reading", {"value": 20.0 + i % 3, "ts": T0 + 60 * i})
         wait_for(lambda: sub.json("forecasts/t"), timeout=20)

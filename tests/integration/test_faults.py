@@ -101,7 +101,7 @@ def test_corrupt_snapshot_is_ignored_not_fatal(tmp_path: Path, broker, client_fa
     sub = client_factory(status)
     daemon = daemon_proc(config)
     wait_for(lambda: sub.received(status), timeout=20)
-    assert daemon.logged("unusable")
+    wait_for(lambda: daemon.logged("unusable"))
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0
     assert (state / "buffers.npz").stat().st_size > 100  # replaced by a good snapshot
