@@ -263,7 +263,7 @@ class InferenceWorker(threading.Thread):
             y = served.heads.correct(windows, run.x, y, run.center, run.scale, raw)
         forecasts, scales = served.forecaster.inverse(y, run), run.scale
         self.metrics.batch_size.observe(len(batch))
-        scored = served.scores.score(windows, forecasts, scales, raw)
+        scored = served.scores.score(windows, forecasts, scales, raw, lane.accuracy)
         published = 0
         try:
             payloads = served.encoder.encode_each(
@@ -284,10 +284,6 @@ class InferenceWorker(threading.Thread):
                 lane.forecasts.inc(published)
         if scored.anomalies and self.anomaly_topic is not None:
             self._publish_anomalies(lane, served, scored.anomalies)
-        accuracy = lane.accuracy
-        if accuracy is not None:
-            ids, stamps = [w.sensor_id for w in windows], [w.ts for w in windows]
-            accuracy.expect_batch(ids, stamps, forecasts, raw)
 
     def _publish_anomalies(
         self, lane: Lane, served: ServedBundle, anomalies: list[Anomaly]

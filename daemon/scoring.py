@@ -29,6 +29,9 @@ normalised units of the bundle's calibration (error / window scale):
   measured in a scale of its own, robust to the spikes it looks for (the
   median absolute step of the window the forecast was made from), so one spike
   does not blind the detector to the next for a whole window.
+- Online accuracy: each realised first step, the model's error and the last
+  value's, is handed to the model's `OnlineAccuracy` (accuracy.py), with the
+  scale of the window it was made from (kept here, one float per target).
 
 State lives in preallocated arrays (float32 for what is per step), grown by
 doubling up to `max_sensors`, least recently seen sensor recycled first. Of each
@@ -49,6 +52,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from sensorcast.accuracy import OnlineAccuracy, window_scale
 from sensorcast.buffer import LOAD_CHUNK, Window, grow_rows
 from sensorcast.models.bundle import BundleMeta
 
@@ -83,6 +87,8 @@ RING_STATE = ("pend_newest", "pend_fresh")
 """Which of the last `horizon` readings have their forecast in the ring: the newest one's
 number, and per ring place whether it holds the forecast of the reading before it that
 shares the place (a snapshot holds the number of each place's forecast instead)."""
+OPTIONAL = ("acc_scale",)
+"""Arrays a snapshot written by an earlier version may lack (they start at zero)."""
 PERS_STEPS = 2
 """Steps of a served forecast whose source (model or last value) is kept: the anomaly check
 reads back the first, and the second right after an anomaly."""
@@ -166,6 +172,7 @@ class SensorScores:
             "pend_scale": ((h, k), np.float32),
             "pend_rscale": ((h, k), np.float32),
             "pend_pers": ((pers_cells,), np.bool_),
+            "acc_scale": ((k,), np.float32),
             "q_model": ((h, k), np.float32),
             "q_pers": ((h, k), np.float32),
             "qa_model": ((k,), np.float32),
@@ -238,12 +245,14 @@ class SensorScores:
         forecast: NDArray[np.float64],
         scale: NDArray[np.float64],
         raw: NDArray[np.float64] | None = None,
+        accuracy: OnlineAccuracy | None = None,
     ) -> Scored:
         """Score each window's newest reading, then record and calibrate its forecast.
 
         `forecast` is (n, horizon, targets) in sensor units; `scale` (n, 1, targets); `raw`
         the windows' values stacked (n, timesteps, features), if the caller has them.
-        Windows of one sensor are handled in order, even within one batch.
+        Windows of one sensor are handled in order, even within one batch. Each first step
+        realised is also folded into `accuracy`, the model's online accuracy.
         """
         n = len(windows)
         if not self.scored:
@@ -258,13 +267,16 @@ class SensorScores:
             values = raw[:, :, self._target_idx]
             last = values[:, -1]
             rscale = _robust_scale(values, scale[:, 0, :])
+            mase = window_scale(values)
             out = forecast.copy()
             lower = np.empty_like(forecast)
             upper = np.empty_like(forecast)
             pers = np.zeros((n, self.horizon), dtype=np.bool_)
             anomalies: list[Anomaly] = []
             for rows in batch_rounds(slots):
-                self._score_round(rows, slots[rows], seqs[rows], last[rows], windows, anomalies)
+                self._score_round(
+                    rows, slots[rows], seqs[rows], last[rows], windows, anomalies, accuracy
+                )
                 r_slots = slots[rows]
                 use = self._arrays["use_pers"][r_slots]  # (m, h)
                 if not self.guard:
@@ -281,7 +293,14 @@ class SensorScores:
                 upper[rows] = served + half
                 pers[rows] = use
                 self._store(
-                    r_slots, seqs[rows], forecast[rows], last[rows], scale[rows], rscale[rows], use
+                    r_slots,
+                    seqs[rows],
+                    forecast[rows],
+                    last[rows],
+                    scale[rows],
+                    rscale[rows],
+                    mase[rows],
+                    use,
                 )
         every: NDArray[np.bool_] = np.all(pers, axis=1)
         return Scored(out, lower, upper, every, pers, anomalies)
@@ -332,6 +351,7 @@ class SensorScores:
         y: NDArray[np.float64],
         windows: list[Window],
         anomalies: list[Anomaly],
+        accuracy: OnlineAccuracy | None,
     ) -> None:
         a, h = self._arrays, self.horizon
         made = seqs[:, None] - self._lags[None, :]  # (m, h): seq of the window for each lag
@@ -351,6 +371,10 @@ class SensorScores:
         rsc = np.maximum(rsc, np.finfo(np.float32).tiny)
         r_model = np.abs(y[:, None, :] - f) / sc
         r_pers = np.abs(y[:, None, :] - p) / sc
+        if accuracy is not None:  # the first step of the forecast made one reading back
+            one = valid[:, 0]
+            mase = a["acc_scale"][slots[one]].astype(np.float64)
+            accuracy.fold(np.abs(y[one] - f[one, 0]), np.abs(y[one] - p[one, 0]), mase)
         n_scored = a["n_scored"][slots]
         rate = np.maximum(RATE, WARM_RATE / np.sqrt(n_scored + 1.0))[:, None, None]
         v3 = valid[:, :, None]
@@ -476,6 +500,7 @@ class SensorScores:
         last: NDArray[np.float64],
         scale: NDArray[np.float64],
         rscale: NDArray[np.float64],
+        mase: NDArray[np.float64],
         served_pers: NDArray[np.bool_],
     ) -> None:
         a = self._arrays
@@ -493,6 +518,7 @@ class SensorScores:
         a["pend_last"][slots, ring] = last
         a["pend_scale"][slots, ring] = scale[:, 0, :]
         a["pend_rscale"][slots, ring] = rscale
+        a["acc_scale"][slots] = mase  # read back one reading later (online accuracy)
         ps = self._pers_steps
         a["pend_pers"][slots[:, None], cells[:, :ps]] = served_pers[:, :ps]
 
@@ -562,6 +588,8 @@ class SensorScores:
             raise ValueError("duplicate sensor ids")
         arrays = _per_step_guard(arrays, m, self.horizon)
         for name, (shape, dtype) in self._saved.items():
+            if name in OPTIONAL and name not in arrays:
+                continue
             got = arrays[name]
             if got.shape != (m, *shape) or got.dtype != dtype:
                 raise ValueError(f"{name} has shape {got.shape} {got.dtype}")
@@ -579,6 +607,8 @@ class SensorScores:
                 self._slot(sid)
             idx = np.fromiter(self.slots.values(), dtype=np.intp, count=len(keep))
             for name in self._saved:
+                if name in OPTIONAL and name not in arrays:
+                    continue
                 if name not in ("pend_seq", "pend_f", "pend_pers"):
                     self._arrays[name][idx] = arrays[name][first:]
             seq = arrays["pend_seq"][first:]

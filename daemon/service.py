@@ -178,11 +178,7 @@ class Service:
         acc = self._accuracies.get(meta.model_id)
         if acc is None:
             acc = self._accuracies[meta.model_id] = OnlineAccuracy(
-                self.metrics,
-                meta.features,
-                meta.targets,
-                meta.model_id,
-                self.settings.input.max_sensors,
+                self.metrics, meta.features, meta.targets, meta.model_id
             )
         return acc
 
@@ -276,11 +272,7 @@ class Service:
         route.accepted += 1
         if self.group is not None:
             self.group.seen(sensor_id, ts)
-        accuracy = route.lane.accuracy
-        if previous is not None:
-            if accuracy is not None:
-                accuracy.observe(sensor_id, previous, reading.values)
-        else:
+        if previous is None:
             self.events.first_seen(sensor_id)
         if isinstance(result, Window) and result.refill:
             self.queue.put(result, received, route.lane)  # the route's own scores check it

@@ -1,5 +1,5 @@
 """What 100,000 sensors cost: each reading stored once in float32 (as a difference from a
-base), no object per sensor for online accuracy, and restores that never hold a file's
+base), nothing per sensor for online accuracy, and restores that never hold a file's
 arrays beside the restored state."""
 
 from __future__ import annotations
@@ -89,20 +89,24 @@ def test_a_snapshot_of_the_earlier_doubled_float64_layout_restores_and_continues
             assert got is want is None
 
 
-def test_online_accuracy_keeps_no_object_per_sensor() -> None:
-    acc = OnlineAccuracy(Metrics(), ["value"], ["value"], "m@1", max_sensors=100_000)
-    window, forecast = np.arange(32.0)[:, None], np.ones((6, 1))
-    ids = [f"s{i:05d}" for i in range(20_000)]
+def test_online_accuracy_keeps_nothing_per_sensor() -> None:
+    """The scores keep each sensor's pending forecast; online accuracy reads it from them."""
+    n = 2000
+    scores = _scores_of(n)  # every sensor has a forecast pending
+    metrics = Metrics()
+    acc = OnlineAccuracy(metrics, ["value"], ["value"], "m@1")
+    windows = [Window(f"s{i:06d}", np.full((4, 1), 1.0), 2.0, 1.0, seq=11 + i) for i in range(n)]
     tracemalloc.start()
     try:
-        for sid in ids:
-            acc.expect(sid, 1.0, forecast, window)
+        for start in range(0, n, 100):
+            chunk = windows[start : start + 100]
+            k = len(chunk)
+            scores.score(chunk, np.full((k, 3, 1), 2.0), np.ones((k, 1, 1)), accuracy=acc)
         kept, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # the dict entry, the row number and 20 bytes of arrays; an object with three small
-    # arrays per sensor took about 800
-    assert kept / len(ids) < 200, f"{kept / len(ids):.0f} bytes per sensor"
+    assert metrics.value("sensorcast_online_scored_total", model="m@1") == n
+    assert kept < 20_000, f"{kept} bytes kept for {n} sensors"
 
 
 def _scores_of(n: int) -> SensorScores:
@@ -218,17 +222,19 @@ def test_per_sensor_bytes_of_buffers_and_scores() -> None:
     assert per_table <= 32 * 4 + 8 * 5 + 4 * 2 + 1, per_table
     scores = SensorScores(scoring_meta(horizon=6), level=0.9, anomaly_level=0.99, max_sensors=1000)
     per_scores = sum(a.nbytes for a in scores._arrays.values()) / len(scores._arrays["n_scored"])
-    assert per_scores <= 344, per_scores
+    assert per_scores <= 348, per_scores
 
 
 def test_the_per_sensor_tables_share_their_slot_numbers() -> None:
     """Each table maps a sensor id to an int; the same int objects serve every table."""
     table = SensorTable(4, 1, max_sensors=5000, initial_capacity=5000)
-    acc = OnlineAccuracy(Metrics(), ["value"], ["value"], "m@1", max_sensors=5000)
+    scores = SensorScores(scoring_meta(horizon=3), level=0.9, anomaly_level=0.99, max_sensors=5000)
     for i in range(3000):
-        table.push(f"s{i}", 1.0, (1.0,))
-        acc.expect(f"s{i}", 1.0, np.ones((6, 1)), np.ones((32, 1)))
-    shared = [table.slots[s] is acc._expected[s] for s in list(table.slots)[1000:]]
+        got = table.push(f"s{i}", 1.0, (1.0,))
+        assert got is None
+        w = Window(f"s{i}", np.ones((4, 1)), 1.0, 60.0, seq=1)
+        scores.score([w], np.ones((1, 3, 1)), np.ones((1, 1, 1)))
+    shared = [table.slots[s] is scores.slots[s] for s in list(table.slots)[1000:]]
     assert all(shared)
 
 

@@ -6,26 +6,28 @@ import math
 
 import numpy as np
 
-from sensorcast.accuracy import OnlineAccuracy
+from sensorcast.accuracy import OnlineAccuracy, window_scale
 from sensorcast.drops import Drop
 from sensorcast.metrics import FORECAST_DROPS, Metrics
 
 
-def score(acc: OnlineAccuracy, sid: str, window: list[float], forecast: float, actual: float):
+def score(acc: OnlineAccuracy, window: list[float], forecast: float, actual: float) -> None:
+    """A first step realised: the model's error and persistence's, in the window's scale."""
     w = np.asarray(window, dtype=np.float64)[:, None]
-    acc.expect(sid, 1.0, np.array([[forecast]]), w)
-    acc.observe(sid, 1.0, (actual,))
+    err = np.array([[abs(actual - forecast)]])
+    perr = np.array([[abs(actual - window[-1])]])
+    acc.fold(err, perr, window_scale(w[None]))
 
 
 def test_scaled_accuracy_lets_every_sensor_count_alike_whatever_its_unit():
     metrics = Metrics()
-    acc = OnlineAccuracy(metrics, ["value"], ["value"], "m@1", 100)
+    acc = OnlineAccuracy(metrics, ["value"], ["value"], "m@1")
     labels = {"model": "m@1", "target": "value"}
     for _ in range(200):
         # a temperature in degrees: the model errs by half of persistence's error
-        score(acc, "temp", [20.0, 20.1, 20.0, 20.1], forecast=20.05, actual=20.0)
+        score(acc, [20.0, 20.1, 20.0, 20.1], forecast=20.05, actual=20.0)
         # lux in thousands: the model errs twice as much as persistence
-        score(acc, "lux", [15000.0, 15100.0, 15000.0, 15100.0], forecast=14800.0, actual=15000.0)
+        score(acc, [15000.0, 15100.0, 15000.0, 15100.0], forecast=14800.0, actual=15000.0)
     mae = metrics.value("sensorcast_online_mae", **labels)
     pmae = metrics.value("sensorcast_online_persistence_mae", **labels)
     assert mae / pmae > 1.9  # in units, the lux sensor decides alone
@@ -39,18 +41,18 @@ def test_scaled_accuracy_lets_every_sensor_count_alike_whatever_its_unit():
 
 def test_a_flat_window_is_not_scaled_and_series_start_as_nan():
     metrics = Metrics()
-    acc = OnlineAccuracy(metrics, ["value"], ["value"], "m@1", 100)
+    acc = OnlineAccuracy(metrics, ["value"], ["value"], "m@1")
     labels = {"model": "m@1", "target": "value"}
     assert math.isnan(metrics.value("sensorcast_online_relative_error", **labels))
-    score(acc, "stuck", [0.0, 0.0, 0.0], forecast=0.0, actual=1.0)
+    score(acc, [0.0, 0.0, 0.0], forecast=0.0, actual=1.0)
     assert metrics.value("sensorcast_online_mae", **labels) == 1.0
     assert math.isnan(metrics.value("sensorcast_online_mase", **labels))
 
 
 def test_a_reload_removes_the_old_model_series():
     metrics = Metrics()
-    acc = OnlineAccuracy(metrics, ["value"], ["value"], "old@1", 100)
-    score(acc, "a", [1.0, 2.0, 3.0], forecast=4.0, actual=4.5)
+    acc = OnlineAccuracy(metrics, ["value"], ["value"], "old@1")
+    score(acc, [1.0, 2.0, 3.0], forecast=4.0, actual=4.5)
     acc.configure(["value"], ["value"], "new@2")
     text = exposition(metrics)
     assert 'model="old@1"' not in text
