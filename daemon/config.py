@@ -320,7 +320,7 @@ class InferenceConfig(Section):
         0.0, ge=0, le=1000, description="Extra wait to fill a batch once a window is ready."
     )
     max_pending: int = Field(
-        20_000, ge=1, description="Ready windows queued for inference before the overload policy."
+        4096, ge=1, description="Ready windows queued for inference before the overload policy."
     )
     overload: Literal["backpressure", "coalesce"] = Field(
         "backpressure",
