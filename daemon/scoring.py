@@ -429,7 +429,12 @@ class SensorScores:
             qa = qa * widen
         half = qa.astype(np.float64) * r.sc[rows, step]
         worst = (np.abs(r.y - expected) / half).max(axis=1)
-        hit = np.flatnonzero(usable & (worst > 1.0))
+        # a reading right after an anomaly that stays with it (within persistence's one-step
+        # anomaly interval of the anomalous reading) is a level shift, which the anomaly
+        # already reported: a light switched on is one event, not two
+        held_level = np.abs(r.y - r.p[:, 0]) <= (a["qa_pers"][r.slots] * self._tail) * r.sc[:, 0]
+        shift = after & r.valid[:, 0] & held_level.all(axis=1)
+        hit = np.flatnonzero(usable & (worst > 1.0) & ~shift)
         a["flagged_seq"][r.slots[hit]] = r.seqs[hit]
         found = [(int(i), expected[i], half[i], float(worst[i])) for i in hit]
         clean_pers = r.valid[:, 0] & ~after

@@ -325,6 +325,28 @@ def test_anomaly_in_the_window_does_not_make_the_next_readings_anomalies() -> No
     assert np.mean([i in found_set for i in following]) <= 0.01
 
 
+@pytest.mark.parametrize("horizon", [1, 3])
+def test_a_level_shift_is_one_anomaly_and_a_spike_still_is_one(horizon: int) -> None:
+    """A light switched on: the reading after the jump stays at the new level, far from
+    what was forecast before the jump; it is the same event, reported once. A spike, after
+    which the readings come back, is reported once too, as are two shifts in a row."""
+    rng = np.random.default_rng(11)
+    t, n = 20, 1600
+    series = 20 + rng.normal(0, 1, n)
+    shifts = np.arange(300, n, 200)
+    for i in shifts:
+        series[i:] += 25.0  # each shift holds: the level climbs by 25 each time
+    spikes = shifts[:-1] + 100
+    series[spikes] += 30.0
+    s = scores_for(meta(horizon=horizon, timesteps=t))
+    *_, found = replay(s, series, lambda w: np.full(horizon, w[-4:].mean()), timesteps=t)
+    found_set = {int(ts) for ts in found}
+    assert all(int(i) in found_set for i in shifts)
+    assert all(int(i) in found_set for i in spikes)
+    extra = found_set - {int(i) for i in shifts} - {int(i) for i in spikes}
+    assert not extra & {int(i) + 1 for i in shifts}, "the reading after a shift was reported"
+
+
 def test_readings_while_a_window_refills_after_a_gap_are_checked() -> None:
     """A gap resets the window: for `timesteps - 1` readings no forecast is made. Those
     readings are still checked (against the reading before each), a spike among them is an
