@@ -32,7 +32,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sensorcast.logs import setup_logging
     from sensorcast.service import Service
     from sensorcast.signals import capture_signals
+    from sensorcast.state import map_large_allocations
 
+    map_large_allocations()
     settings = settings_from_args(args)
     setup_logging(settings.log.level, settings.log.format)
     service = Service(settings, reload_settings=lambda: settings_from_args(args))

@@ -48,7 +48,9 @@ def build(n: int, rounds: int, state_dir: Path) -> None:
 
     from sensorcast.config import load_settings
     from sensorcast.service import Service
+    from sensorcast.state import map_large_allocations
 
+    map_large_allocations()  # as `sensorcast run` does
     service = Service(load_settings(None))
     print(f"built: {memory()}", flush=True)
     t = service.meta.timesteps
@@ -84,8 +86,15 @@ def build(n: int, rounds: int, state_dir: Path) -> None:
 def restore(state_dir: Path) -> None:
     from sensorcast.config import load_settings
     from sensorcast.service import Service
-    from sensorcast.state import load_heads, load_scores, load_snapshot, release_freed_memory
+    from sensorcast.state import (
+        load_heads,
+        load_scores,
+        load_snapshot,
+        map_large_allocations,
+        release_freed_memory,
+    )
 
+    map_large_allocations()
     service = Service(load_settings(None))
     print(f"restore: built: {memory()}", flush=True)
     with service.lock:
