@@ -58,7 +58,7 @@ _slot_numbers_lock = threading.Lock()
 def free_slots(start: int, stop: int) -> list[int]:
     """Slot numbers `stop - 1` down to `start`, a free list (popped from its end: lowest first).
 
-    Every per-sensor table (buffers, scores, adapted heads, online accuracy) maps each sensor
+    Every per-sensor table (buffers, scores, adapted heads) maps each sensor
     id to a slot number, a Python int; these are the same int objects for all of them, made
     once, where each table's own numbers took 3.2 MB at 100,000 sensors."""
     with _slot_numbers_lock:

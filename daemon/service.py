@@ -261,7 +261,7 @@ class Service:
         _, ts, reading = message
         with self.lock:
             table = route.table
-            previous = table.last_ts(sensor_id)
+            new = sensor_id not in table.slots
             result = table.push(sensor_id, ts, reading.values, received)
             if result is None and self.anomaly_topic is not None:
                 result = table.refilling(sensor_id)  # checked, not forecast from
@@ -272,7 +272,7 @@ class Service:
         route.accepted += 1
         if self.group is not None:
             self.group.seen(sensor_id, ts)
-        if previous is None:
+        if new:
             self.events.first_seen(sensor_id)
         if isinstance(result, Window) and result.refill:
             self.queue.put(result, received, route.lane)  # the route's own scores check it
