@@ -50,11 +50,9 @@ def map_large_allocations() -> None:
     and later blocks up to that size come from the heap, where a freed block is kept while
     anything above it lives: the tables of 100,000 sensors, grown by doubling, left a flood
     of them peaking at 193 MB, 182 MB with this."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc
-        return
-    mallopt(M_MMAP_THRESHOLD, LARGE)
+    mallopt = _glibc("mallopt")
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, LARGE)
 
 
 def release_freed_memory() -> None:
@@ -62,18 +60,19 @@ def release_freed_memory() -> None:
     nothing). Restores and snapshots allocate and free arrays of every sensor's state, and
     glibc keeps much of what they freed: 20 MB after restoring 100,000 sensors' scores,
     which counted as the daemon's resident memory for as long as it ran."""
-    trim = _malloc_trim()
+    trim = _glibc("malloc_trim")
     if trim is not None:
         trim(0)
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def _glibc(name: str) -> Callable[..., int] | None:
+    """The C library's function `name`, if it has one (glibc's malloc tuning; not musl's)."""
     try:
-        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc
+        function: Callable[..., int] = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
         return None
-    return trim
+    return function
 
 
 class _Restorable(Protocol):
