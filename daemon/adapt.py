@@ -11,6 +11,14 @@ target, where a sensor's own rhythm shows: the same hour yesterday is in a 32-re
 window of hourly readings), the model's own forecast and a bias. W starts at zero, so a
 new sensor is forecast exactly as without adaptation.
 
+A sensor's day (or, for readings a week or more apart, its year) is often longer than the
+window: 48 half-hourly readings, 96 of a quarter of an hour. For such a sensor (a period of
+more than `MAX_LAGS` and at most `MAX_PERIOD` readings, from its cadence) the head keeps a
+ring of its last `MAX_PERIOD` readings, and the oldest `horizon + 1` lags of `phi` are
+replaced by the readings one period back from the window's last reading and from each step
+forecast: what the same time yesterday did next. They are zero until the ring holds a
+whole period. Other sensors' `phi` is the window alone.
+
 W is the exponentially weighted ridge regression of the model's residuals on `phi`
 (forgetting factor `forgetting`, ridge `ridge`), kept exactly by recursive least squares
 in covariance form: P = A^-1 with A = ridge I + sum forgetting^age phi phi'. Plain RLS
@@ -63,6 +71,16 @@ WORK_ROWS = 64
 (1.6 MB for the default model; a whole batch of 256 at once kept 6.2 MB)."""
 IDLE_S = 3600.0
 """Seconds a sensor must have been quiet before its head may go to another sensor."""
+MAX_PERIOD = 288
+"""Longest period a head keeps readings for (a day of 5-minute readings): 1.2 kB a head."""
+CYCLES = (86_400.0, 7 * 86_400.0, 365.25 * 86_400.0)
+"""A day, a week, a year: a sensor's period is the first of them longer than its horizon."""
+SEASON_STATE = ("period", "period_cadence", "ring", "ring_base", "ring_newest", "ring_count")
+"""A head's period and ring: absent from snapshots of earlier versions."""
+CADENCE_MOVE = 1.5
+"""A head's period is decided from its sensor's cadence when the head starts; the head starts
+again if that cadence later moves by more than this factor (a new reporting interval, not the
+jitter of an irregular sensor, nor a weekend's gap in trading days)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +95,28 @@ class Layout:
     @property
     def size(self) -> int:
         return self.lags * self.targets + self.horizon * self.targets + 1
+
+    @property
+    def seasonal(self) -> int:
+        """Lags of each target given to the readings one period back (0: none)."""
+        n = self.horizon + 1
+        return n if self.lags >= 2 * n else 0
+
+    def period(self, cadence: NDArray[np.float64]) -> NDArray[np.int64]:
+        """Each cadence's period in readings, where it is longer than the window's lags and
+        the ring holds it; else 0 (the window alone)."""
+        if not self.seasonal:
+            return np.zeros(len(cadence), dtype=np.int64)
+        out = np.zeros(len(cadence), dtype=np.int64)
+        ok = np.isfinite(cadence) & (cadence > 0)
+        undecided = ok.copy()
+        for span in CYCLES:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                p = np.where(ok, np.rint(span / np.where(ok, cadence, 1.0)), 0).astype(np.int64)
+            pick = undecided & (p > self.horizon)
+            out[pick] = np.where((p[pick] > self.lags) & (p[pick] <= MAX_PERIOD), p[pick], 0)
+            undecided &= ~pick
+        return out
 
     def key(self) -> str:
         lay = f"lags={self.lags},targets={self.targets},horizon={self.horizon}"
@@ -135,7 +175,14 @@ class SensorHeads:
             "pend_phi": ((h, p), np.float32),
             "pend_center": ((h, k), np.float32),
             "pend_scale": ((h, k), np.float32),
+            "period": ((), np.int32),
+            "period_cadence": ((), np.float32),
+            "ring": ((MAX_PERIOD, k), np.float32),
+            "ring_base": ((k,), np.float64),
+            "ring_newest": ((), np.int64),
+            "ring_count": ((), np.int32),
         }
+        self._season = layout.seasonal
         self._tri = np.triu_indices(p)
         self._packed = self._tri[0] * p + self._tri[1]
         """Flat (p * p) index of each stored value."""
@@ -159,6 +206,7 @@ class SensorHeads:
             a[name][slots] = 0
         a["cov"][slots] = self._cov0
         a["pend_seq"][slots] = -1
+        a["ring_newest"][slots] = -1
 
     def _slot(self, sensor_id: str, now: float) -> int:
         """The sensor's head, a new one, or -1 when every head is taken by a sensor seen
@@ -211,31 +259,112 @@ class SensorHeads:
         `x` is the model's input (n, timesteps, features), `center` and `scale` (n, 1,
         targets) the windows' normalisation, `raw` the windows in sensor units.
         """
-        n = len(windows)
+        n, k = len(windows), self._k
         lay = self._lags
         phi = np.empty((n, self._p), dtype=np.float64)
-        phi[:, : lay * self._k] = x[:, -lay:, self._target_idx].reshape(n, -1)
-        phi[:, lay * self._k : -1] = y.reshape(n, -1)
+        phi[:, : lay * k] = x[:, -lay:, self._target_idx].reshape(n, -1)
+        phi[:, lay * k : -1] = y.reshape(n, -1)
         phi[:, -1] = 1.0
-        realised = raw[:, -self._h :, self._target_idx]  # (n, h, k): the last h readings
+        values = raw[:, :, self._target_idx]
+        realised = values[:, -self._h :]  # (n, h, k): the last h readings
         out = np.asarray(y, dtype=np.float64).copy()
         with self._lock:
             now = time.monotonic()
             slots = np.array([self._slot(w.sensor_id, now) for w in windows], dtype=np.intp)
             seqs = np.array([w.seq for w in windows], dtype=np.int64)
             adapted = np.flatnonzero(slots >= 0)
+            if self._season:
+                cadence = np.array([w.cadence or np.nan for w in windows], dtype=np.float64)
             for part in batch_rounds(slots[adapted]):
                 rows = adapted[part]
                 s, q = slots[rows], seqs[rows]
+                p = phi[rows]
+                if self._season:
+                    self._seasons(s, q, cadence[rows], values[rows], center[rows], scale[rows], p)
                 self._learn(s, q, realised[rows])
-                out[rows] += self._predict(s, phi[rows])
+                out[rows] += self._predict(s, p)
                 ring = q % self._h
                 a = self._arrays
                 a["pend_seq"][s, ring] = q
-                a["pend_phi"][s, ring] = phi[rows]
+                a["pend_phi"][s, ring] = p
                 a["pend_center"][s, ring] = center[rows, 0]
                 a["pend_scale"][s, ring] = scale[rows, 0]
         return out
+
+    def _seasons(
+        self,
+        s: NDArray[np.intp],
+        q: NDArray[np.int64],
+        cadence: NDArray[np.float64],
+        values: NDArray[np.float64],
+        center: NDArray[np.float64],
+        scale: NDArray[np.float64],
+        phi: NDArray[np.float64],
+    ) -> None:
+        """Keep the period and the ring of the heads in slots `s` (each once) up to date with
+        their windows (`values`: (m, timesteps, targets), the last reading's number `q`), and
+        write into `phi` (m, p), for heads with a period, the readings one period back from
+        the window's last and from each step, normalised as the window (`center`, `scale`:
+        (m, 1, targets)); zero until the ring holds them."""
+        a = self._arrays
+        have = a["period_cadence"][s].astype(np.float64)  # 0: not decided, -1: no cadence
+        known = np.isfinite(cadence) & (cadence > 0)
+        with np.errstate(invalid="ignore"):
+            near = (cadence <= CADENCE_MOVE * have) & (have <= CADENCE_MOVE * cadence)
+        moved = (have == 0) | (known != (have > 0)) | (known & ~near)
+        if moved.any():
+            started = int(np.count_nonzero(moved & (a["updates"][s] > 0)))
+            if started:
+                log.debug("%d adapted heads start again: their sensor's cadence moved", started)
+            sm = s[moved]
+            self._reset(sm)
+            a["period"][sm] = self.layout.period(cadence[moved])
+            a["period_cadence"][sm] = np.nan_to_num(cadence[moved], nan=-1.0)
+        on = np.flatnonzero(a["period"][s] > 0)  # only a head with a period keeps a ring
+        if not len(on):
+            return
+        back, ready = self._ring(s[on], q[on], values[on])
+        # a reading a day back may be far from this window in its scale (a room empty then,
+        # full now): beyond the size of any correction, it is a bound, not a measure
+        norm = np.clip((back - center[on]) / scale[on], -CORRECTION_BOUND, CORRECTION_BOUND)
+        n = self._season * self._k
+        phi[on, :n] = np.where(ready[:, None, None], norm, 0.0).reshape(len(on), n)
+
+    def _ring(
+        self, s: NDArray[np.intp], q: NDArray[np.int64], values: NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+        """Store the windows' readings the rings of heads `s` do not hold yet; return the
+        readings one period back from the window's last and from each step, (m, horizon + 1,
+        targets), and where the ring holds them (elsewhere they are the window's last)."""
+        a, m, n_back = self._arrays, len(s), self._season
+        t = values.shape[1]
+        newest, count = a["ring_newest"][s], a["ring_count"][s].astype(np.int64)
+        gap = q - newest
+        restart = (newest < 0) | (gap > t)
+        fresh = np.where(restart, t, np.clip(gap, 0, t))  # readings of the window to store
+        count = np.where(restart, 0, count)
+        last = values[:, -1]
+        # offsets from a base that moves to the newest reading once per turn of the ring
+        turned = restart | (q // MAX_PERIOD != newest // MAX_PERIOD)
+        if turned.any():
+            rb = s[turned]
+            shift = (last[turned] - a["ring_base"][rb]).astype(np.float32)
+            a["ring"][rb] = a["ring"][rb] - shift[:, None, :]
+            a["ring_base"][rb] = last[turned]
+        base = a["ring_base"][s]
+        seqs = q[:, None] - np.arange(t - 1, -1, -1)[None, :]  # (m, t)
+        store = np.arange(t)[None, :] >= (t - fresh)[:, None]
+        rows = np.broadcast_to(s[:, None], (m, t))[store]
+        a["ring"][rows, seqs[store] % MAX_PERIOD] = (values - base[:, None, :])[store]
+        a["ring_newest"][s] = q
+        a["ring_count"][s] = np.minimum(count + fresh, MAX_PERIOD)
+        period = a["period"][s].astype(np.int64)
+        ready = (period > 0) & (a["ring_count"][s] > period)
+        back = np.broadcast_to(last[:, None, :], (m, n_back, last.shape[1])).copy()
+        if ready.any():
+            at = (q[ready, None] - period[ready, None] + np.arange(n_back)[None, :]) % MAX_PERIOD
+            back[ready] = a["ring"][s[ready, None], at] + base[ready, None, :]
+        return back, ready
 
     def _predict(self, slots: NDArray[np.intp], phi: NDArray[np.float64]) -> NDArray[np.float64]:
         w = self._arrays["weights"][slots].astype(np.float64)
@@ -339,18 +468,24 @@ class SensorHeads:
         m = len(ids)
         if len(set(ids)) != m:
             raise ValueError("duplicate sensor ids")
-        for name, (shape, dtype) in self._shapes.items():
-            if name == "seen":  # a monotonic clock: of no meaning after a restart
-                continue
+        names = [n for n in self._shapes if n != "seen"]  # seen: a monotonic clock
+        if not all(n in arrays for n in SEASON_STATE):  # written before heads had periods
+            names = [n for n in names if n not in SEASON_STATE]  # decided at the next window
+        for name in names:
+            shape, dtype = self._shapes[name]
             got = arrays[name]
             if got.shape != (m, *shape) or got.dtype != dtype:
                 raise ValueError(f"{name} has shape {got.shape} {got.dtype}")
-        for name in ("cov", "weights", "pend_phi", "pend_center", "pend_scale"):
-            if not np.isfinite(arrays[name]).all():
+        finite = ("cov", "weights", "pend_phi", "pend_center", "pend_scale", *SEASON_STATE)
+        for name in finite:
+            if name in names and not np.isfinite(arrays[name]).all():
                 raise ValueError(f"{name} is not finite")
         diagonal = np.flatnonzero(self._tri[0] == self._tri[1])
         if (arrays["cov"][:, diagonal] <= 0).any():
             raise ValueError("cov is not positive")
+        for name in ("period", "ring_count"):
+            if name in names and not ((arrays[name] >= 0) & (arrays[name] <= MAX_PERIOD)).all():
+                raise ValueError(f"{name} is out of range")
         keep = ids[max(0, m - self.max_sensors) :]
         with self._lock:
             self.slots.clear()
@@ -362,7 +497,6 @@ class SensorHeads:
             for sid in keep:
                 self._slot(sid, now)
             idx = np.fromiter(self.slots.values(), dtype=np.intp, count=len(keep))
-            for name in self._shapes:
-                if name != "seen":
-                    self._arrays[name][idx] = arrays[name][first:]
+            for name in names:
+                self._arrays[name][idx] = arrays[name][first:]
         return len(keep)

@@ -285,7 +285,7 @@ class AdaptConfig(Section):
     max_sensors: int = Field(
         4096,
         ge=1,
-        description="Sensors adapted at once (about 5 kB each with the default model); "
+        description="Sensors adapted at once (about 6 kB each with the default model); "
         "beyond it a new sensor takes the least recently seen sensor's head once that sensor "
         "has been quiet for idle_s, else it is served the model unadapted.",
     )

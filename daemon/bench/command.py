@@ -55,6 +55,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "--rate", type=float, default=2000.0, help="readings/s of the latency phase (2000)"
     )
     p.add_argument("--duration", type=float, default=10.0, help="seconds per phase (default 10)")
+    p.add_argument(
+        "--cadence",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds between a sensor's readings, by their timestamps (default 60; 1800 "
+        "gives the adapted heads a day longer than the window)",
+    )
     p.add_argument("--bundle", metavar="DIR", help="model bundle (default: the shipped one)")
     p.add_argument("--backend", choices=["litert", "keras"], default="litert")
     p.add_argument("--max-batch", type=int, default=256, help="inference.max_batch (256)")
@@ -239,8 +247,8 @@ def _run(args: argparse.Namespace) -> tuple[list[Result], list[OpenLoopResult]]:
 
     bundle = Path(args.bundle) if args.bundle else DEFAULT_BUNDLE
     meta = load_bundle(bundle).meta
-    if args.sensors < 1 or args.duration <= 0 or args.rate <= 0:
-        raise UserError("--sensors, --duration and --rate must be positive")
+    if args.sensors < 1 or args.duration <= 0 or args.rate <= 0 or not args.cadence > 0:
+        raise UserError("--sensors, --duration, --rate and --cadence must be positive")
     for flag in ("flood", "backlog"):
         k = getattr(args, flag)
         if k is not None and k < meta.timesteps:
@@ -261,7 +269,7 @@ def _run(args: argparse.Namespace) -> tuple[list[Result], list[OpenLoopResult]]:
         state_dir, rounds = None, 0
         if prefill:
             state_dir = wd / "state"
-            rounds = prefill_snapshot(state_dir, bundle, args.sensors)
+            rounds = prefill_snapshot(state_dir, bundle, args.sensors, args.cadence)
 
         def make(prefix: str, session: int = 0, closed: bool = True, routes: int = 1) -> Target:
             target = sensorcast_target(
@@ -292,6 +300,7 @@ def _run(args: argparse.Namespace) -> tuple[list[Result], list[OpenLoopResult]]:
             warmup_ahead=500 if args.host else 100_000,
             throughput=not args.no_throughput,
             latency=not args.no_latency,
+            cadence=args.cadence,
         )
         print(
             f"bench: {meta.model_id} ({args.backend}), {args.sensors} sensors, broker "
@@ -334,6 +343,7 @@ def _run(args: argparse.Namespace) -> tuple[list[Result], list[OpenLoopResult]]:
                     sensors=args.sensors,
                     per_sensor=per_sensor,
                     logdir=wd,
+                    cadence=args.cadence,
                     progress=progress,
                 )
             )

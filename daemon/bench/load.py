@@ -1,9 +1,10 @@
 """The benchmark's load: a fleet of simulated sensors, a generator, and a timing subscriber.
 
 Reading number `k` belongs to sensor `k % n` and is that sensor's round `k // n`,
-stamped `T0 + CADENCE * round`, so every output (a forecast, or the relay's
-echo) names the exact reading it answers: no clock is shared with the system
-under test, and the send time of each reading is known to the generator.
+stamped `T0 + cadence * round` (60 s unless `--cadence`), so every output (a
+forecast, or the relay's echo) names the exact reading it answers: no clock is
+shared with the system under test, and the send time of each reading is known
+to the generator.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ STALL = 2.0
 class Fleet:
     """N sensors on one topic prefix; readings are numbered globally, round-robin."""
 
-    def __init__(self, n: int, prefix: str, features: list[str]) -> None:
+    def __init__(self, n: int, prefix: str, features: list[str], cadence: float = CADENCE) -> None:
         self.n = n
+        self.cadence = cadence
         self.ids = [f"s{i:06d}" for i in range(n)]
         self.index = {sid: i for i, sid in enumerate(self.ids)}
         self.features = [f.encode() for f in features]
@@ -50,7 +52,7 @@ class Fleet:
             sensor, round_ = j % n, j // n
             v = b"%.3f" % self.value(sensor, round_)
             fields = b",".join(b'"%s":%s' % (f, v) for f in feats)
-            payload = b'{%s,"ts":%.1f}' % (fields, T0 + CADENCE * round_)
+            payload = b'{%s,"ts":%.1f}' % (fields, T0 + self.cadence * round_)
             head = self._heads[sensor]
             out.append(b"\x30" + varint(len(head) + len(payload)) + head + payload)
         return b"".join(out)
@@ -60,7 +62,7 @@ class Fleet:
         i = self.index.get(sensor_id)
         if i is None:
             return -1
-        return round((ts - T0) / CADENCE) * self.n + i
+        return round((ts - T0) / self.cadence) * self.n + i
 
 
 class Collector:

@@ -36,6 +36,8 @@ class Load:
     """Warm-up readings the broker may hold for the daemon (its queue limit must allow it)."""
     throughput: bool = True
     latency: bool = True
+    cadence: float = CADENCE
+    """Seconds between a sensor's readings, by their timestamps."""
 
 
 @dataclass
@@ -116,7 +118,7 @@ def measure(
     prefix = new_prefix()
     target = make_target(prefix)
     result = Result(target.name)
-    fleet = Fleet(load.sensors, prefix, features)
+    fleet = Fleet(load.sensors, prefix, features, load.cadence)
     collector = Collector(WireClient(host, port, f"{prefix}-collector"), target.output_prefix)
     publisher: WireClient | None = None
     running: RunningTarget | None = None
@@ -196,7 +198,7 @@ def _latency_phase(
         result.p50_ms, result.p99_ms, result.max_ms = float(p50), float(p99), lat.max() * 1000
 
 
-def prefill_snapshot(state_dir: Path, bundle: Path, sensors: int) -> int:
+def prefill_snapshot(state_dir: Path, bundle: Path, sensors: int, cadence: float = CADENCE) -> int:
     """Write a buffer snapshot with every bench sensor's window full; return its rounds."""
     from sensorcast.buffer import SensorTable
     from sensorcast.models.bundle import load_bundle
@@ -204,7 +206,7 @@ def prefill_snapshot(state_dir: Path, bundle: Path, sensors: int) -> int:
 
     meta = load_bundle(bundle).meta
     t, f = meta.timesteps, len(meta.features)
-    fleet = Fleet(sensors, "", meta.features)
+    fleet = Fleet(sensors, "", meta.features, cadence)
     values = np.array([[fleet.value(s, r) for r in range(t)] for s in range(sensors)])
     data = np.repeat(np.tile(values, 2)[:, :, None], f, axis=2)
     table = SensorTable(t, f, max_sensors=sensors)
@@ -213,8 +215,8 @@ def prefill_snapshot(state_dir: Path, bundle: Path, sensors: int) -> int:
         "data": data.astype(np.float64),
         "pos": np.zeros(sensors, dtype=np.int32),
         "count": np.full(sensors, t, dtype=np.int32),
-        "last_ts": np.full(sensors, T0 + CADENCE * (t - 1)),
-        "cadence": np.full(sensors, CADENCE),
+        "last_ts": np.full(sensors, T0 + cadence * (t - 1)),
+        "cadence": np.full(sensors, cadence),
     })  # fmt: skip
     save_snapshot(state_dir, table, meta)
     return int(t)

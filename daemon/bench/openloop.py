@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sensorcast.bench.load import Collector, Fleet, decode_outputs
+from sensorcast.bench.load import CADENCE, Collector, Fleet, decode_outputs
 from sensorcast.bench.measure import new_prefix
 from sensorcast.bench.systems import RunningTarget, Target
 from sensorcast.bench.wire import WireClient
@@ -107,6 +107,7 @@ def run_open_loop(
     sensors: int,
     per_sensor: int,
     logdir: Path,
+    cadence: float = CADENCE,
     limit: float = 600.0,
     progress: Callable[[str], None] = lambda _: None,
 ) -> OpenLoopResult:
@@ -115,7 +116,7 @@ def run_open_loop(
         raise ValueError(f"mode must be flood or backlog, not {mode!r}")
     prefix = new_prefix()
     target = make_target(prefix)
-    fleet = Fleet(sensors, prefix, features)
+    fleet = Fleet(sensors, prefix, features, cadence)
     result = OpenLoopResult(target.name, mode, sensors, per_sensor, readings=sensors * per_sensor)
     collector = Collector(WireClient(host, port, f"{prefix}-collector"), target.output_prefix)
     publisher = WireClient(host, port, f"{prefix}-load")

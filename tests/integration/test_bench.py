@@ -38,10 +38,12 @@ def test_bench_runs_and_reports_forecasts(tmp_path: Path, capsys: pytest.Capture
     assert "sustained readings/s" in printed and "forecasts published" in printed
 
 
-def test_bench_with_prefilled_windows_needs_no_warm_up(tmp_path: Path):
+@pytest.mark.parametrize("cadence", ["60", "1800"])
+def test_bench_with_prefilled_windows_needs_no_warm_up(tmp_path: Path, cadence: str):
+    """Whatever the readings' cadence: the snapshot's windows end a cadence before them."""
     out = tmp_path / "bench.json"
     args = bench_args(
-        "--sensors", "50", "--duration", "1", "--prefill", "--no-latency",
+        "--sensors", "50", "--duration", "1", "--prefill", "--no-latency", "--cadence", cadence,
         "--bundle", str(DEFAULT_BUNDLE), "--json", str(out),
     )  # fmt: skip
     assert bench.run(args) == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sensorcast.adapt import SensorHeads, layout_for
+from sensorcast.adapt import MAX_PERIOD, SEASON_STATE, SensorHeads, layout_for
 from sensorcast.buffer import Window
 from sensorcast.config import AdaptConfig
 from sensorcast.inference import ServedBundle
@@ -34,9 +34,11 @@ def heads(max_sensors: int = 100, **kw: float) -> SensorHeads:
     return SensorHeads(META, layout, max_sensors=max_sensors, **kw)
 
 
-def windows_of(values: np.ndarray, sid: str = "s", seq0: int = 0) -> list[Window]:
+def windows_of(
+    values: np.ndarray, sid: str = "s", seq0: int = 0, cadence: float = 3600.0
+) -> list[Window]:
     return [
-        Window(sid, values[i - T + 1 : i + 1, None], float(i), 3600.0, seq0 + i)
+        Window(sid, values[i - T + 1 : i + 1, None], float(i), cadence, seq0 + i)
         for i in range(T - 1, len(values))
     ]
 
@@ -60,6 +62,15 @@ def mae_by_step(values: np.ndarray, forecast: np.ndarray, first: int) -> np.ndar
 def temperatures(n: int) -> np.ndarray:
     _, v = by_name("sf_temp").load()
     return v[~np.isnan(v)][:n].astype(float)
+
+
+def demand(n: int) -> np.ndarray:
+    """Half-hourly electricity demand: a day is 48 readings, longer than the window."""
+    _, v = by_name("electricity_demand").load()
+    return v[~np.isnan(v)][:n].astype(float)
+
+
+HALF_HOUR = 1800.0
 
 
 def test_a_new_sensor_is_forecast_exactly_as_without_adaptation(forecaster: Forecaster) -> None:
@@ -186,3 +197,81 @@ def test_a_reload_keeps_heads_of_the_same_layout_and_resets_others(
         kept = fresh.keeping_scores(old)
     assert kept.heads is fresh.heads and not len(fresh.heads)
     assert "adapted heads of 1 sensors are reset" in caplog.text
+
+
+def test_a_sensor_s_period_is_its_day_week_or_year_beyond_the_window() -> None:
+    layout = layout_for(META)
+    assert layout is not None and layout.seasonal == H + 1
+    cadences = np.array([1800.0, 900.0, 300.0, 3600.0, 86_400.0, 7 * 86_400.0, 60.0, np.nan])
+    # half-hourly and quarter-hourly days, a day of 5-minute readings; an hourly day and a
+    # daily week are in the window; a weekly year; a day of minutes is beyond the ring
+    assert layout.period(cadences).tolist() == [48, 96, 288, 0, 0, 52, 0, 0]
+    assert MAX_PERIOD == 288
+
+
+def test_the_heads_learn_a_day_longer_than_the_window(forecaster: Forecaster) -> None:
+    """Half-hourly demand: the readings one day back are in the regressor once the head's
+    ring holds a day; the lags alone (the same heads told the sensor is hourly) learn less."""
+    values = demand(4032)
+    plain = serve(None, forecaster, windows_of(values, cadence=HALF_HOUR))
+    late = {}
+    for cadence in (HALF_HOUR, 3600.0):
+        ws = windows_of(values, cadence=cadence)
+        h = heads()
+        got = np.concatenate([serve(h, forecaster, ws[i : i + 64]) for i in range(0, len(ws), 64)])
+        late[cadence] = mae_by_step(values, got, 2800) / mae_by_step(values, plain, 2800)
+        assert h.resets == 0
+    assert h._arrays["period"][h.slots["s"]] == 0  # hourly: the day is in the window
+    assert (late[HALF_HOUR] < 0.85 * late[3600.0]).all(), late
+
+
+def test_the_ring_starts_again_after_a_gap_and_a_new_cadence_starts_the_head(
+    forecaster: Forecaster,
+) -> None:
+    values = demand(300)
+    h = heads()
+    serve(h, forecaster, windows_of(values[:150], cadence=HALF_HOUR))
+    slot = h.slots["s"]
+    a = h._arrays
+    assert a["period"][slot] == 48 and a["ring_count"][slot] == 150 - T + T  # every reading
+    # a gap reset moves the reading numbers on: the ring holds only the new window's readings
+    serve(h, forecaster, windows_of(values[150:200], seq0=1 << 20, cadence=HALF_HOUR))
+    assert a["ring_count"][slot] == 50
+    assert a["updates"][slot] > 0
+    # the sensor now reports every 5 minutes: its period is another, its head starts again
+    serve(h, forecaster, windows_of(values[200:240], seq0=2 << 20, cadence=300.0)[:1])
+    assert a["period"][slot] == 288 and a["updates"][slot] == 0
+
+
+def test_one_batch_or_one_window_at_a_time_is_the_same_with_a_period(
+    forecaster: Forecaster,
+) -> None:
+    ws = windows_of(demand(400), cadence=HALF_HOUR)
+    one, many = heads(), heads()
+    together = np.concatenate([serve(one, forecaster, ws[i : i + 50]) for i in range(0, 369, 50)])
+    apart = np.concatenate([serve(many, forecaster, [w]) for w in ws])
+    np.testing.assert_allclose(together, apart, rtol=1e-5, atol=1e-5)
+
+
+def test_snapshots_keep_the_rings_and_earlier_ones_still_load(
+    tmp_path: Path, forecaster: Forecaster
+) -> None:
+    ws = windows_of(demand(400), cadence=HALF_HOUR)
+    h = heads()
+    serve(h, forecaster, ws[:300])
+    save_heads(tmp_path, h)
+    again = heads()
+    assert load_heads(tmp_path, again) == 1
+    rest = ws[300:]
+    np.testing.assert_array_equal(serve(h, forecaster, rest), serve(again, forecaster, rest))
+    # a snapshot written before heads had periods: its heads load, and start again at their
+    # next window once it shows the sensor has a period (their regressor meant the lags)
+    with np.load(tmp_path / "heads.npz") as npz:
+        old = {k: npz[k] for k in npz.files if k not in SEASON_STATE}
+    np.savez(tmp_path / "heads.npz", **old)
+    earlier = heads()
+    assert load_heads(tmp_path, earlier) == 1
+    assert earlier._arrays["updates"][earlier.slots["s"]] > 0
+    serve(earlier, forecaster, rest[:1])
+    assert earlier._arrays["period"][earlier.slots["s"]] == 48
+    assert earlier._arrays["updates"][earlier.slots["s"]] == 0
