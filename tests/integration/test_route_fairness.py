@@ -26,7 +26,10 @@ def test_a_quiet_route_is_served_while_a_flooded_route_works_off_its_backlog(
     settings = daemon_settings(
         broker.port,
         routes=[{"sensors": "busy-*", "model": str(busy_bundle)}],
-        inference={"max_batch": 1},  # one window per model call: the backlog builds up
+        # one window per model call: the backlog builds up; and room for all of it in the
+        # daemon's queue, where lanes apply (beyond max_pending it waits at the broker, in
+        # arrival order, the quiet sensor's reading behind it)
+        inference={"max_batch": 1, "max_pending": 10 * BUSY * (EXTRA + 1)},
     )
     run_daemon(settings)
     sub = client_factory("forecasts/#", qos=0)
