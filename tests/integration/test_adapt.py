@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from sensorcast.models import DEFAULT_BUNDLE
 from sensorcast.models.bundle import load_bundle
@@ -30,10 +31,19 @@ def step1_errors(values: np.ndarray, forecasts: list[dict], first: int) -> np.nd
     return np.array([abs(by_ts[i] - values[i + 1]) for i in idx])
 
 
-def publish_series(client_factory, values: np.ndarray, sensor: str) -> None:
+def demand() -> np.ndarray:
+    """Half-hourly electricity demand: a day of 48 readings, longer than the window."""
+    _, v = by_name("electricity_demand").load()
+    out: np.ndarray = v[~np.isnan(v)]
+    return out
+
+
+def publish_series(
+    client_factory, values: np.ndarray, sensor: str, cadence: float = 3600.0
+) -> None:
     pub = client_factory()
     for i, v in enumerate(values):
-        pub.publish(f"sensors/{sensor}/reading", {"value": float(v), "ts": T0 + 3600 * i})
+        pub.publish(f"sensors/{sensor}/reading", {"value": float(v), "ts": T0 + cadence * i})
 
 
 def test_a_sensor_is_learned_and_its_error_falls(broker, client_factory, run_daemon):
@@ -68,22 +78,30 @@ def test_a_sensor_is_learned_and_its_error_falls(broker, client_factory, run_dae
             assert lo <= f <= hi
 
 
+@pytest.mark.parametrize(
+    ("series", "cadence", "period"), [("sf", 3600.0, 0), ("demand", 1800.0, 48)]
+)
 def test_the_heads_survive_a_restart_with_a_state_dir(
-    broker, client_factory, run_daemon, tmp_path
+    broker, client_factory, run_daemon, tmp_path, series, cadence, period
 ):
+    """Hourly temperatures have their day in the window; half-hourly demand's day is
+    learned from the readings' timestamps, and its head keeps a ring of readings."""
     settings = daemon_settings(broker.port, state={"dir": str(tmp_path)})
     first = run_daemon(settings)
     sub = client_factory("forecasts/#")
-    values = temperatures()[:200]
-    publish_series(client_factory, values, "sf")
+    values = (temperatures() if series == "sf" else demand())[:200]
+    publish_series(client_factory, values, "s", cadence)
     wait_for(lambda: len(sub.received()) >= len(values) - META.timesteps + 1)
     assert first.stop() == 0
     assert (tmp_path / "heads.npz").is_file()
     before = first.service.worker.served.heads
-    assert before is not None and list(before.slots) == ["sf"]
+    assert before is not None and list(before.slots) == ["s"]
     second = run_daemon(settings)
     after = second.service.worker.served.heads
-    assert after is not None and list(after.slots) == ["sf"]
+    assert after is not None and list(after.slots) == ["s"]
     a, b = before.to_arrays(), after.to_arrays()
     assert np.array_equal(a["weights"], b["weights"]) and a["weights"].any()
     assert np.array_equal(a["cov"], b["cov"])
+    assert a["period"].tolist() == b["period"].tolist() == [period]
+    assert np.array_equal(a["ring"], b["ring"]) and a["ring"].any() == (period > 0)
+    assert a["ring_count"].tolist() == b["ring_count"].tolist()
