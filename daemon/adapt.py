@@ -78,9 +78,10 @@ CYCLES = (86_400.0, 7 * 86_400.0, 365.25 * 86_400.0)
 SEASON_STATE = ("period", "period_cadence", "ring", "ring_base", "ring_newest", "ring_count")
 """A head's period and ring: absent from snapshots of earlier versions."""
 CADENCE_MOVE = 1.5
-"""A head's period is decided from its sensor's cadence when the head starts; the head starts
-again if that cadence later moves by more than this factor (a new reporting interval, not the
-jitter of an irregular sensor, nor a weekend's gap in trading days)."""
+"""A head's period is decided from its sensor's cadence when the head starts, and again when
+that cadence has moved by more than this factor (a new reporting interval, not the jitter of
+an irregular sensor, nor a weekend's gap in trading days); the head starts again only if its
+period changed by more than this factor, or to or from none (the window alone)."""
 
 
 @dataclass(frozen=True)
@@ -311,14 +312,17 @@ class SensorHeads:
         known = np.isfinite(cadence) & (cadence > 0)
         with np.errstate(invalid="ignore"):
             near = (cadence <= CADENCE_MOVE * have) & (have <= CADENCE_MOVE * cadence)
-        moved = (have == 0) | (known != (have > 0)) | (known & ~near)
-        if moved.any():
-            started = int(np.count_nonzero(moved & (a["updates"][s] > 0)))
-            if started:
-                log.debug("%d adapted heads start again: their sensor's cadence moved", started)
+        moved = np.flatnonzero((have == 0) | (known != (have > 0)) | (known & ~near))
+        if len(moved):  # decide again; a head whose period changes starts again
             sm = s[moved]
-            self._reset(sm)
-            a["period"][sm] = self.layout.period(cadence[moved])
+            want, now = self.layout.period(cadence[moved]), a["period"][sm]
+            other = ((want == 0) != (now == 0)) | (want > CADENCE_MOVE * now)
+            other |= now > CADENCE_MOVE * want
+            started = int(np.count_nonzero(other & (a["updates"][sm] > 0)))
+            if started:
+                log.debug("%d adapted heads start again: their sensor's period changed", started)
+            self._reset(sm[other])
+            a["period"][sm] = want
             a["period_cadence"][sm] = np.nan_to_num(cadence[moved], nan=-1.0)
         on = np.flatnonzero(a["period"][s] > 0)  # only a head with a period keeps a ring
         if not len(on):

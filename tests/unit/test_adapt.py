@@ -243,6 +243,25 @@ def test_the_ring_starts_again_after_a_gap_and_a_new_cadence_starts_the_head(
     assert a["period"][slot] == 288 and a["updates"][slot] == 0
 
 
+def test_a_wandering_cadence_keeps_a_head_whose_period_stays(forecaster: Forecaster) -> None:
+    """A sensor that reports on change: its cadence moves, its period (none, or about the
+    same) does not, and its head keeps learning."""
+    values = temperatures(400)
+    h = heads()
+    ws = windows_of(values)
+    for i, w in enumerate(ws):  # an hour, then two, then 90 minutes: the day in the window
+        cadence = (3600.0, 7200.0, 5400.0)[(i // 50) % 3]
+        serve(h, forecaster, [Window(w.sensor_id, w.values, w.ts, cadence, w.seq)])
+    a, slot = h._arrays, h.slots["s"]
+    assert a["period"][slot] == 0 and a["updates"][slot] == len(ws) - H
+    d = heads()
+    for i, w in enumerate(windows_of(demand(400))):  # 30 then 40 minutes: a day of 48, of 36
+        cadence = (1800.0, 2400.0)[(i // 50) % 2]
+        serve(d, forecaster, [Window(w.sensor_id, w.values, w.ts, cadence, w.seq)])
+    a, slot = d._arrays, d.slots["s"]
+    assert a["period"][slot] in (36, 48) and a["updates"][slot] == len(ws) - H
+
+
 def test_one_batch_or_one_window_at_a_time_is_the_same_with_a_period(
     forecaster: Forecaster,
 ) -> None:
