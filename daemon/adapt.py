@@ -344,8 +344,8 @@ class SensorHeads:
         t = values.shape[1]
         newest, count = a["ring_newest"][s], a["ring_count"][s].astype(np.int64)
         gap = q - newest
-        restart = (newest < 0) | (gap > t)
-        fresh = np.where(restart, t, np.clip(gap, 0, t))  # readings of the window to store
+        restart = (newest < 0) | (gap > t) | (gap < 0)  # a gap reset, a new sensor, a restore
+        fresh = np.minimum(np.where(restart, t, gap), MAX_PERIOD)  # the window's readings to store
         count = np.where(restart, 0, count)
         last = values[:, -1]
         # offsets from a base that moves to the newest reading once per turn of the ring

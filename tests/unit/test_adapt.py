@@ -294,3 +294,33 @@ def test_snapshots_keep_the_rings_and_earlier_ones_still_load(
     serve(earlier, forecaster, rest[:1])
     assert earlier._arrays["period"][earlier.slots["s"]] == 48
     assert earlier._arrays["updates"][earlier.slots["s"]] == 0
+
+
+def test_a_bundle_of_two_targets_keeps_a_ring_of_each() -> None:
+    """Shapes only (no model): two targets, each with its readings one period back."""
+    meta = META.model_copy(update={"features": ["a", "b"], "targets": ["a", "b"]})
+    layout = layout_for(meta)
+    assert layout is not None and layout.seasonal == H + 1 and layout.lags == 25
+    h = SensorHeads(meta, layout, max_sensors=4)
+    rng = np.random.default_rng(1)
+    series = 20 + np.cumsum(rng.normal(0, 0.1, (300, 2)), axis=0)
+    for i in range(T - 1, 300):
+        raw = series[None, i - T + 1 : i + 1]
+        center, scale = raw[:, -1:, :], np.full((1, 1, 2), 0.1)
+        x = (raw - center) / scale
+        y = np.zeros((1, H, 2))
+        w = Window("s", raw[0], float(i), HALF_HOUR, i)
+        out = h.correct([w], x, y, center, scale, raw)
+        assert out.shape == (1, H, 2) and np.isfinite(out).all()
+    a, slot = h._arrays, h.slots["s"]
+    assert a["period"][slot] == 48 and a["ring_count"][slot] == MAX_PERIOD
+    # the ring holds each target's readings: the newest is the series' last
+    newest = a["ring"][slot, 299 % MAX_PERIOD] + a["ring_base"][slot]
+    np.testing.assert_allclose(newest, series[299], rtol=1e-6)
+    day_back = a["ring"][slot, (299 - 48) % MAX_PERIOD] + a["ring_base"][slot]
+    np.testing.assert_allclose(day_back, series[299 - 48], rtol=1e-6)
+    # an older window than the ring holds (a restore of older buffers): the ring starts again
+    raw = series[None, 200 - T + 1 : 201]
+    h.correct([Window("s", raw[0], 200.0, HALF_HOUR, 200)], (raw - raw[:, -1:]) / 0.1,
+              np.zeros((1, H, 2)), raw[:, -1:], np.full((1, 1, 2), 0.1), raw)  # fmt: skip
+    assert a["ring_count"][slot] == T and a["ring_newest"][slot] == 200
