@@ -235,6 +235,12 @@ class SensorHeads:
     def __len__(self) -> int:
         return len(self.slots)
 
+    def with_period(self) -> int:
+        """Heads that learn from the readings one period back (see the module's docstring)."""
+        with self._lock:
+            idx = np.fromiter(self.slots.values(), dtype=np.intp, count=len(self.slots))
+            return int(np.count_nonzero(self._arrays["period"][idx]))
+
     def nbytes(self) -> int:
         """Memory held by the preallocated arrays."""
         return sum(arr.nbytes for arr in self._arrays.values())

@@ -112,6 +112,12 @@ class Metrics:
             "Sensors with an adapted head (at most adapt.max_sensors)",
             registry=r,
         )
+        self.adapted_with_period = Gauge(
+            "sensorcast_adapted_sensors_with_period",
+            "Adapted sensors whose day (or year) is longer than the window, learned from the "
+            "readings one period back",
+            registry=r,
+        )
         self.adapt_resets = Counter(
             "sensorcast_adapt_resets",
             "Adapted heads reset because they diverged (not finite, or a correction too large)",

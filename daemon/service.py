@@ -443,7 +443,7 @@ class Service:
         self.metrics.gap_resets.inc(gaps)
         self.metrics.gap_fills.inc(fills)
         self.metrics.forecasts_dropped.labels("superseded").inc(self.queue.take_superseded())
-        on_persistence = adapted = 0
+        on_persistence = adapted = periodic = 0
         for route in self.routes:
             route.count()
             served = route.lane.served
@@ -452,9 +452,11 @@ class Service:
             on_persistence += served.scores.on_persistence
             heads = served.heads
             adapted += len(heads) if heads is not None else 0
+            periodic += heads.with_period() if heads is not None else 0
             self.metrics.adapt_resets.inc(heads.take_resets() if heads is not None else 0)
         self.metrics.on_persistence.set(on_persistence)
         self.metrics.adapted_sensors.set(adapted)
+        self.metrics.adapted_with_period.set(periodic)
         if self.group is not None:
             self.group.tick()
         held = self.link.paused_seconds

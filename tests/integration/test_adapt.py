@@ -92,6 +92,8 @@ def test_the_heads_survive_a_restart_with_a_state_dir(
     values = (temperatures() if series == "sf" else demand())[:200]
     publish_series(client_factory, values, "s", cadence)
     wait_for(lambda: len(sub.received()) >= len(values) - META.timesteps + 1)
+    metric = "sensorcast_adapted_sensors_with_period"
+    wait_for(lambda: first.service.metrics.value(metric) == (period > 0))
     assert first.stop() == 0
     assert (tmp_path / "heads.npz").is_file()
     before = first.service.worker.served.heads

@@ -222,6 +222,7 @@ def test_the_heads_learn_a_day_longer_than_the_window(forecaster: Forecaster) ->
         late[cadence] = mae_by_step(values, got, 2800) / mae_by_step(values, plain, 2800)
         assert h.resets == 0
     assert h._arrays["period"][h.slots["s"]] == 0  # hourly: the day is in the window
+    assert h.with_period() == 0
     assert (late[HALF_HOUR] < 0.85 * late[3600.0]).all(), late
 
 
@@ -233,7 +234,8 @@ def test_the_ring_starts_again_after_a_gap_and_a_new_cadence_starts_the_head(
     serve(h, forecaster, windows_of(values[:150], cadence=HALF_HOUR))
     slot = h.slots["s"]
     a = h._arrays
-    assert a["period"][slot] == 48 and a["ring_count"][slot] == 150 - T + T  # every reading
+    assert a["period"][slot] == 48 and a["ring_count"][slot] == 150  # every reading
+    assert h.with_period() == 1
     # a gap reset moves the reading numbers on: the ring holds only the new window's readings
     serve(h, forecaster, windows_of(values[150:200], seq0=1 << 20, cadence=HALF_HOUR))
     assert a["ring_count"][slot] == 50
