@@ -148,16 +148,21 @@ def test_beyond_the_cap_sensors_seen_lately_keep_their_heads(forecaster: Forecas
     assert list(h.slots) == ["b", "c"]
 
 
-def test_snapshots_keep_the_heads(tmp_path: Path, forecaster: Forecaster) -> None:
-    values = temperatures(700)
-    ws = windows_of(values)
+def restored_alike(tmp_path: Path, f: Forecaster, ws: list[Window], cut: int) -> list[Window]:
+    """Serve `ws[:cut]`, save the heads, restore them into new heads: both forecast the rest
+    alike. Returns the rest."""
     h = heads()
-    serve(h, forecaster, ws[:600])
+    serve(h, f, ws[:cut])
     save_heads(tmp_path, h)
     again = heads()
     assert load_heads(tmp_path, again) == 1
-    rest = ws[600:]
-    np.testing.assert_array_equal(serve(h, forecaster, rest), serve(again, forecaster, rest))
+    rest = ws[cut:]
+    np.testing.assert_array_equal(serve(h, f, rest), serve(again, f, rest))
+    return rest
+
+
+def test_snapshots_keep_the_heads(tmp_path: Path, forecaster: Forecaster) -> None:
+    restored_alike(tmp_path, forecaster, windows_of(temperatures(700)), 600)
 
 
 def test_snapshots_of_another_layout_or_corrupt_are_skipped(
@@ -277,14 +282,7 @@ def test_one_batch_or_one_window_at_a_time_is_the_same_with_a_period(
 def test_snapshots_keep_the_rings_and_earlier_ones_still_load(
     tmp_path: Path, forecaster: Forecaster
 ) -> None:
-    ws = windows_of(demand(400), cadence=HALF_HOUR)
-    h = heads()
-    serve(h, forecaster, ws[:300])
-    save_heads(tmp_path, h)
-    again = heads()
-    assert load_heads(tmp_path, again) == 1
-    rest = ws[300:]
-    np.testing.assert_array_equal(serve(h, forecaster, rest), serve(again, forecaster, rest))
+    rest = restored_alike(tmp_path, forecaster, windows_of(demand(400), cadence=HALF_HOUR), 300)
     # a snapshot written before heads had periods: its heads load, and start again at their
     # next window once it shows the sensor has a period (their regressor meant the lags)
     with np.load(tmp_path / "heads.npz") as npz:
@@ -326,3 +324,22 @@ def test_a_bundle_of_two_targets_keeps_a_ring_of_each() -> None:
     h.correct([Window("s", raw[0], 200.0, HALF_HOUR, 200)], (raw - raw[:, -1:]) / 0.1,
               np.zeros((1, H, 2)), raw[:, -1:], np.full((1, 1, 2), 0.1), raw)  # fmt: skip
     assert a["ring_count"][slot] == T and a["ring_newest"][slot] == 200
+
+
+@pytest.mark.parametrize(
+    ("name", "bad"), [("period", 10_000), ("ring_count", -1), ("ring", np.nan)]
+)
+def test_a_snapshot_with_a_bad_ring_is_refused_in_one_line(
+    tmp_path: Path, forecaster: Forecaster, caplog: pytest.LogCaptureFixture, name: str, bad: float
+) -> None:
+    h = heads()
+    serve(h, forecaster, windows_of(demand(100), cadence=HALF_HOUR))
+    save_heads(tmp_path, h)
+    with np.load(tmp_path / "heads.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays[name] = np.full_like(arrays[name], bad)
+    np.savez(tmp_path / "heads.npz", **arrays)
+    with caplog.at_level(logging.WARNING):
+        assert load_heads(tmp_path, heads()) == 0
+    (line,) = [r.getMessage() for r in caplog.records if "unusable" in r.getMessage()]
+    assert name in line and "\n" not in line
