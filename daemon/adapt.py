@@ -106,14 +106,14 @@ class Layout:
     def period(self, cadence: NDArray[np.float64]) -> NDArray[np.int64]:
         """Each cadence's period in readings, where it is longer than the window's lags and
         the ring holds it; else 0 (the window alone)."""
-        if not self.seasonal:
-            return np.zeros(len(cadence), dtype=np.int64)
         out = np.zeros(len(cadence), dtype=np.int64)
+        if not self.seasonal:
+            return out
         ok = np.isfinite(cadence) & (cadence > 0)
+        per_reading = np.where(ok, cadence, 1.0)
         undecided = ok.copy()
         for span in CYCLES:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                p = np.where(ok, np.rint(span / np.where(ok, cadence, 1.0)), 0).astype(np.int64)
+            p = np.rint(span / per_reading).astype(np.int64)
             pick = undecided & (p > self.horizon)
             out[pick] = np.where((p[pick] > self.lags) & (p[pick] <= MAX_PERIOD), p[pick], 0)
             undecided &= ~pick
@@ -368,8 +368,8 @@ class SensorHeads:
         a["ring"][rows, seqs[store] % MAX_PERIOD] = (values - base[:, None, :])[store]
         a["ring_newest"][s] = q
         a["ring_count"][s] = np.minimum(count + fresh, MAX_PERIOD)
-        period = a["period"][s].astype(np.int64)
-        ready = (period > 0) & (a["ring_count"][s] > period)
+        period = a["period"][s].astype(np.int64)  # every one > 0: only such heads keep a ring
+        ready = a["ring_count"][s] > period
         back = np.broadcast_to(last[:, None, :], (m, n_back, last.shape[1])).copy()
         if ready.any():
             at = (q[ready, None] - period[ready, None] + np.arange(n_back)[None, :]) % MAX_PERIOD
