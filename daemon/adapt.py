@@ -39,11 +39,9 @@ correction beyond `CORRECTION_BOUND` steps) is reset and counted.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +51,7 @@ from numpy.typing import NDArray
 from sensorcast.buffer import Window, grow_rows
 from sensorcast.models.bundle import BundleMeta
 from sensorcast.scoring import batch_rounds
+from sensorcast.slots import SlotIndex, same_id
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +160,7 @@ class SensorHeads:
         self._target_idx = np.array([meta.features.index(t) for t in meta.targets], np.intp)
         self._h, self._k, self._p = layout.horizon, layout.targets, layout.size
         self._lags = layout.lags
-        self.slots: OrderedDict[str, int] = OrderedDict()
+        self.slots = SlotIndex()
         self._free: list[int] = []
         self._lock = threading.Lock()
         self.resets = 0
@@ -215,21 +214,21 @@ class SensorHeads:
         being recycled before its sensor comes back)."""
         slot = self.slots.get(sensor_id)
         if slot is not None:
-            self.slots.move_to_end(sensor_id)
+            self.slots.touch(slot)
             self._arrays["seen"][slot] = now
             return slot
         if len(self.slots) >= self.max_sensors:
-            lru = self.slots[next(iter(self.slots))]
-            if now - self._arrays["seen"][lru] < self.idle_s:
+            lru, old = self.slots.oldest()
+            if now - self._arrays["seen"][old] < self.idle_s:
                 return -1
-            _, old = self.slots.popitem(last=False)
+            self.slots.pop(lru)
             self._free.append(old)
         if not self._free:
             self._allocate(min(len(self._arrays["updates"]) * 2, self.max_sensors))
         slot = self._free.pop()
         self._reset(slot)
         self._arrays["seen"][slot] = now
-        self.slots[sensor_id] = slot
+        self.slots.add(sensor_id, slot)
         return slot
 
     def __len__(self) -> int:
@@ -238,8 +237,7 @@ class SensorHeads:
     def with_period(self) -> int:
         """Heads that learn from the readings one period back (see the module's docstring)."""
         with self._lock:
-            idx = np.fromiter(self.slots.values(), dtype=np.intp, count=len(self.slots))
-            return int(np.count_nonzero(self._arrays["period"][idx]))
+            return int(np.count_nonzero(self._arrays["period"][self.slots.slots()]))
 
     def nbytes(self) -> int:
         """Memory held by the preallocated arrays."""
@@ -464,17 +462,19 @@ class SensorHeads:
     # --- snapshots ----------------------------------------------------------
     def to_arrays(self) -> dict[str, NDArray[Any]]:
         with self._lock:
-            idx = np.fromiter(self.slots.values(), dtype=np.intp, count=len(self.slots))
+            ids, idx = self.slots.in_order()
             out = {name: arr[idx] for name, arr in self._arrays.items() if name != "seen"}
-            out["sensor_ids"] = np.array(list(self.slots), dtype=np.str_)
+            out["sensor_ids"] = np.array(ids, dtype=np.str_)
             return out
 
-    def load_arrays(self, arrays: Mapping[str, NDArray[Any]]) -> int:
+    def load_arrays(
+        self, arrays: Mapping[str, NDArray[Any]], canonical: Callable[[str], str] = same_id
+    ) -> int:
         """Restore `to_arrays` output; raise ValueError if it does not fit these heads.
 
         `arrays` may read each array from a file whenever it is asked for (an .npz).
         """
-        ids = [sys.intern(str(s)) for s in arrays["sensor_ids"].tolist()]
+        ids = [canonical(str(s)) for s in arrays["sensor_ids"].tolist()]
         m = len(ids)
         if len(set(ids)) != m:
             raise ValueError("duplicate sensor ids")
@@ -504,9 +504,7 @@ class SensorHeads:
             self._allocate(min(max(len(keep), 256), self.max_sensors))
             first = m - len(keep)
             now = time.monotonic()
-            for sid in keep:
-                self._slot(sid, now)
-            idx = np.fromiter(self.slots.values(), dtype=np.intp, count=len(keep))
+            idx = np.array([self._slot(sid, now) for sid in keep], dtype=np.intp)
             for name in names:
                 self._arrays[name][idx] = arrays[name][first:]
         return len(keep)

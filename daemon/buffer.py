@@ -16,10 +16,8 @@ cadences resets the window or is filled linearly.
 from __future__ import annotations
 
 import math
-import sys
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sensorcast.drops import Drop
+from sensorcast.slots import SlotIndex
 
 CADENCE_ALPHA = 0.2
 """Weight of the newest interval in the per-sensor cadence estimate."""
@@ -137,7 +136,7 @@ class SensorTable:
         self.gap_fill = gap_fill
         self.max_fill_steps = max_fill_steps
         self.fixed_cadence = cadence
-        self.slots: OrderedDict[str, int] = OrderedDict()
+        self.slots = SlotIndex()
         self.evicted = 0
         self.gap_resets = 0
         self.gap_fills = 0
@@ -183,13 +182,13 @@ class SensorTable:
     def _slot(self, sensor_id: str) -> int:
         slot = self.slots.get(sensor_id)
         if slot is not None:
-            self.slots.move_to_end(sensor_id)
+            self.slots.touch(slot)
             return slot
         return self._new_slot(sensor_id)
 
     def _new_slot(self, sensor_id: str) -> int:
         if len(self.slots) >= self.max_sensors:
-            oldest = next(iter(self.slots))
+            oldest, _ = self.slots.oldest()
             self.evict(oldest)
             self.evicted += 1
             self._note_evicted(oldest, "max_sensors")
@@ -204,7 +203,7 @@ class SensorTable:
         self._cadence[slot] = np.nan
         self._seq[slot] = self._new_epoch()
         self._full[slot] = False
-        self.slots[sensor_id] = slot
+        self.slots.add(sensor_id, slot)
         return slot
 
     def _new_epoch(self) -> int:
@@ -221,20 +220,20 @@ class SensorTable:
         self.max_sensors = max_sensors
         n = 0
         while len(self.slots) > max_sensors:
-            self.evict(next(iter(self.slots)))
+            self.evict(self.slots.oldest()[0])
             n += 1
         self.evicted += n
         return n
 
     def evict(self, sensor_id: str) -> None:
-        slot = self.slots.pop(sensor_id, None)
+        slot = self.slots.pop(sensor_id)
         if slot is not None:
             self._free.append(slot)
 
     def move_to(self, sensor_id: str, other: SensorTable) -> bool:
         """Hand a sensor's whole state (window, times, cadence, numbering) to `other`, a
         table of the same shape (another route's, after a reload); False if not tracked."""
-        slot = self.slots.pop(sensor_id, None)
+        slot = self.slots.pop(sensor_id)
         if slot is None:
             return False
         self._free.append(slot)
@@ -249,7 +248,7 @@ class SensorTable:
         """Evict sensors last heard from (arrival time, not reading ts) before `older_than`."""
         n = 0
         while self.slots:
-            sid, slot = next(iter(self.slots.items()))
+            sid, slot = self.slots.oldest()
             if self._seen[slot] >= older_than:
                 break
             self.evict(sid)
@@ -290,7 +289,8 @@ class SensorTable:
             last = float(self._last_ts[slot])  # Python floats: numpy scalar math costs ~10x more
             if ts <= last:
                 return Drop.STALE
-            self.slots.move_to_end(sensor_id)
+            self.slots.touch(slot)
+        sensor_id = self.slots.id_of(slot)  # the table's own string: every table keys on it
         self._seen[slot] = ts if seen is None else seen
         if last > -math.inf:
             self._observe_interval(slot, ts - last, values, sensor_id)
@@ -336,7 +336,7 @@ class SensorTable:
             return None
         cad = float(self._cadence[slot])
         return Window(
-            sensor_id,
+            self.slots.id_of(slot),
             self._ordered(slot),
             float(self._last_ts[slot]),
             None if math.isnan(cad) else cad,
@@ -412,8 +412,7 @@ class SensorTable:
 
         `data` is each ring as stored, (n, timesteps, features) float32 differences from
         `base` (n, features) float64; `pos` is the ring's write position."""
-        ids = list(self.slots)
-        idx = np.fromiter(self.slots.values(), dtype=np.int64, count=len(ids))
+        ids, idx = self.slots.in_order()
         return {
             "sensor_ids": np.array(ids, dtype=np.str_),
             "data": self._data[idx],
@@ -435,7 +434,7 @@ class SensorTable:
         the same `pos` and no `base`; such data is taken too (its first half is the ring,
         stored from then on as differences from its newest reading).
         """
-        ids = [sys.intern(str(s)) for s in arrays["sensor_ids"].tolist()]  # as readings' ids
+        ids = [str(s) for s in arrays["sensor_ids"].tolist()]
         n = len(ids)
         t, f = self.timesteps, self.features
         data = arrays["data"]
@@ -466,9 +465,7 @@ class SensorTable:
         keep = keep[max(0, len(keep) - self.max_sensors) :]  # most recently seen last: the tail
         restored_at = time.time()  # idle time starts again at a restart
         self.reset_all(capacity=len(keep))  # one allocation, not a doubling per power of two
-        for i in keep:
-            self._slot(ids[i])  # fresh slots, in order
-        idx = np.fromiter(self.slots.values(), dtype=np.int64, count=len(keep))
+        idx = np.array([self._slot(ids[i]) for i in keep], dtype=np.intp)  # fresh, in order
         for at in range(0, n, LOAD_CHUNK):  # a chunk of rows at a time, never all of them
             lo, hi = np.searchsorted(keep, [at, min(n, at + LOAD_CHUNK)])
             if hi > lo:

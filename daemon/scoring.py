@@ -42,9 +42,7 @@ gets the bundle's calibration as its fixed interval, and no guard.
 
 from __future__ import annotations
 
-import sys
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +53,7 @@ from numpy.typing import NDArray
 from sensorcast.accuracy import OnlineAccuracy, window_scale
 from sensorcast.buffer import LOAD_CHUNK, Window, grow_rows
 from sensorcast.models.bundle import BundleMeta
+from sensorcast.slots import SlotIndex, same_id
 
 RATE = 0.05
 """Step of the multiplicative quantile tracker (larger adapts faster, noisier)."""
@@ -156,7 +155,7 @@ class SensorScores:
         """Anomaly interval / ANOMALY_BASE interval, per target, from the bundle."""
         self._k = k = len(targets)
         self._lags = np.arange(1, h + 1)
-        self.slots: OrderedDict[str, int] = OrderedDict()
+        self.slots = SlotIndex()
         self._free: list[int] = []
         self._lock = threading.Lock()
         self.switches = {"persistence": 0, "model": 0}
@@ -215,17 +214,18 @@ class SensorScores:
     def _slot(self, sensor_id: str) -> int:
         slot = self.slots.get(sensor_id)
         if slot is not None:
-            self.slots.move_to_end(sensor_id)
+            self.slots.touch(slot)
             return slot
         if len(self.slots) >= self.max_sensors:
-            _, old = self.slots.popitem(last=False)
+            old = self.slots.pop(self.slots.oldest()[0])
+            assert old is not None
             self.on_persistence -= int(self._arrays["use_pers"][old].all())
             self._free.append(old)
         if not self._free:
             self._allocate(min(len(self._arrays["pend_newest"]) * 2, self.max_sensors))
         slot = self._free.pop()
         self._reset(slot)
-        self.slots[sensor_id] = slot
+        self.slots.add(sensor_id, slot)
         return slot
 
     def __len__(self) -> int:
@@ -532,8 +532,8 @@ class SensorScores:
         """Every sensor's state, least recently seen first, in the snapshot's layout: each
         pending forecast whole (its steps already realised as 0, their source as False)."""
         with self._lock:
-            idx = np.fromiter(self.slots.values(), dtype=np.intp, count=len(self.slots))
-            out: dict[str, NDArray[Any]] = {"sensor_ids": np.array(list(self.slots), dtype=np.str_)}
+            ids, idx = self.slots.in_order()
+            out: dict[str, NDArray[Any]] = {"sensor_ids": np.array(ids, dtype=np.str_)}
             out["pend_seq"] = self._ring_seqs(idx)
             for name in self._saved:
                 if name in ("pend_f", "pend_pers"):  # made whole a chunk at a time
@@ -581,13 +581,15 @@ class SensorScores:
         newest = seq.max(axis=1, initial=-1)[:, None, None]
         return cells, (made >= 0) & (made + self._lags > newest)
 
-    def load_arrays(self, arrays: Mapping[str, NDArray[Any]]) -> int:
+    def load_arrays(
+        self, arrays: Mapping[str, NDArray[Any]], canonical: Callable[[str], str] = same_id
+    ) -> int:
         """Restore `to_arrays` output; raise ValueError if it does not fit this bundle.
         Output saved before the guard was per step is taken over (`_per_step_guard`).
 
         `arrays` may read each array from a file whenever it is asked for (an .npz).
         """
-        ids = [sys.intern(str(s)) for s in arrays["sensor_ids"].tolist()]
+        ids = [canonical(str(s)) for s in arrays["sensor_ids"].tolist()]
         m = len(ids)
         if len(set(ids)) != m:
             raise ValueError("duplicate sensor ids")
@@ -608,9 +610,7 @@ class SensorScores:
             self._arrays = {}
             self._allocate(min(max(len(keep), 1024), self.max_sensors))
             first = m - len(keep)
-            for sid in keep:
-                self._slot(sid)
-            idx = np.fromiter(self.slots.values(), dtype=np.intp, count=len(keep))
+            idx = np.array([self._slot(sid) for sid in keep], dtype=np.intp)
             for name in self._saved:
                 if name in OPTIONAL and name not in arrays:
                     continue

@@ -249,8 +249,6 @@ class Service:
         sensor_id = self.input.sensor_id(topic)
         if sensor_id is None:
             return self._drop(Drop.BAD_SENSOR_ID, topic)
-        # one string object per sensor, however many tables and queues key on it
-        sensor_id = sys.intern(sensor_id)
         route = self.router.route(sensor_id)
         if route is None:
             return self._drop(Drop.NO_ROUTE, topic)
@@ -350,8 +348,8 @@ class Service:
             served = route.lane.served
             with self.lock:
                 load_snapshot(where, route.table, route.meta, max_ts)
-            load_scores(where, served.scores, route.meta)
-            load_heads(where, served.heads)
+            load_scores(where, served.scores, route.meta, route.table.slots.canonical)
+            load_heads(where, served.heads, route.table.slots.canonical)
         with self.lock:
             self._rehome(self.routes)
         release_freed_memory()

@@ -27,6 +27,7 @@ from sensorcast.adapt import SensorHeads
 from sensorcast.buffer import SensorTable
 from sensorcast.models.bundle import BundleMeta
 from sensorcast.scoring import SensorScores
+from sensorcast.slots import same_id
 from sensorcast.topics import SENSOR_ID_RE
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,9 @@ def _glibc(name: str) -> Callable[..., int] | None:
 
 
 class _Restorable(Protocol):
-    def load_arrays(self, arrays: Mapping[str, NDArray[Any]]) -> int: ...
+    def load_arrays(
+        self, arrays: Mapping[str, NDArray[Any]], canonical: Callable[[str], str]
+    ) -> int: ...
 
 
 def _header(meta: BundleMeta) -> str:
@@ -101,14 +104,28 @@ def save_scores(directory: Path, scores: SensorScores, meta: BundleMeta) -> Path
     return _write_npz(directory, SCORES_FILE, arrays)
 
 
-def load_scores(directory: Path, scores: SensorScores, meta: BundleMeta) -> int:
+def load_scores(
+    directory: Path,
+    scores: SensorScores,
+    meta: BundleMeta,
+    canonical: Callable[[str], str] = same_id,
+) -> int:
     """Restore the per-sensor scores; a missing, corrupt or other model's file is skipped
-    (each sensor then starts again from the bundle's calibration)."""
+    (each sensor then starts again from the bundle's calibration). `canonical`: the string
+    the sensors' table keeps for an id (`SlotIndex.canonical`), so both share it."""
     header = _scores_header(meta, scores)
-    return _load_state(directory / SCORES_FILE, header, "scores", "model or level", scores)
+    path = directory / SCORES_FILE
+    return _load_state(path, header, "scores", "model or level", scores, canonical)
 
 
-def _load_state(path: Path, header: str, what: str, other: str, into: _Restorable) -> int:
+def _load_state(
+    path: Path,
+    header: str,
+    what: str,
+    other: str,
+    into: _Restorable,
+    canonical: Callable[[str], str],
+) -> int:
     """`into.load_arrays` from the .npz at `path` if its header is `header`; 0 if the file is
     missing, of another `other` (logged) or unusable (logged: never stops the start).
 
@@ -123,7 +140,7 @@ def _load_state(path: Path, header: str, what: str, other: str, into: _Restorabl
                 return 0
             if not all(SENSOR_ID_RE.fullmatch(str(s)) for s in npz["sensor_ids"].tolist()):
                 raise ValueError("invalid sensor id")
-            return into.load_arrays(npz)
+            return into.load_arrays(npz, canonical)
     except Exception as exc:  # untrusted input
         log.warning("%s %s are unusable (%s); starting afresh", what, path, exc or type(exc))
         return 0
@@ -143,13 +160,16 @@ def save_heads(directory: Path, heads: SensorHeads | None) -> Path | None:
     return _write_npz(directory, HEADS_FILE, arrays)
 
 
-def load_heads(directory: Path, heads: SensorHeads | None) -> int:
+def load_heads(
+    directory: Path, heads: SensorHeads | None, canonical: Callable[[str], str] = same_id
+) -> int:
     """Restore the adapted heads; a missing, corrupt or other layout's file is skipped (each
-    sensor then starts again from the model's own forecast)."""
+    sensor then starts again from the model's own forecast). `canonical`: as `load_scores`'."""
     if heads is None:
         return 0
     path = directory / HEADS_FILE
-    n = _load_state(path, _heads_header(heads), "adapted heads", "regressor layout", heads)
+    header = _heads_header(heads)
+    n = _load_state(path, header, "adapted heads", "regressor layout", heads, canonical)
     if n:
         log.info("restored the adapted heads of %d sensors from %s", n, path)
     return n
