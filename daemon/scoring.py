@@ -616,24 +616,29 @@ class SensorScores:
                     continue
                 if name not in ("pend_seq", "pend_f", "pend_pers"):
                     self._arrays[name][idx] = arrays[name][first:]
-            seq = arrays["pend_seq"][first:]
-            newest = seq.max(axis=1, initial=-1)
-            self._arrays["pend_newest"][idx] = newest
-            made = self._ring_made(newest)
-            self._arrays["pend_fresh"][idx] = (seq >= 0) & (seq == made)
-            del seq, newest, made
+            seqs = arrays["pend_seq"]  # a chunk of rows at a time, as the forecasts below
+            for lo in range(0, len(idx), LOAD_CHUNK):
+                part = idx[lo : lo + LOAD_CHUNK]
+                seq = seqs[first + lo : first + lo + len(part)]
+                newest = seq.max(axis=1, initial=-1)
+                self._arrays["pend_newest"][part] = newest
+                self._arrays["pend_fresh"][part] = (seq >= 0) & (seq == self._ring_made(newest))
             for name in ("pend_f", "pend_pers"):
-                self._load_steps(name, idx, arrays[name][first:])
+                self._load_steps(name, idx, arrays[name], first)
             for name in ("q_model", "q_pers", "qa_model", "qa_pers"):
                 np.clip(self._arrays[name], Q_FLOOR, Q_CEIL, out=self._arrays[name])
             self.on_persistence = int(self._arrays["use_pers"][idx].all(axis=1).sum())
         return len(keep)
 
-    def _load_steps(self, name: str, idx: NDArray[np.intp], whole: NDArray[Any]) -> None:
+    def _load_steps(
+        self, name: str, idx: NDArray[np.intp], whole: NDArray[Any], first: int
+    ) -> None:
         """Put the steps still to be realised of whole forecasts (n, h, h, ...), as a
-        snapshot holds them, in their cells."""
+        snapshot holds them from row `first` on, in their cells: a chunk of rows at a time,
+        read forward (`whole` may be a reader of the file's rows, state.RowReader)."""
         for slots, part, at, cells in self._live_cells(name, idx):
-            self._arrays[name][slots, cells] = whole[part][at]
+            rows = whole[first + part.start : first + min(part.stop, len(idx))]
+            self._arrays[name][slots, cells] = rows[at]
 
 
 @dataclass(frozen=True)

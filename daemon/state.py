@@ -16,7 +16,7 @@ import math
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -115,7 +115,10 @@ def load_scores(
     the sensors' table keeps for an id (`SlotIndex.canonical`), so both share it."""
     header = _scores_header(meta, scores)
     path = directory / SCORES_FILE
-    return _load_state(path, header, "scores", "model or level", scores, canonical)
+    # each sensor's pending forecasts whole, the largest array (14 MB at 100,000 sensors),
+    # and their reading numbers (5 MB)
+    streamed = ("pend_f", "pend_seq")
+    return _load_state(path, header, "scores", "model or level", scores, canonical, streamed)
 
 
 def _load_state(
@@ -125,22 +128,24 @@ def _load_state(
     other: str,
     into: _Restorable,
     canonical: Callable[[str], str],
+    streamed: tuple[str, ...] = (),
 ) -> int:
     """`into.load_arrays` from the .npz at `path` if its header is `header`; 0 if the file is
     missing, of another `other` (logged) or unusable (logged: never stops the start).
 
     Each array is read from the file when it is asked for and dropped after it was copied:
-    never the whole file and the restored state in memory at once."""
+    never the whole file and the restored state in memory at once; those `streamed` are
+    handed over as a `RowReader`, read a chunk of rows at a time."""
     if not path.is_file():
         return 0
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with np.load(path, allow_pickle=False) as npz, zipfile.ZipFile(path) as zf:
             if json.loads(str(npz["header"])) != json.loads(header):
                 log.info("%s %s are of another %s; starting afresh", what, path, other)
                 return 0
             if not all(SENSOR_ID_RE.fullmatch(str(s)) for s in npz["sensor_ids"].tolist()):
                 raise ValueError("invalid sensor id")
-            return into.load_arrays(npz, canonical)
+            return into.load_arrays(_Streamed(npz, zf, streamed), canonical)
     except Exception as exc:  # untrusted input
         log.warning("%s %s are unusable (%s); starting afresh", what, path, exc or type(exc))
         return 0
@@ -195,6 +200,25 @@ def _write_npz(directory: Path, name: str, arrays: dict[str, Any]) -> Path:
     finally:
         os.close(dir_fd)
     return target
+
+
+class _Streamed(Mapping[str, Any]):
+    """An .npz whose arrays named in `streamed` are each read as a `RowReader`."""
+
+    def __init__(self, npz: Mapping[str, Any], zf: zipfile.ZipFile, streamed: tuple[str, ...]):
+        self._npz, self._zf = npz, zf
+        self._streamed = {name for name in streamed if f"{name}.npy" in zf.namelist()}
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._streamed:
+            return RowReader(self._zf.open(f"{name}.npy"))
+        return self._npz[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._npz)
+
+    def __len__(self) -> int:
+        return len(self._npz)
 
 
 class RowReader:
