@@ -198,12 +198,26 @@ class SensorHeads:
 
     # --- storage ----------------------------------------------------------
     def _allocate(self, capacity: int) -> None:
-        self._free.extend(grow_rows(self._arrays, self._shapes, capacity))
+        """Room for `capacity` heads. The rings are made anew, zero pages the system maps
+        only once written, and only the rings in use are copied over: a head without a
+        period never writes its ring (1.2 kB of its 6.3), nor is it zeroed when a head
+        starts (a ring is read only where `ring_count` says it was written), so the rings
+        of sensors whose day fits in the window take no memory."""
+        rest = {name: got for name, got in self._shapes.items() if name != "ring"}
+        old = self._arrays.pop("ring", None)
+        self._free.extend(grow_rows(self._arrays, rest, capacity))
+        shape, dtype = self._shapes["ring"]
+        ring = np.zeros((capacity, *shape), dtype=dtype)
+        if old is not None:
+            used = np.flatnonzero(self._arrays["period"][: len(old)] > 0)
+            ring[used] = old[used]
+        self._arrays["ring"] = ring
 
     def _reset(self, slots: NDArray[np.intp] | int) -> None:
         a = self._arrays
         for name in self._shapes:
-            a[name][slots] = 0
+            if name != "ring":
+                a[name][slots] = 0
         a["cov"][slots] = self._cov0
         a["pend_seq"][slots] = -1
         a["ring_newest"][slots] = -1
@@ -506,5 +520,9 @@ class SensorHeads:
             now = time.monotonic()
             idx = np.array([self._slot(sid, now) for sid in keep], dtype=np.intp)
             for name in names:
-                self._arrays[name][idx] = arrays[name][first:]
+                if name == "ring":  # only the rings in use (see `_allocate`)
+                    used = np.flatnonzero(arrays["period"][first:] > 0)
+                    self._arrays["ring"][idx[used]] = arrays["ring"][first:][used]
+                else:
+                    self._arrays[name][idx] = arrays[name][first:]
         return len(keep)

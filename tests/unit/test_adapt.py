@@ -343,3 +343,31 @@ def test_a_snapshot_with_a_bad_ring_is_refused_in_one_line(
         assert load_heads(tmp_path, heads()) == 0
     (line,) = [r.getMessage() for r in caplog.records if "unusable" in r.getMessage()]
     assert name in line and "\n" not in line
+
+
+def test_only_heads_with_a_period_write_a_ring_and_growing_keeps_theirs(
+    tmp_path: Path, forecaster: Forecaster
+) -> None:
+    """The rings are most of a head that has a period and none of one that has not: the
+    pages of a ring nobody writes are never mapped. Growing the heads (256, then 512) and a
+    restore keep the rings in use and leave the others unwritten."""
+    day = windows_of(demand(360), cadence=HALF_HOUR)
+    alone = heads(max_sensors=1000)
+    expected = np.concatenate([serve(alone, forecaster, day[i : i + 50]) for i in (0, 50, 100)])
+    h = heads(max_sensors=1000)
+    got = [serve(h, forecaster, day[:50])]
+    hourly = temperatures(T + 3)
+    for i in range(300):  # hourly sensors: their day is in the window, no ring
+        serve(h, forecaster, windows_of(hourly, sid=f"hourly-{i}")[:1])
+    got += [serve(h, forecaster, day[50:100])]
+    save_heads(tmp_path, h)
+    again = heads(max_sensors=1000)
+    assert load_heads(tmp_path, again) == 301
+    got += [serve(again, forecaster, day[100:150])]
+    np.testing.assert_allclose(np.concatenate(got), expected, rtol=1e-5, atol=1e-5)
+    for table in (h, again):
+        a, rings = table._arrays, table._arrays["ring"]
+        assert len(rings) >= 301 and table.with_period() == 1
+        assert rings[table.slots["s"]].any()
+        others = [table.slots[f"hourly-{i}"] for i in range(300)]
+        assert not rings[others].any() and not a["period"][others].any()
