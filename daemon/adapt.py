@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from sensorcast.buffer import Window, grow_rows
+from sensorcast.buffer import Window, grow_rows, row_chunks
 from sensorcast.models.bundle import BundleMeta
 from sensorcast.scoring import batch_rounds
 from sensorcast.slots import SlotIndex, same_id
@@ -501,11 +501,13 @@ class SensorHeads:
             if got.shape != (m, *shape) or got.dtype != dtype:
                 raise ValueError(f"{name} has shape {got.shape} {got.dtype}")
         finite = ("cov", "weights", "pend_phi", "pend_center", "pend_scale", *SEASON_STATE)
-        for name in finite:
-            if name in names and not np.isfinite(arrays[name]).all():
-                raise ValueError(f"{name} is not finite")
         diagonal = np.flatnonzero(self._tri[0] == self._tri[1])
-        if (arrays["cov"][:, diagonal] <= 0).any():
+        for name in finite:  # a chunk of heads at a time: `arrays` may read rows as asked
+            if name in names and not all(
+                np.isfinite(r).all() for _, r in row_chunks(arrays[name], 0, m)
+            ):
+                raise ValueError(f"{name} is not finite")
+        if any((r[:, diagonal] <= 0).any() for _, r in row_chunks(arrays["cov"], 0, m)):
             raise ValueError("cov is not positive")
         for name in ("period", "ring_count"):
             if name in names and not ((arrays[name] >= 0) & (arrays[name] <= MAX_PERIOD)).all():
@@ -519,10 +521,13 @@ class SensorHeads:
             first = m - len(keep)
             now = time.monotonic()
             idx = np.array([self._slot(sid, now) for sid in keep], dtype=np.intp)
+            used = np.asarray(arrays["period"][first:]) > 0 if "ring" in names else None
             for name in names:
-                if name == "ring":  # only the rings in use (see `_allocate`)
-                    used = np.flatnonzero(arrays["period"][first:] > 0)
-                    self._arrays["ring"][idx[used]] = arrays["ring"][first:][used]
-                else:
-                    self._arrays[name][idx] = arrays[name][first:]
+                into = self._arrays[name]
+                for at, rows in row_chunks(arrays[name], first, m):
+                    part = slice(at, at + len(rows))
+                    if used is None or name != "ring":
+                        into[idx[part]] = rows
+                    else:  # only the rings in use (see `_allocate`)
+                        into[idx[part][used[part]]] = rows[used[part]]
         return len(keep)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -43,6 +43,8 @@ GapReset = Callable[[str, float, float], None]
 """Called with (sensor id, gap in seconds, cadence in seconds) when a gap resets a window."""
 LOAD_CHUNK = 1024
 """Sensors' windows copied at a time when a snapshot is loaded (bounds the extra memory)."""
+CHUNK_BYTES = 1 << 20
+"""Bytes of a file's array read at a time by `row_chunks`."""
 STORED = np.float32
 """How readings are kept in the ring buffers (as differences from the sensor's base)."""
 STORED_MAX = float(np.finfo(STORED).max)
@@ -81,6 +83,15 @@ def grow_rows(
         else:
             arrays[name] = np.zeros((capacity, *shape), dtype=dtype)
     return free_slots(n, capacity)
+
+
+def row_chunks(whole: Any, start: int, stop: int) -> Iterator[tuple[int, NDArray[Any]]]:
+    """Rows `start` to `stop` of `whole`, an array or a reader of a file's rows read forward
+    (state.RowReader), about CHUNK_BYTES at a time, each with its offset from `start`."""
+    row = math.prod(whole.shape[1:]) * np.dtype(whole.dtype).itemsize
+    step = max(1, CHUNK_BYTES // max(row, 1))
+    for lo in range(start, stop, step):
+        yield lo - start, np.asarray(whole[lo : min(stop, lo + step)])
 
 
 @dataclass(frozen=True, slots=True)

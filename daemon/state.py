@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sensorcast.adapt import SensorHeads
-from sensorcast.buffer import SensorTable
+from sensorcast.buffer import CHUNK_BYTES, SensorTable
 from sensorcast.models.bundle import BundleMeta
 from sensorcast.scoring import SensorScores
 from sensorcast.slots import same_id
@@ -174,7 +174,8 @@ def load_heads(
         return 0
     path = directory / HEADS_FILE
     header = _heads_header(heads)
-    n = _load_state(path, header, "adapted heads", "regressor layout", heads, canonical)
+    streamed = ("cov", "weights", "pend_phi", "ring")  # 6 of the 6.3 kB of a head
+    n = _load_state(path, header, "adapted heads", "regressor layout", heads, canonical, streamed)
     if n:
         log.info("restored the adapted heads of %d sensors from %s", n, path)
     return n
@@ -253,7 +254,7 @@ class RowReader:
         if step != 1 or start < self._at:
             raise ValueError("rows are read forward only")
         while self._at < start:  # skip, a bounded chunk at a time
-            self._read(min(start - self._at, 4096))
+            self._read(min(start - self._at, max(1, CHUNK_BYTES // max(self._row, 1))))
         data = self._read(stop - start)
         return np.frombuffer(data, dtype=self.dtype).reshape((stop - start, *self.shape[1:]))
 

@@ -371,3 +371,26 @@ def test_only_heads_with_a_period_write_a_ring_and_growing_keeps_theirs(
         assert rings[table.slots["s"]].any()
         others = [table.slots[f"hourly-{i}"] for i in range(300)]
         assert not rings[others].any() and not a["period"][others].any()
+
+
+def test_heads_are_restored_a_chunk_of_heads_at_a_time(tmp_path: Path) -> None:
+    """The covariances are most of a head (3.1 kB of 6.3): checked and copied about a
+    megabyte at a time, never read whole, and the newest heads kept when there are too many."""
+    from tests.unit.test_state import restore_overhead
+
+    n, keep = 6000, 5000
+    h = heads(max_sensors=n)
+    for i in range(n):
+        h._slot(f"s{i}", 0.0)
+    h._arrays["weights"][:n] = np.arange(n, dtype=np.float32)[:, None, None]
+    save_heads(tmp_path, h)
+    cov_bytes = h._arrays["cov"][:n].nbytes
+    again = heads(max_sensors=keep)
+    restored, extra = restore_overhead(lambda: load_heads(tmp_path, again))
+    assert restored == keep
+    # read whole, the covariances alone held their 18.7 MB beyond what the heads kept; now
+    # about a megabyte of them at a time
+    assert extra < 0.25 * cov_bytes, f"{extra / 1e6:.2f} MB extra, cov {cov_bytes / 1e6:.2f} MB"
+    a, b = h.to_arrays(), again.to_arrays()
+    for name in a:
+        assert np.array_equal(a[name][n - keep :], b[name]), name
