@@ -263,6 +263,10 @@ class Service:
             result = table.push(sensor_id, ts, reading.values, received)
             if result is None and self.anomaly_topic is not None:
                 result = table.refilling(sensor_id)  # checked, not forecast from
+            if not isinstance(result, Drop):
+                # the table's own string: what else keeps the id (discovery, the group's
+                # detector) shares it with the buffers instead of a copy per sensor
+                sensor_id = table.slots.canonical(sensor_id)
         if isinstance(result, Drop):
             route.dropped(result)
             return self._drop(result, topic)

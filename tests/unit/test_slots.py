@@ -91,3 +91,25 @@ def test_scores_restored_with_the_tables_strings_share_them() -> None:
     restored = SensorScores(scoring_meta(horizon=3), level=0.9, anomaly_level=0.99, max_sensors=4)
     assert restored.load_arrays(scores.to_arrays(), table.slots.canonical) == 1
     assert restored.slots.id_of(restored.slots["ab"]) is table.slots.id_of(table.slots["ab"])
+
+
+def test_what_else_keeps_a_sensor_keeps_the_buffers_string() -> None:
+    """Every reading's topic gives a new string; discovery's record of the sensors it
+    announced keeps the one the buffers keep, not a copy per sensor."""
+    import time
+
+    from sensorcast.config import load_settings
+    from sensorcast.service import Service
+
+    settings = load_settings(
+        None, mqtt={"host": "127.0.0.1", "port": 1}, homeassistant={"discovery": True}
+    )
+    service = Service(settings)
+    t = service.meta.timesteps
+    for i in range(t + 1):
+        topic = "".join(["sensors/", "boiler-", "3/reading"])  # a new string each time
+        service._ingest(topic, b'{"value": %d, "ts": %d}' % (i, 1_700_000_000 + i), time.time())
+    kept = service.table.slots.id_of(service.table.slots["boiler-3"])
+    assert service.discovery is not None
+    announced = [sid for sid in service.discovery._announced if sid == "boiler-3"]
+    assert announced and announced[0] is kept
