@@ -263,9 +263,8 @@ class Service:
             result = table.push(sensor_id, ts, reading.values, received)
             if result is None and self.anomaly_topic is not None:
                 result = table.refilling(sensor_id)  # checked, not forecast from
-            if not isinstance(result, Drop):
-                # the table's own string: what else keeps the id (discovery, the group's
-                # detector) shares it with the buffers instead of a copy per sensor
+            if self.group is not None and not isinstance(result, Drop):
+                # the group's detector keeps every sensor's id: the buffers' string, not a copy
                 sensor_id = table.slots.canonical(sensor_id)
         if isinstance(result, Drop):
             route.dropped(result)
@@ -282,8 +281,8 @@ class Service:
             self.queue.put(result, received, route.lane)
             if result.first:
                 self.events.window_ready(sensor_id, route.meta.model_id, route.meta.timesteps)
-            if self.discovery is not None:
-                self.discovery.announce(sensor_id, result.cadence)
+            if self.discovery is not None:  # the window carries the buffers' string of the id
+                self.discovery.announce(result.sensor_id, result.cadence)
         return None
 
     def _drop(self, reason: Drop, topic: str) -> None:
