@@ -44,7 +44,7 @@ GapReset = Callable[[str, float, float], None]
 LOAD_CHUNK = 1024
 """Sensors' windows copied at a time when a snapshot is loaded (bounds the extra memory)."""
 CHUNK_BYTES = 1 << 20
-"""Bytes of a file's array read at a time by `row_chunks`."""
+"""Bytes of a file's array read at a time (`chunk_rows`)."""
 STORED = np.float32
 """How readings are kept in the ring buffers (as differences from the sensor's base)."""
 STORED_MAX = float(np.finfo(STORED).max)
@@ -85,11 +85,15 @@ def grow_rows(
     return free_slots(n, capacity)
 
 
+def chunk_rows(row_bytes: int) -> int:
+    """Rows of `row_bytes` each read at a time: about CHUNK_BYTES, at least one."""
+    return max(1, CHUNK_BYTES // max(row_bytes, 1))
+
+
 def row_chunks(whole: Any, start: int, stop: int) -> Iterator[tuple[int, NDArray[Any]]]:
     """Rows `start` to `stop` of `whole`, an array or a reader of a file's rows read forward
     (state.RowReader), about CHUNK_BYTES at a time, each with its offset from `start`."""
-    row = math.prod(whole.shape[1:]) * np.dtype(whole.dtype).itemsize
-    step = max(1, CHUNK_BYTES // max(row, 1))
+    step = chunk_rows(math.prod(whole.shape[1:]) * np.dtype(whole.dtype).itemsize)
     for lo in range(start, stop, step):
         yield lo - start, np.asarray(whole[lo : min(stop, lo + step)])
 

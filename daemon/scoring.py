@@ -217,8 +217,8 @@ class SensorScores:
             self.slots.touch(slot)
             return slot
         if len(self.slots) >= self.max_sensors:
-            old = self.slots.pop(self.slots.oldest()[0])
-            assert old is not None
+            lru, old = self.slots.oldest()
+            self.slots.pop(lru)
             self.on_persistence -= int(self._arrays["use_pers"][old].all())
             self._free.append(old)
         if not self._free:

@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sensorcast.adapt import SensorHeads
-from sensorcast.buffer import CHUNK_BYTES, SensorTable
+from sensorcast.buffer import SensorTable, chunk_rows
 from sensorcast.models.bundle import BundleMeta
 from sensorcast.scoring import SensorScores
 from sensorcast.slots import same_id
@@ -254,7 +254,7 @@ class RowReader:
         if step != 1 or start < self._at:
             raise ValueError("rows are read forward only")
         while self._at < start:  # skip, a bounded chunk at a time
-            self._read(min(start - self._at, max(1, CHUNK_BYTES // max(self._row, 1))))
+            self._read(min(start - self._at, chunk_rows(self._row)))
         data = self._read(stop - start)
         return np.frombuffer(data, dtype=self.dtype).reshape((stop - start, *self.shape[1:]))
 
