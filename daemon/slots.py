@@ -39,8 +39,9 @@ class SlotIndex:
         self._ids: list[str | None] = []
         self._stamp = array("q")
         """Per slot, when it was last used (0: free). A list and an `array`, not numpy arrays:
-        an item is set and read on every reading, in a third of numpy's time; both are
-        viewed as numpy arrays where the whole is looked at."""
+        an id is read and a stamp set on every reading, in a third and three quarters of
+        numpy's time (9 and 28 ns against 28 and 37); both are copied into numpy arrays
+        where the whole is looked at."""
         self._clock = 0
         self._next: list[int] = []
         """Slots that were the least recently seen when last sorted, the oldest last ..."""
