@@ -15,11 +15,18 @@ from numpy.typing import NDArray
 
 from sensorcast.models.bundle import Normalisation
 
-WINDOW_STD_FLOOR = 1e-6
-"""Relative floor for a window's scale: a flat window maps to zeros, not to NaN."""
-STEP_SCALE_FLOOR = 1e-6
-"""Relative floor for `last`'s per-window step scale (of the last value, at least 1e-6):
-a flat window maps to zeros and its forecast to its level, never NaN."""
+WINDOW_STD_FLOOR = 1e-9
+"""Relative floor for a window's scale (of its mean): a flat window maps to zeros, not to NaN."""
+STEP_SCALE_FLOOR = 1e-9
+"""Relative floor for `last`'s per-window step scale (of the last value): a flat window maps
+to zeros and its forecast to its level, never NaN. Far below any sensor's resolution and far
+above float64's (2.2e-16): a floor of 1e-6 squashed the windows of an energy meter at
+12,345,678 Wh counting 3 Wh a reading to a quarter of their shape, served the last value."""
+ZERO_FLOOR = float(np.finfo(np.float32).tiny)
+"""The floor of a window flat at zero. Relative floors only: an absolute one (1e-6) made every
+window of readings below about 1e-6 a flat one (a dose rate in Sv/h, a particle mass in
+kg/m3), served the last value whatever its shape. A window whose readings differ at all
+is scaled by those differences (`step_scale`), so its inputs stay within a few hundred."""
 TRIM_DROP = 1
 """`trimmed` step scale: the window's largest first differences left out (in absolute value),
 so that one jump does not set the scale."""
@@ -73,7 +80,7 @@ class Scaler:
             return self._relative_to_last(w)
         mean = w.mean(axis=1, keepdims=True)
         std = w.std(axis=1, keepdims=True)
-        scale = np.maximum(std, WINDOW_STD_FLOOR * np.maximum(np.abs(mean), 1.0))
+        scale = np.maximum(std, np.maximum(WINDOW_STD_FLOOR * np.abs(mean), ZERO_FLOOR))
         x = (w - mean) / scale
         idx = self._target_idx
         return x.astype(np.float32), ScaleContext(center=mean[:, :, idx], scale=scale[:, :, idx])
@@ -84,7 +91,8 @@ class Scaler:
         if self._scale is not None:
             scale = np.broadcast_to(self._scale, last.shape)
         else:
-            scale = np.maximum(self._step(w), STEP_SCALE_FLOOR * np.maximum(np.abs(last), 1.0))
+            floor = np.maximum(STEP_SCALE_FLOOR * np.abs(last), ZERO_FLOOR)
+            scale = np.maximum(self._step(w), floor)
         x = (w - last) / scale
         idx = self._target_idx
         return x.astype(np.float32), ScaleContext(center=last[:, :, idx], scale=scale[:, :, idx])

@@ -153,3 +153,26 @@ def test_bundles_without_a_step_scale_keep_the_rms_step() -> None:
 def test_step_scale_is_only_for_last_with_each_windows_own_scale(fields: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="step_scale"):
         Normalisation.model_validate(fields)
+
+
+@pytest.mark.parametrize("size", [1e-9, 1e-7, 1e-3, 1.0, 1e4])
+def test_last_mode_sees_the_same_shape_at_any_size(size: float) -> None:
+    """Only relative floors: a window of readings around 1e-7 (a dose rate in Sv/h) is
+    normalised as the same window around 1 is; an absolute floor of 1e-6 flattened it."""
+    scaler = Scaler(Normalisation(mode="last"), ["v"], ["v"])
+    w = 1.0 + 0.1 * np.sin(np.arange(32) / 5.0)[None, :, None] + RNG.normal(0, 0.01, (3, 32, 1))
+    x, _ = scaler.transform(w)
+    x_sized, _ = scaler.transform(w * size)
+    assert np.abs(x).max() > 1.0
+    assert np.allclose(x_sized, x, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("level", [0.0, 12_345_678.0, 1e9])
+def test_last_mode_sees_the_same_shape_at_any_level(level: float) -> None:
+    """An energy meter at 12,345,678 Wh counting about 3 Wh a reading is normalised as the
+    same counter from zero: a floor of 1e-6 of the level (12 Wh) squashed its windows."""
+    scaler = Scaler(Normalisation(mode="last"), ["v"], ["v"])
+    w = np.cumsum(RNG.uniform(1.0, 5.0, (3, 32, 1)), axis=1)
+    x, _ = scaler.transform(w)
+    x_level, _ = scaler.transform(w + level)
+    assert np.allclose(x_level, x, rtol=1e-4, atol=1e-4)
