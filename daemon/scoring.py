@@ -86,8 +86,9 @@ RING_STATE = ("pend_newest", "pend_fresh")
 """Which of the last `horizon` readings have their forecast in the ring: the newest one's
 number, and per ring place whether it holds the forecast of the reading before it that
 shares the place (a snapshot holds the number of each place's forecast instead)."""
-OPTIONAL = ("acc_scale",)
-"""Arrays a snapshot written by an earlier version may lack (they start at zero)."""
+OPTIONAL = ("acc_scale", "pend_anchor")
+"""Arrays a snapshot written by an earlier version may lack (they start at zero; one without
+`pend_anchor` holds its forecasts and last values whole, see `_anchor_legacy`)."""
 PERS_STEPS = 2
 """Steps of a served forecast whose source (model or last value) is kept: the anomaly check
 reads back the first, and the second right after an anomaly."""
@@ -166,6 +167,7 @@ class SensorScores:
         self._shapes: dict[str, tuple[tuple[int, ...], type[np.generic]]] = {
             "pend_newest": ((), np.int64),
             "pend_fresh": ((h,), np.bool_),
+            "pend_anchor": ((k,), np.float64),
             "pend_f": ((cells, k), np.float32),
             "pend_last": ((h, k), np.float32),
             "pend_scale": ((h, k), np.float32),
@@ -362,8 +364,9 @@ class SensorScores:
         if not valid.any():
             return
         cells = step_cells(made, self._lags[None, :])
-        f = a["pend_f"][s2, cells].astype(np.float64)  # (m, h, k)
-        p = a["pend_last"][s2, ring].astype(np.float64)
+        # whole numbers from the anchor and the offsets kept in float32 (see `_store`)
+        p = a["pend_anchor"][slots][:, None, :] + a["pend_last"][s2, ring]  # (m, h, k)
+        f = p + a["pend_f"][s2, cells]
         # slots never written hold scale 0; they are masked out below, but must not divide
         sc = np.where(valid[:, :, None], a["pend_scale"][s2, ring], 1.0).astype(np.float64)
         sc = np.maximum(sc, np.finfo(np.float32).tiny)
@@ -519,8 +522,16 @@ class SensorScores:
         fresh[np.arange(len(slots)), ring] = True
         a["pend_fresh"][slots] = fresh
         a["pend_newest"][slots] = seqs
-        a["pend_f"][slots[:, None], cells] = forecast
-        a["pend_last"][slots, ring] = last
+        # In float32 a reading of 12,345,678 is rounded to the unit, one of 1e9 to 64, more
+        # than such a sensor moves in a reading: each window's last reading is kept as its
+        # offset from the newest one (the anchor, float64), moved on each forecast, and each
+        # forecast as its offset from its own window's last reading; both are a few of the
+        # sensor's steps, which float32 holds to seven digits whatever the level.
+        moved = (a["pend_anchor"][slots] - last)[:, None, :]
+        a["pend_last"][slots] = a["pend_last"][slots] + moved
+        a["pend_last"][slots, ring] = 0.0
+        a["pend_anchor"][slots] = last
+        a["pend_f"][slots[:, None], cells] = forecast - last[:, None, :]
         a["pend_scale"][slots, ring] = scale[:, 0, :]
         a["pend_rscale"][slots, ring] = rscale
         a["acc_scale"][slots] = mase  # read back one reading later (online accuracy)
@@ -623,22 +634,48 @@ class SensorScores:
                 newest = seq.max(axis=1, initial=-1)
                 self._arrays["pend_newest"][part] = newest
                 self._arrays["pend_fresh"][part] = (seq >= 0) & (seq == self._ring_made(newest))
+            legacy = "pend_anchor" not in arrays
+            if legacy:
+                self._anchor_legacy(idx)
             for name in ("pend_f", "pend_pers"):
-                self._load_steps(name, idx, arrays[name], first)
+                self._load_steps(name, idx, arrays[name], first, legacy)
             for name in ("q_model", "q_pers", "qa_model", "qa_pers"):
                 np.clip(self._arrays[name], Q_FLOOR, Q_CEIL, out=self._arrays[name])
             self.on_persistence = int(self._arrays["use_pers"][idx].all(axis=1).sum())
         return len(keep)
 
+    def _anchor_legacy(self, idx: NDArray[np.intp]) -> None:
+        """A snapshot without anchors held each window's last reading whole: keep the
+        newest one's as the anchor and the others as offsets from it (see `_store`)."""
+        a = self._arrays
+        for lo in range(0, len(idx), LOAD_CHUNK):
+            part = idx[lo : lo + LOAD_CHUNK]
+            whole = a["pend_last"][part].astype(np.float64)
+            newest = np.maximum(a["pend_newest"][part], 0) % self.horizon
+            anchor = whole[np.arange(len(part)), newest]
+            a["pend_anchor"][part] = anchor
+            a["pend_last"][part] = whole - anchor[:, None, :]
+
     def _load_steps(
-        self, name: str, idx: NDArray[np.intp], whole: NDArray[Any], first: int
+        self,
+        name: str,
+        idx: NDArray[np.intp],
+        whole: NDArray[Any],
+        first: int,
+        legacy: bool = False,
     ) -> None:
         """Put the steps still to be realised of whole forecasts (n, h, h, ...), as a
         snapshot holds them from row `first` on, in their cells: a chunk of rows at a time,
-        read forward (`whole` may be a reader of the file's rows, state.RowReader)."""
+        read forward (`whole` may be a reader of the file's rows, state.RowReader). A
+        `legacy` snapshot's forecasts are whole numbers: kept as offsets from their last."""
+        a = self._arrays
         for slots, part, at, cells in self._live_cells(name, idx):
             rows = whole[first + part.start : first + min(part.stop, len(idx))]
-            self._arrays[name][slots, cells] = rows[at]
+            got = rows[at]
+            if legacy and name == "pend_f":
+                ring = at[1]
+                got = got - (a["pend_anchor"][slots] + a["pend_last"][slots, ring])
+            a[name][slots, cells] = got
 
 
 @dataclass(frozen=True)

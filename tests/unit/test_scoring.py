@@ -402,15 +402,22 @@ def test_scores_saved_before_the_guard_was_per_step_are_restored(tmp_path: Path)
         old = {k: npz[k] for k in npz.files}
     got = s.to_arrays()
     assert got["sensor_ids"].tolist() == ["good", "bad", "new"]
-    for name in ("pend_seq", "pend_last", "pend_scale", "pend_rscale", "q_model",
+    for name in ("pend_seq", "pend_scale", "pend_rscale", "q_model",
                  "q_pers", "qa_model", "qa_pers", "n_scored", "flagged_seq"):  # fmt: skip
         assert np.array_equal(got[name], old[name]), name
+    # each window's last reading: the newest one whole (the anchor), the others as offsets
+    last = got["pend_anchor"][:, None, :] + got["pend_last"]
+    assert np.allclose(last, old["pend_last"], rtol=0, atol=1e-5)
+    newest_place = old["pend_seq"].argmax(axis=1)
+    assert np.array_equal(got["pend_anchor"], old["pend_last"][np.arange(3), newest_place])
     # of each pending forecast, the steps still to be realised (those read from now on): the
-    # realised ones are not kept
+    # realised ones are not kept; each as its offset from its window's last reading
     newest = old["pend_seq"].max(axis=1)[:, None, None]
     ahead = old["pend_seq"][:, :, None] + np.arange(1, 4) > newest  # (sensor, forecast, step)
     assert ahead.any() and not ahead.all()
-    assert np.array_equal(got["pend_f"], np.where(ahead[..., None], old["pend_f"], 0))
+    whole = got["pend_f"] + last[:, :, None, :]
+    assert np.allclose(whole[ahead], old["pend_f"][ahead], rtol=0, atol=1e-5)
+    assert not got["pend_f"][~ahead].any()
     assert got["use_pers"].tolist() == [[False] * 3, [True] * 3, [False] * 3]
     assert s.on_persistence == 1
     assert old["err_model"][1] > 3 * old["err_pers"][1]  # bad: the model lost, by far
@@ -433,3 +440,30 @@ def test_scores_saved_before_the_guard_was_per_step_are_restored(tmp_path: Path)
         assert np.allclose(served.forecast[1], walk[i]) and served.persistence[1]  # bad
         assert np.allclose(afresh.score(windows, fc, one).forecast[:, :, 0], walk[i])
     assert s.take_switches() == {"persistence": 0, "model": 0}
+
+
+@pytest.mark.parametrize("level", [12_345_678.0, 1e9])
+def test_a_sensors_level_does_not_change_its_scores(level: float) -> None:
+    """Pending forecasts and last readings are kept as offsets (float32) from a float64
+    anchor: a sensor far from zero (an energy meter, float32's unit at 12,345,678 is 1, at
+    1e9 64) is scored, guarded and flagged as the same sensor near zero."""
+    rng = np.random.default_rng(5)
+    i = np.arange(600)
+    series = 10.0 * np.sin(2 * np.pi * i / 40) + rng.normal(0, 1.0, len(i))
+    series[450] += 40.0  # one spike
+
+    def model(w: np.ndarray) -> np.ndarray:  # a fair model: the sine's next steps, roughly
+        return w[-1] + 0.9 * (w[-1] - w[-2]) * np.arange(1, 4)
+
+    near, far = scores_for(meta()), scores_for(meta())
+    got_near = replay(near, series, model)
+    got_far = replay(far, series + level, model)
+    assert got_near[3] == got_far[3]  # the guard's choices
+    assert got_near[4] == got_far[4] and got_near[4]  # the anomalies, the spike among them
+    for a, b in zip(got_near[0], got_far[0], strict=True):
+        assert np.allclose(b - level, a, rtol=0, atol=1e-6 * max(level, 1.0))
+    widths = np.subtract(got_near[2], got_near[1])  # the intervals
+    assert np.allclose(np.subtract(got_far[2], got_far[1]), widths, rtol=1e-4)
+    arrays_near, arrays_far = near.to_arrays(), far.to_arrays()
+    for name in ("q_model", "q_pers", "err_model", "err_pers", "use_pers", "n_scored"):
+        assert np.allclose(arrays_far[name], arrays_near[name], rtol=1e-4), name
