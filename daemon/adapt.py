@@ -76,6 +76,10 @@ CYCLES = (86_400.0, 7 * 86_400.0, 365.25 * 86_400.0)
 """A day, a week, a year: a sensor's period is the first of them longer than its horizon."""
 SEASON_STATE = ("period", "period_cadence", "ring", "ring_base", "ring_newest", "ring_count")
 """A head's period and ring: absent from snapshots of earlier versions."""
+WIDENED = ("pend_center",)
+"""float64 now, float32 in snapshots of earlier versions (which load). A window's last reading
+is kept whole: in float32 a reading of 12,345,678 is rounded to the unit, one of 1e9 to 64,
+and every residual a head learned from carried that rounding."""
 CADENCE_MOVE = 1.5
 """A head's period is decided from its sensor's cadence when the head starts, and again when
 that cadence has moved by more than this factor (a new reporting interval, not the jitter of
@@ -173,7 +177,7 @@ class SensorHeads:
             "seen": ((), np.float64),
             "pend_seq": ((h,), np.int64),
             "pend_phi": ((h, p), np.float32),
-            "pend_center": ((h, k), np.float32),
+            "pend_center": ((h, k), np.float64),
             "pend_scale": ((h, k), np.float32),
             "period": ((), np.int32),
             "period_cadence": ((), np.float32),
@@ -498,7 +502,8 @@ class SensorHeads:
         for name in names:
             shape, dtype = self._shapes[name]
             got = arrays[name]
-            if got.shape != (m, *shape) or got.dtype != dtype:
+            widened = name in WIDENED and got.dtype == np.float32
+            if got.shape != (m, *shape) or (got.dtype != dtype and not widened):
                 raise ValueError(f"{name} has shape {got.shape} {got.dtype}")
         finite = ("cov", "weights", "pend_phi", "pend_center", "pend_scale", *SEASON_STATE)
         diagonal = np.flatnonzero(self._tri[0] == self._tri[1])

@@ -394,3 +394,25 @@ def test_heads_are_restored_a_chunk_of_heads_at_a_time(tmp_path: Path) -> None:
     a, b = h.to_arrays(), again.to_arrays()
     for name in a:
         assert np.array_equal(a[name][n - keep :], b[name]), name
+
+
+def test_a_sensor_s_level_does_not_change_what_its_head_learns(
+    tmp_path: Path, forecaster: Forecaster
+) -> None:
+    """Each pending window's last reading is kept in float64: a head learns the same from
+    temperatures 1e9 above themselves (float32's unit there is 64, more than they move);
+    a snapshot of the previous version, which held them in float32, still loads."""
+    values = temperatures(800)
+    near, far = heads(), heads()
+    got = serve(near, forecaster, windows_of(values))
+    got_far = serve(far, forecaster, windows_of(values + 1e6))
+    assert np.allclose(got_far - 1e6, got, rtol=0, atol=1e-4)
+    assert np.allclose(far._arrays["weights"], near._arrays["weights"], rtol=0, atol=1e-4)
+    save_heads(tmp_path, near)
+    with np.load(tmp_path / "heads.npz") as npz:
+        old = {k: npz[k] for k in npz.files}
+    old["pend_center"] = old["pend_center"].astype(np.float32)
+    np.savez(tmp_path / "heads.npz", **old)
+    earlier = heads()
+    assert load_heads(tmp_path, earlier) == 1
+    assert np.array_equal(earlier._arrays["weights"], near._arrays["weights"])
