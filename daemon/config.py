@@ -198,7 +198,10 @@ class InputConfig(Section):
     )
     ts_field: str = Field("ts", min_length=1, description="Dotted path of the reading timestamp.")
     max_gap: float = Field(
-        3.0, gt=1.0, description="A gap longer than this many cadences resets the window."
+        3.0,
+        gt=1.0,
+        description="A gap longer than this many of the sensor's long intervals (its cadence, "
+        "for a sensor reporting regularly) resets the window.",
     )
     gap_fill: Literal["reset", "interpolate"] = Field(
         "reset", description="On a long gap: reset the window, or fill it linearly."

@@ -252,6 +252,53 @@ def test_sensor_recovers_from_a_cadence_learned_on_a_burst() -> None:
     assert t.cadence("s") == 60.0
 
 
+def forecast_share(table: SensorTable, times: np.ndarray) -> float:
+    """The share of `times` whose reading brought a window to forecast from."""
+    full = 0
+    for ts in times.tolist():
+        w = table.push("s", ts, (20.0,))
+        full += isinstance(w, Window) and not w.refill
+    return full / len(times)
+
+
+@pytest.mark.parametrize(
+    "intervals",
+    [
+        lambda rng, n: rng.exponential(60.0, n),  # reporting as a Poisson process
+        lambda rng, n: np.exp(rng.normal(np.log(120.0), 1.0, n)),  # on change, heavy tailed
+        lambda rng, n: np.where(rng.random(n) < 0.3, rng.uniform(5, 30, n), 300.0),  # bursts
+    ],
+)
+def test_a_sensor_reporting_irregularly_is_forecast_and_its_outages_still_reset(
+    intervals: object,
+) -> None:
+    """A gap is `max_gap` times the sensor's long intervals, not its mean one: a sensor that
+    reports on change (Zigbee, Home Assistant states) got a window reset every twentieth
+    reading or so, and 3 to 6% of its readings were forecast. Outages of hours still reset."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    gaps = intervals(rng, n)  # type: ignore[operator]
+    t = SensorTable(32, 1, max_gap=3.0)
+    assert forecast_share(t, 1.7e9 + np.cumsum(gaps)) > 0.9
+    assert t.gap_resets <= 15
+    outages = SensorTable(32, 1, max_gap=3.0)
+    at = rng.choice(np.arange(200, n), 5, replace=False)
+    gaps[at] += 86_400.0  # a day each
+    forecast_share(outages, 1.7e9 + np.cumsum(gaps))
+    assert 5 <= outages.gap_resets <= 20
+
+
+def test_a_regular_sensor_keeps_the_gap_of_max_gap_cadences() -> None:
+    """Jitter of 20% leaves the spread near 1: a gap of 4 cadences still resets."""
+    rng = np.random.default_rng(1)
+    t = SensorTable(32, 1, max_gap=3.0)
+    times = 1.7e9 + np.cumsum(60.0 * rng.uniform(0.8, 1.2, 2000))
+    assert forecast_share(t, times) > 0.98
+    assert t.gap_resets == 0
+    assert t.push("s", float(times[-1]) + 240.0, (20.0,)) is None
+    assert t.gap_resets == 1
+
+
 # --- eviction ---------------------------------------------------------------------
 
 

@@ -81,6 +81,35 @@ def test_round_trip_continues_where_it_stopped(tmp_path: Path) -> None:
     assert restored.push("boiler-3", 0.0, (1.0, 1.0)) is Drop.STALE
 
 
+def test_snapshots_keep_each_sensors_spread_and_earlier_ones_load(tmp_path: Path) -> None:
+    """How irregular a sensor's intervals are (its spread, see buffer.SPREAD_LEVEL) survives
+    a restart; a snapshot of an earlier version, without it, loads every sensor as regular
+    (1), and values out of range are brought into [1, SPREAD_MAX]."""
+    from sensorcast.buffer import SPREAD_MAX
+
+    t = table_for()
+    rng = np.random.default_rng(3)
+    for ts in (1.7e9 + np.cumsum(rng.exponential(60.0, 400))).tolist():
+        t.push("poisson", ts, (1.0, 2.0))
+    spread = t.to_arrays()["spread"][0]
+    assert 2.0 < spread < SPREAD_MAX
+    save_snapshot(tmp_path, t, META)
+    restored = table_for()
+    assert load_snapshot(tmp_path, restored, META) == 1
+    assert restored.to_arrays()["spread"][0] == spread
+    with np.load(tmp_path / SNAPSHOT_FILE) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    for given, expected in ((None, 1.0), (np.float32(1e9), SPREAD_MAX), (np.float32(0.1), 1.0)):
+        changed = dict(arrays)
+        if given is None:
+            del changed["spread"]
+        else:
+            changed["spread"] = np.array([given], dtype=np.float32)
+        older = table_for()
+        assert older.load_arrays(changed) == 1
+        assert older.to_arrays()["spread"][0] == expected
+
+
 def test_save_creates_the_directory(tmp_path: Path) -> None:
     target = save_snapshot(tmp_path / "a" / "b", filled(), META)
     assert target == tmp_path / "a" / "b" / SNAPSHOT_FILE
