@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -38,7 +39,10 @@ intervals as irregular as a Poisson process's, a spread near 4.6. Before, such a
 window started over every twentieth reading or so, and 32 readings in a row were rare: 6% of
 its readings were forecast, 99% now (`tests/unit/test_buffer.py`)."""
 SPREAD_RATE = 0.05
-"""Step of the spread's multiplicative quantile tracker."""
+"""Step of the spread's multiplicative quantile tracker: each interval over its cadence above
+the spread multiplies it by SPREAD_UP, each other one by SPREAD_DOWN (at least 1)."""
+SPREAD_UP = math.exp(SPREAD_RATE * SPREAD_LEVEL)
+SPREAD_DOWN = math.exp(-SPREAD_RATE * (1.0 - SPREAD_LEVEL))
 SPREAD_MAX = 20.0
 """Intervals beyond this many cadences are gaps, whatever the sensor's spread."""
 SEQ_EPOCH = 1 << 32
@@ -139,7 +143,9 @@ class SensorTable:
     _count: NDArray[np.int32]
     _last_ts: NDArray[np.float64]
     _cadence: NDArray[np.float64]
-    _spread: NDArray[np.float32]
+    _spread: array[float]
+    """Per slot, the spread of its intervals (SPREAD_LEVEL): an `array`, read on every reading
+    in half numpy's time."""
     _seen: NDArray[np.float64]
     _seq: NDArray[np.int64]
     _full: NDArray[np.bool_]
@@ -189,7 +195,7 @@ class SensorTable:
         count = np.zeros(capacity, dtype=np.int32)
         last_ts = np.full(capacity, -np.inf, dtype=np.float64)
         cadence = np.full(capacity, np.nan, dtype=np.float64)
-        spread = np.ones(capacity, dtype=np.float32)
+        spread = array("f", [1.0]) * capacity
         seen = np.zeros(capacity, dtype=np.float64)
         seq = np.zeros(capacity, dtype=np.int64)
         base = np.zeros((capacity, self.features), dtype=np.float64)
@@ -198,7 +204,7 @@ class SensorTable:
             base[:n] = self._base
             pos[:n], count[:n] = self._pos, self._count
             last_ts[:n], cadence[:n], seen[:n] = self._last_ts, self._cadence, self._seen
-            seq[:n], full[:n], spread[:n] = self._seq, self._full, self._spread
+            seq[:n], full[:n], spread[:n] = self._seq, self._full, self._spread[:n]
         self._data, self._pos, self._count = data, pos, count
         self._last_ts, self._cadence, self._seen = last_ts, cadence, seen
         self._seq, self._base, self._full = seq, base, full
@@ -379,7 +385,7 @@ class SensorTable:
         self, slot: int, delta: float, values: tuple[float, ...], sensor_id: str
     ) -> None:
         cad = self.fixed_cadence or float(self._cadence[slot])
-        spread = float(self._spread[slot])
+        spread = self._spread[slot]
         if not math.isnan(cad) and delta > self.max_gap * cad * spread:
             missing = round(delta / cad) - 1
             if self.gap_fill == "interpolate" and missing <= self.max_fill_steps:
@@ -399,9 +405,10 @@ class SensorTable:
         if math.isnan(cad):
             self._cadence[slot] = delta
             return
-        ratio = delta / cad if cad > 0 else SPREAD_MAX
-        step = SPREAD_RATE * ((ratio > spread) - (1.0 - SPREAD_LEVEL))
-        self._spread[slot] = min(max(spread * math.exp(step), 1.0), SPREAD_MAX)
+        if delta > cad * spread:
+            self._spread[slot] = min(spread * SPREAD_UP, SPREAD_MAX)
+        elif spread > 1.0:  # a sensor reporting regularly stays at 1: nothing to write
+            self._spread[slot] = max(spread * SPREAD_DOWN, 1.0)
         if self.fixed_cadence is None:
             self._cadence[slot] = (1 - CADENCE_ALPHA) * cad + CADENCE_ALPHA * delta
 
@@ -457,7 +464,7 @@ class SensorTable:
             "count": self._count[idx],
             "last_ts": self._last_ts[idx],
             "cadence": self._cadence[idx],
-            "spread": self._spread[idx],
+            "spread": np.frombuffer(self._spread, dtype=np.float32)[idx],
             "seq": self._seq[idx],
         }
 
@@ -523,7 +530,9 @@ class SensorTable:
         self._cadence[idx] = arrays["cadence"][keep]
         spread = arrays.get("spread")  # absent in snapshots of earlier versions: 1 then
         if spread is not None and spread.shape == (n,) and spread.dtype == np.float32:
-            self._spread[idx] = np.clip(np.nan_to_num(spread[keep], nan=1.0), 1.0, SPREAD_MAX)
+            spreads = np.frombuffer(self._spread, dtype=np.float32)  # a view: written through
+            spreads[idx] = np.clip(np.nan_to_num(spread[keep], nan=1.0), 1.0, SPREAD_MAX)
+            del spreads  # the array cannot grow while viewed
         seq = arrays.get("seq")  # absent in snapshots of earlier versions: fresh numbers then
         if seq is not None and seq.shape == (n,) and seq.dtype == np.int64:
             self._seq[idx] = seq[keep]
