@@ -42,6 +42,10 @@ SPREAD_RATE = 0.05
 """Step of the spread's multiplicative quantile tracker: each interval over its cadence above
 the spread multiplies it by SPREAD_UP, each other one by SPREAD_DOWN (at least 1)."""
 SPREAD_UP = math.exp(SPREAD_RATE * SPREAD_LEVEL)
+SPREAD_WARM_UP = math.exp(0.6 * SPREAD_LEVEL)
+"""... and while its window fills (a new sensor, or one whose window a gap reset), by this: a
+spread learned slowly let a new sensor reporting on change take its first long intervals for
+gaps, and its window started over before it filled."""
 SPREAD_DOWN = math.exp(-SPREAD_RATE * (1.0 - SPREAD_LEVEL))
 SPREAD_MAX = 20.0
 """Intervals beyond this many cadences are gaps, whatever the sensor's spread."""
@@ -54,8 +58,9 @@ before the gap is never scored against a reading after it."""
 MAX_EVICTED_IDS = 65536
 """Evicted sensor ids kept for the owner to collect (`take_evicted`); beyond, only counted."""
 
-GapReset = Callable[[str, float, float], None]
-"""Called with (sensor id, gap in seconds, cadence in seconds) when a gap resets a window."""
+GapReset = Callable[[str, float, float, float], None]
+"""Called with (sensor id, gap in seconds, cadence in seconds, spread) when a gap resets a
+window."""
 LOAD_CHUNK = 1024
 """Sensors' windows copied at a time when a snapshot is loaded (bounds the extra memory)."""
 CHUNK_BYTES = 1 << 20
@@ -400,13 +405,14 @@ class SensorTable:
                 self._seq[slot] += SEQ_GAP_JUMP
                 self.gap_resets += 1
                 if self.on_gap_reset is not None:
-                    self.on_gap_reset(sensor_id, delta, cad)
+                    self.on_gap_reset(sensor_id, delta, cad, spread)
             return
         if math.isnan(cad):
             self._cadence[slot] = delta
             return
         if delta > cad * spread:
-            self._spread[slot] = min(spread * SPREAD_UP, SPREAD_MAX)
+            up = SPREAD_UP if self._full[slot] else SPREAD_WARM_UP
+            self._spread[slot] = min(spread * up, SPREAD_MAX)
         elif spread > 1.0:  # a sensor reporting regularly stays at 1: nothing to write
             self._spread[slot] = max(spread * SPREAD_DOWN, 1.0)
         if self.fixed_cadence is None:

@@ -72,19 +72,25 @@ class SensorEvents:
         cadence: float,
         max_gap: float,
         timesteps: int | None = None,
+        spread: float = 1.0,
     ) -> None:
+        """`spread`: how much longer than its cadence the sensor's long intervals are
+        (buffer.SPREAD_LEVEL); 1 for a sensor reporting regularly."""
+        irregular = f" x its spread of {spread:.2g}" if spread > 1.005 else ""
         self._emit(
             Event.GAP_RESET,
             sensor_id,
             "sensor %s: window reset: %.3gs since the last reading, more than %g x its "
-            "cadence of %.3gs; forecasts resume after %d more readings",
+            "cadence of %.3gs%s; forecasts resume after %d more readings",
             sensor_id,
             gap,
             max_gap,
             cadence,
+            irregular,
             self.timesteps if timesteps is None else timesteps,
             gap_s=gap,
             cadence_s=cadence,
+            spread=spread,
         )
 
     def evicted(self, sensor_id: str, why: str) -> None:

@@ -215,8 +215,8 @@ def make_table(
         **room,
     )
     timesteps = meta.timesteps
-    table.on_gap_reset = lambda sid, gap, cadence: events.gap_reset(
-        sid, gap, cadence, table.max_gap, timesteps
+    table.on_gap_reset = lambda sid, gap, cadence, spread: events.gap_reset(
+        sid, gap, cadence, table.max_gap, timesteps, spread
     )
     return table
 
