@@ -43,9 +43,11 @@ SPREAD_RATE = 0.05
 the spread multiplies it by SPREAD_UP, each other one by SPREAD_DOWN (at least 1)."""
 SPREAD_UP = math.exp(SPREAD_RATE * SPREAD_LEVEL)
 SPREAD_WARM_UP = math.exp(0.6 * SPREAD_LEVEL)
-"""... and while its window fills (a new sensor, or one whose window a gap reset), by this: a
-spread learned slowly let a new sensor reporting on change take its first long intervals for
-gaps, and its window started over before it filled."""
+"""... and while its window fills (a new sensor, or one whose window a gap reset), by up to
+this, but never beyond the interval's own ratio: a spread learned slowly let a new sensor
+reporting on change take its first long intervals for gaps, and its window started over
+before it filled; a sensor reporting regularly, whose intervals differ from its cadence by
+float rounding, stays at 1."""
 SPREAD_DOWN = math.exp(-SPREAD_RATE * (1.0 - SPREAD_LEVEL))
 SPREAD_MAX = 20.0
 """Intervals beyond this many cadences are gaps, whatever the sensor's spread."""
@@ -411,7 +413,9 @@ class SensorTable:
             self._cadence[slot] = delta
             return
         if delta > cad * spread:
-            up = SPREAD_UP if self._full[slot] else SPREAD_WARM_UP
+            up = SPREAD_UP
+            if not self._full[slot]:
+                up = min(max(delta / (cad * spread), SPREAD_UP), SPREAD_WARM_UP)
             self._spread[slot] = min(spread * up, SPREAD_MAX)
         elif spread > 1.0:  # a sensor reporting regularly stays at 1: nothing to write
             self._spread[slot] = max(spread * SPREAD_DOWN, 1.0)

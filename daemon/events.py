@@ -76,7 +76,7 @@ class SensorEvents:
     ) -> None:
         """`spread`: how much longer than its cadence the sensor's long intervals are
         (buffer.SPREAD_LEVEL); 1 for a sensor reporting regularly."""
-        irregular = f" x its spread of {spread:.2g}" if spread > 1.005 else ""
+        irregular = f" x its spread of {spread:.2g}" if spread >= 1.1 else ""
         self._emit(
             Event.GAP_RESET,
             sensor_id,

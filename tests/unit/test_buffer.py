@@ -288,6 +288,17 @@ def test_a_sensor_reporting_irregularly_is_forecast_and_its_outages_still_reset(
     assert 5 <= outages.gap_resets <= 20
 
 
+def test_timestamps_rounded_by_float_keep_a_regular_sensor_regular() -> None:
+    """Readings every 0.2 s stamped 1e9 + 0.2 i differ from 0.2 s by float rounding: the
+    spread stays near 1 while the window fills, and 4 s later is still a gap."""
+    t = SensorTable(32, 1, max_gap=3.0)
+    for i in range(32):
+        t.push("s", 1e9 + 0.2 * i, (20.0,))
+    assert t.to_arrays()["spread"][0] < 1.1
+    assert t.push("s", 1e9 + 0.2 * 31 + 4.0, (20.0,)) is None
+    assert t.gap_resets == 1
+
+
 def test_a_regular_sensor_keeps_the_gap_of_max_gap_cadences() -> None:
     """Jitter of 20% leaves the spread near 1: a gap of 4 cadences still resets."""
     rng = np.random.default_rng(1)
