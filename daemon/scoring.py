@@ -527,9 +527,9 @@ class SensorScores:
         # offset from the newest one (the anchor, float64), moved on each forecast, and each
         # forecast as its offset from its own window's last reading; both are a few of the
         # sensor's steps, which float32 holds to seven digits whatever the level.
-        moved = (a["pend_anchor"][slots] - last)[:, None, :]
-        a["pend_last"][slots] = a["pend_last"][slots] + moved
-        a["pend_last"][slots, ring] = 0.0
+        moved = a["pend_last"][slots] + (a["pend_anchor"][slots] - last)[:, None, :]
+        moved[np.arange(len(slots)), ring] = 0.0  # in the copy: one write to the table
+        a["pend_last"][slots] = moved
         a["pend_anchor"][slots] = last
         a["pend_f"][slots[:, None], cells] = forecast - last[:, None, :]
         a["pend_scale"][slots, ring] = scale[:, 0, :]

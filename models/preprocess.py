@@ -80,7 +80,7 @@ class Scaler:
             return self._relative_to_last(w)
         mean = w.mean(axis=1, keepdims=True)
         std = w.std(axis=1, keepdims=True)
-        scale = np.maximum(std, np.maximum(WINDOW_STD_FLOOR * np.abs(mean), ZERO_FLOOR))
+        scale = np.maximum(std, _floor(WINDOW_STD_FLOOR, mean))
         x = (w - mean) / scale
         idx = self._target_idx
         return x.astype(np.float32), ScaleContext(center=mean[:, :, idx], scale=scale[:, :, idx])
@@ -91,8 +91,7 @@ class Scaler:
         if self._scale is not None:
             scale = np.broadcast_to(self._scale, last.shape)
         else:
-            floor = np.maximum(STEP_SCALE_FLOOR * np.abs(last), ZERO_FLOOR)
-            scale = np.maximum(self._step(w), floor)
+            scale = np.maximum(self._step(w), _floor(STEP_SCALE_FLOOR, last))
         x = (w - last) / scale
         idx = self._target_idx
         return x.astype(np.float32), ScaleContext(center=last[:, :, idx], scale=scale[:, :, idx])
@@ -106,6 +105,12 @@ class Scaler:
         """Map model outputs (batch, horizon, targets) back to sensor units."""
         out: NDArray[np.float64] = np.asarray(y, dtype=np.float64) * ctx.scale + ctx.center
         return out
+
+
+def _floor(share: float, level: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The least scale of windows at `level`: `share` of it, ZERO_FLOOR at zero."""
+    out: NDArray[np.float64] = np.maximum(share * np.abs(level), ZERO_FLOOR)
+    return out
 
 
 def step_scale(w: NDArray[np.float64]) -> NDArray[np.float64]:
