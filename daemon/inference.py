@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -35,6 +36,8 @@ BUSY_WEIGHT = 0.2
 
 Publish = Callable[[str, bytes], bool]
 """Hands a forecast to the MQTT client; False when it could not be queued."""
+Held = Callable[[], contextlib.AbstractContextManager[None]]
+"""Within it, the forecasts this thread publishes are written together as it leaves."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,7 @@ class InferenceWorker(threading.Thread):
         max_wait: float = 0.0,
         accuracy: OnlineAccuracy | None = None,
         anomaly_topic: TopicTemplate | None = None,
+        held: Held = contextlib.nullcontext,
     ) -> None:
         super().__init__(name="sensorcast-inference", daemon=True)
         self.queue = queue
@@ -172,6 +176,7 @@ class InferenceWorker(threading.Thread):
         self.lane = Lane(served, accuracy)
         """The lane of windows queued without one (a daemon without routes has only it)."""
         self._publish = publish
+        self._held = held
         self._stopped = False
 
     @property
@@ -264,26 +269,29 @@ class InferenceWorker(threading.Thread):
         forecasts, scales = served.forecaster.inverse(y, run), run.scale
         self.metrics.batch_size.observe(len(batch))
         scored = served.scores.score(windows, forecasts, scales, raw, lane.accuracy)
-        published = 0
+        sent: list[float] = []  # when each published forecast's reading arrived
+        payloads = served.encoder.encode_each(
+            windows, scored.forecast, scored.lower, scored.upper, scored.persistence
+        )
         try:
-            payloads = served.encoder.encode_each(
-                windows, scored.forecast, scored.lower, scored.upper, scored.persistence
-            )
-            for entry, payload in zip(batch, payloads, strict=True):
-                if payload is None:
-                    self._lost(lane, "not_finite")
-                    continue
-                if self._publish(self.output.format(entry.window.sensor_id), payload):
-                    published += 1
-                    self.metrics.latency_seconds.observe(time.time() - entry.received)
-                else:
-                    self._lost(lane, "queue_full")
+            with self._held():  # the batch's forecasts go out in one write
+                for entry, payload in zip(batch, payloads, strict=True):
+                    if payload is None:
+                        self._lost(lane, "not_finite")
+                        continue
+                    if self._publish(self.output.format(entry.window.sensor_id), payload):
+                        sent.append(entry.received)
+                    else:
+                        self._lost(lane, "queue_full")
+                if scored.anomalies and self.anomaly_topic is not None:
+                    self._publish_anomalies(lane, served, scored.anomalies)
         finally:
-            self.metrics.forecasts.inc(published)  # once per batch: the counter takes a lock
+            self.metrics.forecasts.inc(len(sent))  # once per batch: the counter takes a lock
             if lane.forecasts is not None:
-                lane.forecasts.inc(published)
-        if scored.anomalies and self.anomaly_topic is not None:
-            self._publish_anomalies(lane, served, scored.anomalies)
+                lane.forecasts.inc(len(sent))
+        now = time.time()  # written (or handed to the network loop) by now
+        for received in sent:
+            self.metrics.latency_seconds.observe(now - received)
 
     def _publish_anomalies(
         self, lane: Lane, served: ServedBundle, anomalies: list[Anomaly]

@@ -21,6 +21,7 @@ bounded rate.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import ssl
@@ -212,8 +213,13 @@ class MQTTLink:
         )
         return info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
 
+    def held(self) -> contextlib.AbstractContextManager[None]:
+        """Forecasts published by this thread within are written together as it leaves."""
+        return self._loops[-1].held()
+
     def _wait_for_room(self) -> None:
         pub = self.publisher
+        self._loops[-1].write_now()  # what this thread holds back must go out first
         deadline = time.monotonic() + ROOM_WAIT
         while (
             len(pub._out_messages) + len(pub._out_packet) >= OUTSTANDING // 2

@@ -32,7 +32,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -99,7 +99,8 @@ class NetworkLoop(threading.Thread):
         self._writing = threading.Lock()
         """Held by whichever thread writes to the socket: the loop, or `write_now`."""
         self._local = threading.local()
-        """`.deferred`: this thread calls `write_now` itself after queueing (no wake-up)."""
+        """`.deferred`: this thread calls `write_now` itself after queueing (no wake-up);
+        `.held`: ... when it leaves `held`."""
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -123,12 +124,29 @@ class NetworkLoop(threading.Thread):
             self._wake_w.send(b"\0")
 
     def publish(self, send: Callable[[], Any]) -> Any:
-        """Queue packets with `send()` on this thread and write them from it at once."""
+        """Queue packets with `send()` on this thread and write them from it at once (or,
+        inside `held`, when the calling thread leaves it)."""
+        if getattr(self._local, "held", False):
+            return send()
         self._local.deferred = True
         try:
             return send()
         finally:
             self._local.deferred = False
+            self.write_now()
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Publishes of the calling thread within are written together as it leaves (a
+        batch of forecasts: one `send` for all, see `LeanClient._packet_write`)."""
+        if getattr(self._local, "held", False):
+            yield
+            return
+        self._local.deferred = self._local.held = True
+        try:
+            yield
+        finally:
+            self._local.deferred = self._local.held = False
             self.write_now()
 
     def write_now(self) -> None:

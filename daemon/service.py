@@ -138,6 +138,7 @@ class Service:
             max_batch=settings.inference.max_batch,
             max_wait=settings.inference.max_wait_ms / 1000,
             anomaly_topic=self.anomaly_topic,
+            held=self.link.held,
         )
         self.worker.lane = default.lane
         self.stuck_after = 30.0

@@ -1,0 +1,142 @@
+"""`LeanClient` writes the packets it has queued with one `send`, and loses, repeats or
+reorders nothing when a send stops part-way; `MQTTLink.held` makes a batch of forecasts
+one write, through a real mosquitto."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from sensorcast.config import load_settings
+from sensorcast.metrics import Metrics
+from sensorcast.mqttclient import LeanClient
+from sensorcast.mqttio import MQTTLink
+from sensorcast.sandbox import Mosquitto
+from tests.mqtt_helpers import wait_for
+
+
+class CountingSocket:
+    """A real socket whose `send` calls are counted."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.sends = 0
+
+    def send(self, data: Any) -> int:
+        self.sends += 1
+        return int(self.sock.send(data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+def queued_client(sock: Any) -> LeanClient:
+    """A client writing to `sock`, whose packets wait in its queue until written."""
+    client = LeanClient(CallbackAPIVersion.VERSION2, client_id="join")
+    client.on_socket_register_write = lambda *_: None  # queue only: the test writes
+    client._sock = sock
+    return client
+
+
+def queue_publishes(client: LeanClient, n: int, qos: int = 0) -> tuple[bytes, list[Any]]:
+    """Queue `n` PUBLISH packets; their bytes in order, and their message infos."""
+    infos = []
+    for i in range(n):
+        info = mqtt.MQTTMessageInfo(i + 1)
+        payload = b'{"n":%d,"pad":"%s"}' % (i, b"x" * (i % 50))
+        client._send_publish(i + 1, b"forecasts/s%d" % i, payload, qos=qos, info=info)
+        infos.append(info)
+    return b"".join(bytes(p["packet"]) for p in client._out_packet), infos
+
+
+def read_all(sock: socket.socket) -> bytes:
+    out = b""
+    while True:
+        try:
+            chunk = sock.recv(1 << 16)
+        except BlockingIOError:
+            return out
+        if not chunk:
+            return out
+        out += chunk
+
+
+def test_queued_packets_go_out_in_one_send() -> None:
+    ours, peer = socket.socketpair()
+    sock = CountingSocket(ours)
+    client = queued_client(sock)
+    expected, infos = queue_publishes(client, 100)
+    assert client._packet_write() == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert sock.sends == 1
+    peer.setblocking(False)
+    assert read_all(peer) == expected
+    assert not client._out_packet
+    assert all(info.is_published() for info in infos)  # QoS 0: done once written
+
+
+def test_a_send_that_stops_part_way_loses_and_repeats_nothing() -> None:
+    ours, peer = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    ours.setblocking(False)
+    peer.setblocking(False)
+    sock = CountingSocket(ours)
+    client = queued_client(sock)
+    expected, infos = queue_publishes(client, 3000, qos=1)
+    assert len(expected) > 100_000  # far more than the socket takes at once
+    received = b""
+    results = set()
+    for _ in range(10_000):
+        results.add(client._packet_write())
+        received += read_all(peer)
+        if not client._out_packet:
+            break
+    received += read_all(peer)
+    assert received == expected
+    assert MQTTErrorCode.MQTT_ERR_AGAIN in results  # the socket was full on the way
+    assert sock.sends < len(infos) / 10
+    assert not any(info.is_published() for info in infos)  # QoS 1: done at its PUBACK
+
+
+def test_a_disconnect_is_written_after_what_was_queued_before_it() -> None:
+    ours, peer = socket.socketpair()
+    client = queued_client(CountingSocket(ours))
+    expected, _ = queue_publishes(client, 20)
+    client._send_disconnect()
+    client._packet_write()
+    peer.setblocking(False)
+    assert read_all(peer) == expected + b"\xe0\x00"
+    assert client._sock is None  # paho closed it, as after its own DISCONNECT
+
+
+def test_a_batch_of_forecasts_is_one_write_and_arrives_whole(broker: Mosquitto) -> None:
+    got: list[mqtt.MQTTMessage] = []
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="batch-sub")
+    sub.on_message = lambda c, u, m: got.append(m)
+    sub.connect("127.0.0.1", broker.port)
+    sub.subscribe("forecasts/#", qos=1)
+    sub.loop_start()
+    cfg = load_settings(None, mqtt={"host": "127.0.0.1", "port": broker.port}).mqtt
+    link = MQTTLink(cfg, "sensors/+/reading", lambda *_: None, Metrics())
+    link.start()
+    try:
+        assert wait_for(link.publisher.is_connected)
+        buffered = link.publisher._sock  # the network loop's socket (netloop.BufferedSocket)
+        sock = CountingSocket(buffered.sock)
+        buffered.send = sock.send  # its sends counted
+        with link.held():
+            for i in range(50):
+                assert link.publish(f"forecasts/s{i}", b"%d" % i)
+        # one write as the batch ends (two if the network loop woke on its timer meanwhile);
+        # 50 with a write per forecast
+        assert 1 <= sock.sends <= 2
+        assert wait_for(lambda: len(got) == 50)
+        assert [m.payload for m in got] == [b"%d" % i for i in range(50)]
+        assert [m.topic for m in got] == [f"forecasts/s{i}" for i in range(50)]
+    finally:
+        link.stop(timeout=2.0)
+        sub.loop_stop()
+        sub.disconnect()
