@@ -35,6 +35,28 @@ class Drop(StrEnum):
     """The sensor matches no route and `model.fallback` is false (SPEC 3a)."""
 
 
+WHY = {
+    Drop.TOO_LARGE: "the payload is larger than input.max_payload_bytes",
+    Drop.NOT_UTF8: "the payload is not UTF-8 text",
+    Drop.NOT_JSON: 'the payload is not JSON: a number, or an object such as {"value": 21.5}',
+    Drop.TOO_DEEP: "the JSON is nested too deeply",
+    Drop.DUPLICATE_KEY: "a JSON object has the same key twice",
+    Drop.WRONG_TYPE: "a feature is not a number, or the payload is neither a number nor an object",
+    Drop.MISSING_FEATURE: "a feature the model reads is missing (its name, or its path in "
+    "input.fields)",
+    Drop.NOT_FINITE: "a value is NaN or infinite",
+    Drop.OVERFLOW: "a value is beyond float32's range",
+    Drop.BAD_TS: "ts is neither epoch seconds from 0 to 253402300799 (epoch milliseconds "
+    "are larger) nor an ISO-8601 string",
+    Drop.FUTURE_TS: "ts is more than input.max_future_s ahead of this machine's clock",
+    Drop.RETAINED_NO_TS: "a retained message without ts: its time is unknown",
+    Drop.BAD_SENSOR_ID: "the sensor id in the topic is not 1 to 64 of A-Z a-z 0-9 _ . : -",
+    Drop.STALE: "ts is not after the sensor's last reading (a repeat, or out of order)",
+    Drop.NO_ROUTE: "the sensor matches no route and model.fallback is false",
+}
+"""What each reason means, in the log line: enough to fix the sender without the docs."""
+
+
 class DropLog:
     """Logs dropped input at most once per `interval` seconds per reason, with counts."""
 
@@ -52,4 +74,5 @@ class DropLog:
         self._last[reason] = now
         more = self._suppressed.pop(reason, 0)
         extra = f" (and {more} more since the last report)" if more else ""
-        log.warning("dropped a reading on %r: %s%s", topic[:200], reason.value, extra)
+        why = WHY.get(reason, "")
+        log.warning("dropped a reading on %r: %s (%s)%s", topic[:200], reason.value, why, extra)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
 
 import pytest
 
-from sensorcast.drops import Drop
+from sensorcast.drops import WHY, Drop, DropLog
 from sensorcast.readings import FLOAT32_MAX, MAX_TS, PayloadParser, Reading, read_message
 from sensorcast.topics import TopicTemplate
 
@@ -485,3 +486,19 @@ def test_a_retained_reading_without_ts_is_dropped() -> None:
     assert with_ts == ("ret", TS, Reading((99.0,), TS))
     live = read_message(TOPICS, parser, topic, b'{"value": 99}', TS, False)
     assert live == ("ret", TS, Reading((99.0,), None))
+
+
+def test_a_drop_says_in_its_log_line_what_was_wrong(caplog: pytest.LogCaptureFixture) -> None:
+    """A sender stamping epoch milliseconds (JavaScript's Date.now()) sees why at once."""
+    one = PayloadParser(["value"])
+    reason = one.parse(b'{"value": 1, "ts": 1700000000000}')
+    assert reason is Drop.BAD_TS
+    with caplog.at_level(logging.WARNING, logger="sensorcast.readings"):
+        DropLog(0.0)(reason, "sensors/a/reading")
+    assert "bad_ts (ts is neither epoch seconds" in caplog.text
+    assert "epoch milliseconds" in caplog.text
+
+
+def test_every_drop_reason_is_explained() -> None:
+    assert set(WHY) == set(Drop)
+    assert all(text and "\n" not in text for text in WHY.values())
