@@ -14,8 +14,9 @@ from sensorcast.config import load_settings
 from sensorcast.metrics import Metrics
 from sensorcast.mqttclient import LeanClient
 from sensorcast.mqttio import MQTTLink
-from sensorcast.sandbox import Mosquitto
+from sensorcast.sandbox import Mosquitto, free_port
 from tests.mqtt_helpers import wait_for
+from tests.tls_helpers import PKI
 
 
 class CountingSocket:
@@ -140,3 +141,36 @@ def test_a_batch_of_forecasts_is_one_write_and_arrives_whole(broker: Mosquitto) 
         link.stop(timeout=2.0)
         sub.loop_stop()
         sub.disconnect()
+
+
+def test_joined_writes_over_tls_arrive_whole_and_in_order(pki: PKI) -> None:
+    """Batches larger than a TLS record and than one joined write (64 KiB), over TLS: a
+    send that stops part-way, or that TLS asks to repeat, is resumed from where it stopped."""
+    port = free_port()
+    broker = Mosquitto(extra=pki.mosquitto_listener(port)).start()
+    got: list[bytes] = []
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="tls-sub")
+    sub.on_message = lambda c, u, m: got.append(m.payload)
+    sub.connect("127.0.0.1", broker.port)  # the broker's plain listener
+    sub.subscribe("forecasts/#", qos=1)
+    sub.loop_start()
+    tls = {"enabled": True, "ca_file": str(pki.ca_crt)}
+    cfg = load_settings(None, mqtt={"host": "127.0.0.1", "port": port, "tls": tls}).mqtt
+    link = MQTTLink(cfg, "sensors/+/reading", lambda *_: None, Metrics())
+    link.start()
+    sent = []
+    try:
+        assert wait_for(link.publisher.is_connected)
+        for batch in range(20):
+            with link.held():
+                for i in range(256):
+                    payload = b'{"n":%d,"pad":"%s"}' % (batch * 256 + i, b"x" * 300)
+                    assert link.publish(f"forecasts/s{i}", payload)
+                    sent.append(payload)
+        assert wait_for(lambda: len(got) == len(sent), timeout=30)
+        assert got == sent
+    finally:
+        link.stop(timeout=2.0)
+        sub.loop_stop()
+        sub.disconnect()
+        broker.close()
