@@ -19,7 +19,7 @@ Nothing here is per sensor: the scores keep what is pending, in their arrays.
 from __future__ import annotations
 
 import math
-from functools import partial
+from functools import lru_cache, partial
 
 import numpy as np
 from numpy.typing import NDArray
@@ -56,10 +56,18 @@ def _fold(means: list[float], k: int, new: Floats) -> None:
         mean, new = float(new[0]), new[1:]
     n = len(new)
     if n:  # n steps of mean += w (x - mean) at once: x_i weighs w (1 - w)^(n - 1 - i)
-        keep = 1.0 - ROLLING_WEIGHT
-        weights = ROLLING_WEIGHT * keep ** np.arange(n - 1, -1, -1, dtype=np.float64)
-        mean = mean * keep**n + float(weights @ new)
+        keep_n, weights = _weights(n)
+        mean = mean * keep_n + float(weights @ new)
     means[k] = mean
+
+
+@lru_cache(maxsize=512)
+def _weights(n: int) -> tuple[float, Floats]:
+    """(1 - w)^n and the weights of n values folded at once (made once per batch size)."""
+    keep = 1.0 - ROLLING_WEIGHT
+    weights = ROLLING_WEIGHT * keep ** np.arange(n - 1, -1, -1, dtype=np.float64)
+    weights.flags.writeable = False
+    return keep**n, weights
 
 
 def _mean(means: list[float], k: int) -> float:

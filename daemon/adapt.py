@@ -50,7 +50,7 @@ from numpy.typing import NDArray
 
 from sensorcast.buffer import Window, grow_rows, row_chunks
 from sensorcast.models.bundle import BundleMeta
-from sensorcast.scoring import batch_rounds
+from sensorcast.scoring import batch_rounds, bounded
 from sensorcast.slots import SlotIndex, same_id
 
 log = logging.getLogger(__name__)
@@ -423,7 +423,7 @@ class SensorHeads:
         target = (realised[ok] - a["pend_center"][s, ring][:, None, :]) / a["pend_scale"][s, ring][
             :, None, :
         ]
-        resid = np.clip(target.reshape(len(s), -1) - base, -RESIDUAL_CLIP, RESIDUAL_CLIP)
+        resid = bounded(target.reshape(len(s), -1) - base, -RESIDUAL_CLIP, RESIDUAL_CLIP)
         for lo in range(0, len(s), WORK_ROWS):
             hi = lo + WORK_ROWS
             self._update(s[lo:hi], phi[lo:hi], resid[lo:hi])

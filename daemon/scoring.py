@@ -385,7 +385,7 @@ class SensorScores:
         for q_name, r in (("q_model", r_model), ("q_pers", r_pers)):
             q = a[q_name][slots]
             step = np.exp(rate * ((r > q) - alpha))
-            a[q_name][slots] = np.clip(np.where(v3, q * step, q), Q_FLOOR, Q_CEIL)
+            a[q_name][slots] = bounded(np.where(v3, q * step, q), Q_FLOOR, Q_CEIL)
         if self.anomalies:
             scored = _Round(slots, seqs, cells, valid, y, f, p, rsc, rate[:, :, 0])
             for i, expected, half, score in self._anomalies(scored):
@@ -449,7 +449,7 @@ class SensorScores:
             q = a[name][r.slots]
             miss = np.abs(r.y - forecast) / r.sc[:, 0] > q
             grown = q * np.exp(r.rate * (miss - alpha))
-            a[name][r.slots] = np.clip(np.where(clean, grown, q), Q_FLOOR, Q_CEIL)
+            a[name][r.slots] = bounded(np.where(clean, grown, q), Q_FLOOR, Q_CEIL)
         return found
 
     def _guard(
@@ -769,10 +769,27 @@ def _robust_scale(values: NDArray[np.float64], fallback: NDArray[Any]) -> NDArra
     diffs = np.diff(values, axis=1)
     if not diffs.shape[1]:
         return np.asarray(fallback, dtype=np.float64)
-    steps = np.median(np.abs(diffs), axis=1) * 1.4826
+    steps = _median(np.abs(diffs)) * 1.4826
     rms = np.sqrt(np.mean(diffs * diffs, axis=1))
     out = np.maximum(steps, ROBUST_FLOOR * rms)
     return np.where(out > 0, out, fallback).astype(np.float64)
+
+
+def _median(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    """`np.median(x, axis=1)` of finite values, the same numbers in a third of the time (its
+    checks and dispatch cost more than the partition itself on a window)."""
+    m = x.shape[1]
+    lo, hi = (m - 1) // 2, m // 2
+    part = np.partition(x, (lo, hi), axis=1)
+    if lo == hi:
+        return part[:, lo]
+    out: NDArray[np.float64] = (part[:, lo] + part[:, hi]) / 2.0
+    return out
+
+
+def bounded(x: NDArray[Any], lo: float, hi: float) -> NDArray[Any]:
+    """`np.clip(x, lo, hi)` without its wrappers (a third of its time on a batch's arrays)."""
+    return np.minimum(np.maximum(x, lo), hi)
 
 
 def step_cells(made: NDArray[np.int64], steps: NDArray[Any]) -> NDArray[np.int64]:
