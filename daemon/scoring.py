@@ -789,7 +789,8 @@ def _median(x: NDArray[np.float64]) -> NDArray[np.float64]:
 
 def bounded(x: NDArray[Any], lo: float, hi: float) -> NDArray[Any]:
     """`np.clip(x, lo, hi)` without its wrappers (a third of its time on a batch's arrays)."""
-    return np.minimum(np.maximum(x, lo), hi)
+    out: NDArray[Any] = np.minimum(np.maximum(x, lo), hi)
+    return out
 
 
 def step_cells(made: NDArray[np.int64], steps: NDArray[Any]) -> NDArray[np.int64]:
@@ -804,11 +805,12 @@ def step_cells(made: NDArray[np.int64], steps: NDArray[Any]) -> NDArray[np.int64
 
 def batch_rounds(slots: NDArray[np.intp]) -> list[NDArray[np.intp]]:
     """Row indices split so no slot appears twice in a round, in order of appearance."""
-    if len(np.unique(slots)) == len(slots):
-        return [np.arange(len(slots))]
+    order = slots.tolist()
+    if len(set(order)) == len(order):  # 0.3 us for a few windows, 3.5 at 256 (np.unique: 1.6, 14.5)
+        return [np.arange(len(order))]
     seen: dict[int, int] = {}
     rounds: list[list[int]] = []
-    for i, s in enumerate(slots.tolist()):
+    for i, s in enumerate(order):
         r = seen.get(s, -1) + 1
         seen[s] = r
         if r == len(rounds):
