@@ -74,5 +74,6 @@ class DropLog:
         self._last[reason] = now
         more = self._suppressed.pop(reason, 0)
         extra = f" (and {more} more since the last report)" if more else ""
-        why = WHY.get(reason, "")
-        log.warning("dropped a reading on %r: %s (%s)%s", topic[:200], reason.value, why, extra)
+        log.warning(
+            "dropped a reading on %r: %s (%s)%s", topic[:200], reason.value, WHY[reason], extra
+        )

@@ -63,11 +63,8 @@ class LeanClient(mqtt.Client):
         while True:
             taken: list[Any] = []
             size = 0
-            while out and size < WRITE_JOIN:
-                try:
-                    packet = out.popleft()
-                except IndexError:  # taken by another writer (never: one writes at a time)
-                    break
+            while out and size < WRITE_JOIN:  # only one thread writes (NetworkLoop._writing)
+                packet = out.popleft()
                 if packet["command"] & 0xF0 == DISCONNECT:
                     out.appendleft(packet)
                     break

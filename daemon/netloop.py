@@ -99,8 +99,7 @@ class NetworkLoop(threading.Thread):
         self._writing = threading.Lock()
         """Held by whichever thread writes to the socket: the loop, or `write_now`."""
         self._local = threading.local()
-        """`.deferred`: this thread calls `write_now` itself after queueing (no wake-up);
-        `.held`: ... when it leaves `held`."""
+        """`.held`: this thread calls `write_now` itself as it leaves `held` (no wake-up)."""
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -128,12 +127,8 @@ class NetworkLoop(threading.Thread):
         inside `held`, when the calling thread leaves it)."""
         if getattr(self._local, "held", False):
             return send()
-        self._local.deferred = True
-        try:
+        with self.held():
             return send()
-        finally:
-            self._local.deferred = False
-            self.write_now()
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
@@ -142,11 +137,11 @@ class NetworkLoop(threading.Thread):
         if getattr(self._local, "held", False):
             yield
             return
-        self._local.deferred = self._local.held = True
+        self._local.held = True
         try:
             yield
         finally:
-            self._local.deferred = self._local.held = False
+            self._local.held = False
             self.write_now()
 
     def write_now(self) -> None:
@@ -165,7 +160,7 @@ class NetworkLoop(threading.Thread):
             self._wake_if_idle()
 
     def _wake_if_idle(self) -> None:
-        if self._idle and not getattr(self._local, "deferred", False):
+        if self._idle and not getattr(self._local, "held", False):
             self._idle = False
             self.wake()
 
