@@ -30,6 +30,16 @@ the end of the window then served: one update with that window's `phi` and all i
 residuals (clipped to `RESIDUAL_CLIP` steps, so a jump does not drag the head along).
 The covariance is shared across steps (they share `phi`), the weights are per step.
 
+Beside it each head keeps the sensor's own regression: its next `horizon` steps from its
+last `AR_LAGS` steps (first differences) and a bias, in units of its step size (a rolling
+mean of its absolute steps), learned by the same ridge RLS from the same realised windows.
+It knows nothing of the model: it is the sensor's momentum in its own units, which a generic
+model misses on a sensor unlike those it was trained on (on the room of the README's table
+the model and its correction lose to the last value, this wins by 6 to 11%). Each step is
+served by whichever of the two has the smaller rolling error on this sensor
+(`CHOICE_WEIGHT`), the corrected model until both have been scored; the guard (scoring.py)
+then holds either to the last value where it does no better.
+
 State lives in preallocated float32 arrays (the covariance as its upper triangle), grown
 by doubling up to `max_sensors`; beyond it the least recently seen sensor's head is
 recycled once that sensor has been quiet for `idle_s`. A head that diverges (non-finite, or a
@@ -65,6 +75,8 @@ CORRECTION_BOUND = 30.0
 """A head whose correction exceeds this many normalised units has diverged: it is reset."""
 FORGETTING = 0.999
 RIDGE = 3.0
+STEP_FLOOR = 1e-6
+"""A sensor's step size is at least this share of its reading (a sensor that has not moved)."""
 WORK_ROWS = 64
 """Heads updated at a time: their two (p, p) float64 work matrices are kept between batches
 (1.6 MB for the default model; a whole batch of 256 at once kept 6.2 MB)."""
@@ -80,11 +92,43 @@ WIDENED = ("pend_center",)
 """float64 now, float32 in snapshots of earlier versions (which load). A window's last reading
 is kept whole: in float32 a reading of 12,345,678 is rounded to the unit, one of 1e9 to 64,
 and every residual a head learned from carried that rounding."""
+AR_LAGS = 4
+"""Steps (first differences) of each target in a head's own regression of the sensor on its
+recent steps: its momentum, which a generic model may miss on a sensor it was not trained on."""
+AR_STEP_WEIGHT = 0.01
+"""Weight of the newest step in a sensor's step size (a rolling mean of its absolute steps),
+the unit its own regression works in."""
+CHOICE_WEIGHT = 0.02
+"""Weight of the newest realised forecast in the rolling errors, per step, of the corrected
+model and of the sensor's own regression; each step is served by the one with the smaller
+(the corrected model until both have been scored)."""
+AR_STATE = (
+    "ar_cov",
+    "ar_weights",
+    "ar_step",
+    "pend_ar_phi",
+    "pend_step",
+    "pend_last",
+    "pend_fc",
+    "choice_err",
+)
+"""The sensor's own regression and the choice: absent from snapshots of earlier versions
+(those heads start them afresh)."""
 CADENCE_MOVE = 1.5
 """A head's period is decided from its sensor's cadence when the head starts, and again when
 that cadence has moved by more than this factor (a new reporting interval, not the jitter of
 an irregular sensor, nor a weekend's gap in trading days); the head starts again only if its
 period changed by more than this factor, or to or from none (the window alone)."""
+
+
+@dataclass(frozen=True)
+class Corrected:
+    """The heads' forecasts for a batch of windows."""
+
+    y: NDArray[np.float64]
+    """(n, horizon, targets): the model's normalised outputs, corrected."""
+    adapted: NDArray[np.bool_]
+    """(n,): which windows have a head (beyond `max_sensors`, a sensor may have none)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +143,11 @@ class Layout:
     @property
     def size(self) -> int:
         return self.lags * self.targets + self.horizon * self.targets + 1
+
+    @property
+    def ar_lags(self) -> int:
+        """Steps of each target in the sensor's own regression (0: none, too short a window)."""
+        return min(AR_LAGS, self.lags - 1)
 
     @property
     def seasonal(self) -> int:
@@ -143,6 +192,37 @@ def layout_for(meta: BundleMeta) -> Layout | None:
     return Layout(lags, k, h, f"{norm.mode}/{scale}")
 
 
+class _Packing:
+    """(p, p) symmetric matrices kept as their upper triangles, with two work arrays."""
+
+    def __init__(self, p: int, ridge: float) -> None:
+        self.p = p
+        tri = np.triu_indices(p)
+        self.packed = tri[0] * p + tri[1]
+        """Flat (p * p) index of each stored value."""
+        full = np.zeros((p, p), dtype=np.intp)
+        full[tri] = full[tri[1], tri[0]] = np.arange(len(self.packed))
+        self.unpacked = full.ravel()
+        """Stored index of each value of the full matrix."""
+        self.diagonal = np.flatnonzero(tri[0] == tri[1])
+        self.initial = (np.eye(p) / ridge)[tri].astype(np.float32)
+        self._buf = (np.empty((0, p, p)), np.empty((0, p, p)))
+
+    def unpack_into(self, packed: NDArray[np.float32], out: NDArray[np.float64]) -> None:
+        out.reshape(len(packed), -1)[:] = np.take(packed, self.unpacked, axis=1)
+
+    def pack(self, full: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.take(full.reshape(len(full), -1), self.packed, axis=1)
+
+    def work(self, n: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Two (n, p, p) work arrays, kept between calls: fresh arrays of this size would be
+        mapped from the system and faulted in page by page on every batch."""
+        if len(self._buf[0]) < n:
+            size = (WORK_ROWS, self.p, self.p)
+            self._buf = (np.empty(size), np.empty(size))
+        return self._buf[0][:n], self._buf[1][:n]
+
+
 class SensorHeads:
     """The adapted heads of every sensor, for one bundle; called by the inference worker."""
 
@@ -170,6 +250,9 @@ class SensorHeads:
         self.resets = 0
         """Heads reset because they diverged (taken by `take_resets`)."""
         h, k, p = self._h, self._k, self._p
+        self._ar_lags = layout.ar_lags
+        r = self._r = self._ar_lags * k + 1 if self._ar_lags > 0 else 0
+        """Regressors of the sensor's own regression: its last steps and a bias (0: none)."""
         self._shapes: dict[str, tuple[tuple[int, ...], type[np.generic]]] = {
             "cov": ((p * (p + 1) // 2,), np.float32),
             "weights": ((p, h * k), np.float32),
@@ -186,16 +269,20 @@ class SensorHeads:
             "ring_newest": ((), np.int64),
             "ring_count": ((), np.int32),
         }
+        if r:
+            self._shapes.update({
+                "ar_cov": ((r * (r + 1) // 2,), np.float32),
+                "ar_weights": ((r, h * k), np.float32),
+                "ar_step": ((k,), np.float32),
+                "pend_ar_phi": ((h, r), np.float32),
+                "pend_step": ((h, k), np.float32),
+                "pend_last": ((h, k), np.float32),
+                "pend_fc": ((h, 2, h, k), np.float32),
+                "choice_err": ((h, 2), np.float32),
+            })  # fmt: skip
         self._season = layout.seasonal
-        self._tri = np.triu_indices(p)
-        self._packed = self._tri[0] * p + self._tri[1]
-        """Flat (p * p) index of each stored value."""
-        full = np.zeros((p, p), dtype=np.intp)
-        full[self._tri] = full[self._tri[1], self._tri[0]] = np.arange(len(self._packed))
-        self._unpacked = full.ravel()
-        """Stored index of each value of the full matrix."""
-        self._buf = (np.empty((0, p, p)), np.empty((0, p, p)))
-        self._cov0 = (np.eye(p) / ridge)[self._tri].astype(np.float32)
+        self._pack = _Packing(p, ridge)
+        self._ar_pack = _Packing(r, ridge) if r else None
         self.idle_s = idle_s
         self._arrays: dict[str, NDArray[Any]] = {}
         self._allocate(min(initial_capacity, max_sensors))
@@ -222,7 +309,9 @@ class SensorHeads:
         for name in self._shapes:
             if name != "ring":
                 a[name][slots] = 0
-        a["cov"][slots] = self._cov0
+        a["cov"][slots] = self._pack.initial
+        if self._ar_pack is not None:
+            a["ar_cov"][slots] = self._ar_pack.initial
         a["pend_seq"][slots] = -1
         a["ring_newest"][slots] = -1
 
@@ -275,7 +364,7 @@ class SensorHeads:
         center: NDArray[np.float64],
         scale: NDArray[np.float64],
         raw: NDArray[np.float64],
-    ) -> NDArray[np.float64]:
+    ) -> Corrected:
         """Learn from the readings these windows realise, then return the model's normalised
         outputs `y` (n, horizon, targets) corrected by each sensor's head.
 
@@ -305,14 +394,17 @@ class SensorHeads:
                 if self._season:
                     self._seasons(s, q, cadence[rows], values[rows], center[rows], scale[rows], p)
                 self._learn(s, q, realised[rows])
-                out[rows] += self._predict(s, p)
+                fc = out[rows] + self._predict(s, p)
                 ring = q % self._h
+                if self._ar_pack is not None:
+                    fc = self._choose(s, ring, fc, values[rows], center[rows], scale[rows])
+                out[rows] = fc
                 a = self._arrays
                 a["pend_seq"][s, ring] = q
                 a["pend_phi"][s, ring] = p
                 a["pend_center"][s, ring] = center[rows, 0]
                 a["pend_scale"][s, ring] = scale[rows, 0]
-        return out
+        return Corrected(out, slots >= 0)
 
     def _seasons(
         self,
@@ -392,8 +484,53 @@ class SensorHeads:
             back[ready] = a["ring"][s[ready, None], at] + base[ready, None, :]
         return back, ready
 
+    def _choose(
+        self,
+        s: NDArray[np.intp],
+        ring: NDArray[np.int64],
+        fc: NDArray[np.float64],
+        values: NDArray[np.float64],
+        center: NDArray[np.float64],
+        scale: NDArray[np.float64],
+    ) -> NDArray[np.float64]:
+        """Per step, the corrected model's forecast `fc` (m, horizon, targets, normalised as
+        the window: `center`, `scale`) or the sensor's own regression's on its last steps,
+        whichever has done better on this sensor lately; keep both to score them once
+        realised. `values`: the windows (m, timesteps, targets) of heads `s` (each once)."""
+        a, m = self._arrays, len(s)
+        last = values[:, -1]
+        steps = np.diff(values[:, -self._ar_lags - 1 :], axis=1)  # (m, lags, k)
+        old = a["ar_step"][s].astype(np.float64)
+        start = np.abs(np.diff(values, axis=1)).mean(axis=1)  # a new head: its window's
+        step = np.where(old > 0, old + AR_STEP_WEIGHT * (np.abs(steps[:, -1]) - old), start)
+        a["ar_step"][s] = step
+        unit = np.maximum(step, STEP_FLOOR * np.abs(last) + np.finfo(np.float32).tiny)
+        phi = np.empty((m, self._r))
+        phi[:, :-1] = bounded(steps / unit[:, None, :], -RESIDUAL_CLIP, RESIDUAL_CLIP).reshape(
+            m, self._r - 1
+        )
+        phi[:, -1] = 1.0
+        own = self._bounded_output(s, phi, "ar_weights")  # in units of the sensor's step
+        own = own * unit[:, None, :]
+        c = center[:, 0]
+        a["pend_ar_phi"][s, ring] = phi
+        a["pend_step"][s, ring] = unit
+        a["pend_last"][s, ring] = last - c
+        a["pend_fc"][s, ring, 0] = fc * scale + center - c[:, None, :]
+        a["pend_fc"][s, ring, 1] = own
+        err = a["choice_err"][s]
+        use_own = (err[..., 1] < err[..., 0])[:, :, None]  # (m, h, 1); a new head: the model
+        return np.where(use_own, (last[:, None, :] + own - center) / scale, fc)
+
     def _predict(self, slots: NDArray[np.intp], phi: NDArray[np.float64]) -> NDArray[np.float64]:
-        w = self._arrays["weights"][slots].astype(np.float64)
+        return self._bounded_output(slots, phi, "weights")
+
+    def _bounded_output(
+        self, slots: NDArray[np.intp], phi: NDArray[np.float64], weights: str
+    ) -> NDArray[np.float64]:
+        """phi' W of the heads in `slots` (m, horizon, targets); a head whose output is not
+        finite or beyond CORRECTION_BOUND has diverged: it is reset, its output zero."""
+        w = self._arrays[weights][slots].astype(np.float64)
         c: NDArray[np.float64] = np.einsum("mp,mpj->mj", phi, w)
         c = c.reshape(len(slots), self._h, self._k)
         bad = ~np.isfinite(c).all(axis=(1, 2)) | (np.abs(c).max(axis=(1, 2)) > CORRECTION_BOUND)
@@ -424,29 +561,72 @@ class SensorHeads:
             :, None, :
         ]
         resid = bounded(target.reshape(len(s), -1) - base, -RESIDUAL_CLIP, RESIDUAL_CLIP)
+        updates = a["updates"][s]
         for lo in range(0, len(s), WORK_ROWS):
             hi = lo + WORK_ROWS
-            self._update(s[lo:hi], phi[lo:hi], resid[lo:hi])
+            self._update(s[lo:hi], phi[lo:hi], resid[lo:hi], updates[lo:hi], "", self._pack)
+        if self._ar_pack is not None:
+            own = self._score_own(s, ring, realised[ok])
+            if own is not None:
+                o, ar_phi, ar_resid = own
+                for lo in range(0, len(o), WORK_ROWS):
+                    hi = lo + WORK_ROWS
+                    part = (ar_phi[lo:hi], ar_resid[lo:hi], updates[o[lo:hi]])
+                    self._update(s[o[lo:hi]], *part, "ar_", self._ar_pack)
+        a["updates"][s] += 1
+
+    def _score_own(
+        self, s: NDArray[np.intp], ring: NDArray[np.int64], realised: NDArray[np.float64]
+    ) -> tuple[NDArray[np.intp], NDArray[np.float64], NDArray[np.float64]] | None:
+        """Score the corrected model and the sensor's own regression on the forecasts of heads
+        `s` made `horizon` readings back (ring places `ring`), now realised (m, horizon,
+        targets); return the rows that hold both, with the regression's regressors and its
+        targets (the realised steps from the last reading then, in its unit then)."""
+        a = self._arrays
+        unit = a["pend_step"][s, ring].astype(np.float64)  # (m, k); 0: kept before it existed
+        o = np.flatnonzero((unit > 0).all(axis=1))
+        if not len(o):
+            return None
+        s, ring, unit = s[o], ring[o], unit[o]
+        real = realised[o] - a["pend_center"][s, ring][:, None, :]  # from the center then
+        fc = a["pend_fc"][s, ring].astype(np.float64)  # (m, 2, h, k)
+        moved = real - a["pend_last"][s, ring][:, None, :]  # from the last reading then
+        err = np.stack(
+            (np.abs(real - fc[:, 0]).sum(axis=2), np.abs(moved - fc[:, 1]).sum(axis=2)), axis=2
+        )  # (m, h, 2)
+        old = a["choice_err"][s]
+        fresh = ~np.any(old, axis=(1, 2))[:, None, None]
+        a["choice_err"][s] = np.where(fresh, err, old + CHOICE_WEIGHT * (err - old))
+        target = bounded(moved / unit[:, None, :], -RESIDUAL_CLIP, RESIDUAL_CLIP)
+        return o, a["pend_ar_phi"][s, ring].astype(np.float64), target.reshape(len(o), -1)
 
     def _update(
-        self, s: NDArray[np.intp], phi: NDArray[np.float64], resid: NDArray[np.float64]
+        self,
+        s: NDArray[np.intp],
+        phi: NDArray[np.float64],
+        resid: NDArray[np.float64],
+        updates: NDArray[np.int64],
+        prefix: str,
+        pack: _Packing,
     ) -> None:
-        """The RLS update of the heads in slots `s` (at most WORK_ROWS, each once)."""
+        """The RLS update of the heads in slots `s` (at most WORK_ROWS, each once), of the
+        regression whose arrays are `{prefix}cov` and `{prefix}weights`; `updates`: how many
+        each head has had."""
         a = self._arrays
-        n = len(s)
-        cov, tmp = self._work(n)
-        self._unpack_into(a["cov"][s], cov)
+        n, p = len(s), pack.p
+        cov, tmp = pack.work(n)
+        pack.unpack_into(a[prefix + "cov"][s], cov)
         cov /= self.forgetting
-        w = a["weights"][s].astype(np.float64)
+        w = a[prefix + "weights"][s].astype(np.float64)
         pf = (cov @ phi[:, :, None])[:, :, 0]
         gain = pf / (1.0 + np.einsum("mi,mi->m", phi, pf))[:, None]
         err = resid - (phi[:, None, :] @ w)[:, 0]
         w += gain[:, :, None] * err[:, None, :]
         cov -= np.multiply(gain[:, :, None], pf[:, None, :], out=tmp)
         # put back the ridge forgetting took away, on one coordinate per update (rank one)
-        j = a["updates"][s] % self._p
+        j = updates % p
         m = np.arange(n)
-        c = (1.0 - self.forgetting) * self.ridge * self._p
+        c = (1.0 - self.forgetting) * self.ridge * p
         pj = cov[m, :, j]  # (m, p)
         g = c / (1.0 + c * pj[m, j])
         w -= (g[:, None] * pj)[:, :, None] * w[m, j][:, None, :]
@@ -454,28 +634,16 @@ class SensorHeads:
         # only the upper triangle is kept, so rounding cannot make it drift from symmetric
         bad = ~(np.isfinite(cov.sum(axis=(1, 2))) & np.isfinite(w.sum(axis=(1, 2))))
         bad |= (np.diagonal(cov, axis1=1, axis2=2) <= 0).any(axis=1)
-        a["cov"][s] = np.take(cov.reshape(n, -1), self._packed, axis=1)
-        a["weights"][s] = w
-        a["updates"][s] += 1
+        a[prefix + "cov"][s] = pack.pack(cov)
+        a[prefix + "weights"][s] = w
         if bad.any():
             self._diverged(s[bad])
 
     def _unpack(self, packed: NDArray[np.float32]) -> NDArray[np.float64]:
         """(m, p(p+1)/2) upper triangles to (m, p, p) symmetric matrices."""
         out = np.empty((len(packed), self._p, self._p))
-        self._unpack_into(packed, out)
+        self._pack.unpack_into(packed, out)
         return out
-
-    def _unpack_into(self, packed: NDArray[np.float32], out: NDArray[np.float64]) -> None:
-        out.reshape(len(packed), -1)[:] = np.take(packed, self._unpacked, axis=1)
-
-    def _work(self, n: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """Two (n, p, p) work arrays, kept between calls: fresh arrays of this size would be
-        mapped from the system and faulted in page by page on every batch."""
-        if len(self._buf[0]) < n:
-            size = (WORK_ROWS, self._p, self._p)
-            self._buf = (np.empty(size), np.empty(size))
-        return self._buf[0][:n], self._buf[1][:n]
 
     # --- snapshots ----------------------------------------------------------
     def to_arrays(self) -> dict[str, NDArray[Any]]:
@@ -499,21 +667,26 @@ class SensorHeads:
         names = [n for n in self._shapes if n != "seen"]  # seen: a monotonic clock
         if not all(n in arrays for n in SEASON_STATE):  # written before heads had periods
             names = [n for n in names if n not in SEASON_STATE]  # decided at the next window
+        if not all(n in arrays for n in AR_STATE):  # before the sensor's own regression
+            names = [n for n in names if n not in AR_STATE]  # it starts afresh
         for name in names:
             shape, dtype = self._shapes[name]
             got = arrays[name]
             widened = name in WIDENED and got.dtype == np.float32
             if got.shape != (m, *shape) or (got.dtype != dtype and not widened):
                 raise ValueError(f"{name} has shape {got.shape} {got.dtype}")
-        finite = ("cov", "weights", "pend_phi", "pend_center", "pend_scale", *SEASON_STATE)
-        diagonal = np.flatnonzero(self._tri[0] == self._tri[1])
+        finite = ["cov", "weights", "pend_phi", "pend_center", "pend_scale"]
+        finite += [*SEASON_STATE, *AR_STATE]
         for name in finite:  # a chunk of heads at a time: `arrays` may read rows as asked
             if name in names and not all(
                 np.isfinite(r).all() for _, r in row_chunks(arrays[name], 0, m)
             ):
                 raise ValueError(f"{name} is not finite")
-        if any((r[:, diagonal] <= 0).any() for _, r in row_chunks(arrays["cov"], 0, m)):
-            raise ValueError("cov is not positive")
+        for name, pack in (("cov", self._pack), ("ar_cov", self._ar_pack)):
+            if name in names and pack is not None:
+                for _, r in row_chunks(arrays[name], 0, m):
+                    if (r[:, pack.diagonal] <= 0).any():
+                        raise ValueError(f"{name} is not positive")
         for name in ("period", "ring_count"):
             if name in names and not ((arrays[name] >= 0) & (arrays[name] <= MAX_PERIOD)).all():
                 raise ValueError(f"{name} is out of range")

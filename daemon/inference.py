@@ -244,11 +244,13 @@ class InferenceWorker(threading.Thread):
         if lane.inference is not None:
             lane.inference.observe(took)
         y: NDArray[np.floating] = run.y
+        adapted = None
         if served.heads is not None:
-            y = served.heads.correct(windows, run.x, y, run.center, run.scale, raw)
+            got = served.heads.correct(windows, run.x, y, run.center, run.scale, raw)
+            y, adapted = got.y, got.adapted
         forecasts, scales = served.forecaster.inverse(y, run), run.scale
         self.metrics.batch_size.observe(len(batch))
-        scored = served.scores.score(windows, forecasts, scales, raw, lane.accuracy)
+        scored = served.scores.score(windows, forecasts, scales, raw, lane.accuracy, adapted)
         sent: list[float] = []  # when each published forecast's reading arrived
         payloads = served.encoder.encode_each(
             windows, scored.forecast, scored.lower, scored.upper, scored.persistence

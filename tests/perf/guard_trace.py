@@ -50,10 +50,12 @@ def trace(
         raw = w.values[None]
         run = served.forecaster.run(raw)
         y = run.y
+        adapted = None
         if served.heads is not None:
-            y = served.heads.correct([w], run.x, y, run.center, run.scale, raw)
+            c = served.heads.correct([w], run.x, y, run.center, run.scale, raw)
+            y, adapted = c.y, c.adapted
         forecast = served.forecaster.inverse(y, run)
-        got = served.scores.score([w], forecast, run.scale, raw)
+        got = served.scores.score([w], forecast, run.scale, raw, adapted=adapted)
         out[i] = (got.forecast[0, :, 0], forecast[0, :, 0], got.persistence_steps[0])
     return out
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sensorcast.adapt import MAX_PERIOD, SEASON_STATE, SensorHeads, layout_for
+from sensorcast.adapt import AR_STATE, MAX_PERIOD, SEASON_STATE, SensorHeads, layout_for
 from sensorcast.buffer import Window
 from sensorcast.config import AdaptConfig
 from sensorcast.inference import ServedBundle
@@ -46,7 +46,7 @@ def windows_of(
 def serve(h: SensorHeads | None, f: Forecaster, windows: list[Window]) -> np.ndarray:
     raw = np.stack([w.values for w in windows])
     run = f.run(raw)
-    y = run.y if h is None else h.correct(windows, run.x, run.y, run.center, run.scale, raw)
+    y = run.y if h is None else h.correct(windows, run.x, run.y, run.center, run.scale, raw).y
     return f.inverse(y, run)[:, :, 0]
 
 
@@ -90,6 +90,41 @@ def test_the_heads_learn_a_sensor_s_daily_rhythm(forecaster: Forecaster) -> None
     late = mae_by_step(values, adapted, 2000) / mae_by_step(values, plain, 2000)
     assert (late < 0.7).all(), late
     assert h.resets == 0
+
+
+def persistence_mae(values: np.ndarray, first: int) -> np.ndarray:
+    return mae_by_step(values, np.repeat(values[T - 1 :, None], H, axis=1), first)
+
+
+def test_where_the_model_loses_a_head_serves_the_sensor_s_own_steps(
+    forecaster: Forecaster,
+) -> None:
+    """The room's temperature (16-minute readings): the model, corrected or not, loses to
+    the last value; the sensor's own regression on its last steps wins, and serves."""
+    _, v = by_name("room_temperature").load()
+    values = v[~np.isnan(v)].astype(float)
+    ws = windows_of(values, cadence=960.0)
+    h = heads()
+    adapted = np.concatenate([serve(h, forecaster, ws[i : i + 64]) for i in range(0, len(ws), 64)])
+    pers = persistence_mae(values, 300)
+    assert (mae_by_step(values, serve(None, forecaster, ws), 300) > pers).all()
+    assert (mae_by_step(values, adapted, 300) < 0.95 * pers).all()
+    err = h._arrays["choice_err"][h.slots["s"]]  # (step, [corrected model, own regression])
+    assert (err[:, 1] < err[:, 0]).all()
+
+
+def test_a_head_learns_a_sensor_whose_steps_carry_on(forecaster: Forecaster) -> None:
+    rng = np.random.default_rng(0)
+    steps = np.zeros(1500)
+    for i in range(1, len(steps)):  # each step 0.7 of the last, and noise
+        steps[i] = 0.7 * steps[i - 1] + rng.normal(0, 0.05)
+    values = 20 + np.cumsum(steps)
+    ws = windows_of(values)
+    h = heads()
+    adapted = np.concatenate([serve(h, forecaster, ws[i : i + 64]) for i in range(0, len(ws), 64)])
+    got = mae_by_step(values, adapted, 1000)
+    assert (got < mae_by_step(values, serve(None, forecaster, ws), 1000)).all()
+    assert got[0] < 0.8 * persistence_mae(values, 1000)[0]
 
 
 def test_windows_of_one_sensor_in_one_batch_learn_in_order(forecaster: Forecaster) -> None:
@@ -296,6 +331,22 @@ def test_snapshots_keep_the_rings_and_earlier_ones_still_load(
     assert earlier._arrays["updates"][earlier.slots["s"]] == 0
 
 
+def test_snapshots_before_the_own_regression_still_load(
+    tmp_path: Path, forecaster: Forecaster
+) -> None:
+    rest = restored_alike(tmp_path, forecaster, windows_of(temperatures(400)), 300)
+    with np.load(tmp_path / "heads.npz") as npz:
+        old = {k: npz[k] for k in npz.files if k not in AR_STATE}
+    np.savez(tmp_path / "heads.npz", **old)
+    earlier = heads()
+    assert load_heads(tmp_path, earlier) == 1
+    a, slot = earlier._arrays, earlier.slots["s"]
+    assert a["updates"][slot] > 0 and a["weights"][slot].any()  # the correction is kept
+    np.testing.assert_array_equal(a["ar_cov"][slot], earlier._ar_pack.initial)
+    assert not a["choice_err"][slot].any() and not a["ar_weights"][slot].any()
+    assert np.isfinite(serve(earlier, forecaster, rest)).all()
+
+
 def test_a_bundle_of_two_targets_keeps_a_ring_of_each() -> None:
     """Shapes only (no model): two targets, each with its readings one period back."""
     meta = META.model_copy(update={"features": ["a", "b"], "targets": ["a", "b"]})
@@ -310,7 +361,7 @@ def test_a_bundle_of_two_targets_keeps_a_ring_of_each() -> None:
         x = (raw - center) / scale
         y = np.zeros((1, H, 2))
         w = Window("s", raw[0], float(i), HALF_HOUR, i)
-        out = h.correct([w], x, y, center, scale, raw)
+        out = h.correct([w], x, y, center, scale, raw).y
         assert out.shape == (1, H, 2) and np.isfinite(out).all()
     a, slot = h._arrays, h.slots["s"]
     assert a["period"][slot] == 48 and a["ring_count"][slot] == MAX_PERIOD

@@ -135,6 +135,21 @@ def test_model_that_beats_persistence_is_served_once_it_has_won_and_never_switch
     assert not any(pers[served:]) and s.switches == {"persistence": 0, "model": 1}
 
 
+@pytest.mark.parametrize("adapted", [False, True])
+def test_an_adapted_forecast_that_wins_by_less_than_a_tenth_is_served(adapted: bool) -> None:
+    """A forecast whose error is always 0.93 of the last value's: a fixed model is held to
+    the last value (it must win by 10%), an adapted one is served (by 5%)."""
+    rng = np.random.default_rng(4)
+    walk = np.cumsum(rng.normal(0, 1, 1200))
+    ahead = {float(v): walk[i + 1] for i, v in enumerate(walk[:-1])}
+    s = scores_for(meta(horizon=1))
+    for i in range(T - 1, len(walk) - 1):
+        w = Window("s", walk[i - T + 1 : i + 1, None], float(i), 1.0, seq=1000 + i)
+        fc = w.values[-1] + 0.07 * (ahead[float(w.values[-1, 0])] - w.values[-1])
+        got = s.score([w], fc.reshape(1, 1, 1), np.ones((1, 1, 1)), adapted=np.array([adapted]))
+    assert bool(got.persistence[0]) is not adapted
+
+
 def test_spikes_are_anomalies_and_clean_readings_rarely() -> None:
     rng = np.random.default_rng(3)
     n = 4000
