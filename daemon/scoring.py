@@ -9,7 +9,7 @@ normalised units of the bundle's calibration (error / window scale):
 - Intervals: per sensor, step and target, the `level` quantile of absolute
   normalised errors, tracked online (quantile tracking: multiply by
   exp(rate * (miss - (1 - level))) per scored reading; RATE, or RATE_ADAPTED
-  for an adapted forecast), starting from the
+  for an adapted forecast's own interval), starting from the
   bundle's calibration, so the first forecast has an interval and every
   sensor converges to its own coverage.
 - Guard: per sensor and per step, rolling errors of the model and of
@@ -60,10 +60,11 @@ from sensorcast.slots import SlotIndex, same_id
 RATE = 0.05
 """Step of the multiplicative quantile tracker (larger adapts faster, noisier)."""
 RATE_ADAPTED = 0.1
-"""The same for a forecast adapted to its sensor (adapt.py), whose errors shrink as its head
-learns the sensor, and change size when a step changes hands between the corrected model and
-the sensor's own regression: at RATE its interval lagged behind (water flow: 0.93 to 0.95
-coverage at steps 3 to 6 of the 90% interval; 0.90 to 0.93 at this rate)."""
+"""The same for the interval of a forecast adapted to its sensor (adapt.py), whose errors
+shrink as its head learns the sensor, and change size when a step changes hands between the
+corrected model and the sensor's own regression: at RATE its interval lagged behind (water
+flow: 0.93 to 0.95 coverage at steps 3 to 6 of the 90% interval; 0.90 to 0.93 at this
+rate). Not for the anomaly interval, which a few spikes must barely move."""
 WARM_RATE = 0.5
 """A sensor's first readings take larger steps, WARM_RATE / sqrt(readings scored), until that
 falls to RATE (after 100): its own errors replace the bundle's calibration quickly."""
@@ -404,13 +405,16 @@ class SensorScores:
             mase = a["acc_scale"][slots[one]].astype(np.float64)
             accuracy.fold(np.abs(y[one] - f[one, 0]), np.abs(y[one] - p[one, 0]), mase)
         n_scored = a["n_scored"][slots]
-        tracked = RATE if adapted is None else np.where(adapted, RATE_ADAPTED, RATE)
-        rate = np.maximum(tracked, WARM_RATE / np.sqrt(n_scored + 1.0))[:, None, None]
+        warm = WARM_RATE / np.sqrt(n_scored + 1.0)
+        rate = np.maximum(RATE, warm)[:, None, None]
+        model_rate = rate
+        if adapted is not None:
+            model_rate = np.maximum(np.where(adapted, RATE_ADAPTED, RATE), warm)[:, None, None]
         v3 = valid[:, :, None]
         alpha = 1.0 - self.level
-        for q_name, r in (("q_model", r_model), ("q_pers", r_pers)):
+        for q_name, r, by in (("q_model", r_model, model_rate), ("q_pers", r_pers, rate)):
             q = a[q_name][slots]
-            step = np.exp(rate * ((r > q) - alpha))
+            step = np.exp(by * ((r > q) - alpha))
             a[q_name][slots] = bounded(np.where(v3, q * step, q), Q_FLOOR, Q_CEIL)
         if self.anomalies:
             scored = _Round(slots, seqs, cells, valid, y, f, p, rsc, rate[:, :, 0])
