@@ -193,26 +193,36 @@ def layout_for(meta: BundleMeta) -> Layout | None:
 
 
 class _Packing:
-    """(p, p) symmetric matrices kept as their upper triangles, with two work arrays."""
+    """(p, p) symmetric matrices kept as their upper triangles (or whole: `whole`, for a
+    matrix small enough that packing costs more time than it saves memory), with two work
+    arrays."""
 
-    def __init__(self, p: int, ridge: float) -> None:
+    def __init__(self, p: int, ridge: float, whole: bool = False) -> None:
         self.p = p
-        tri = np.triu_indices(p)
-        self.packed = tri[0] * p + tri[1]
+        self.whole = whole
+        tri = np.diag_indices(p) if whole else np.triu_indices(p)
+        flat = np.arange(p * p).reshape(p, p)
+        self.packed = flat.ravel() if whole else tri[0] * p + tri[1]
         """Flat (p * p) index of each stored value."""
-        full = np.zeros((p, p), dtype=np.intp)
-        full[tri] = full[tri[1], tri[0]] = np.arange(len(self.packed))
+        full = flat.copy()
+        if not whole:
+            full[tri] = full[tri[1], tri[0]] = np.arange(len(self.packed))
         self.unpacked = full.ravel()
         """Stored index of each value of the full matrix."""
-        self.diagonal = np.flatnonzero(tri[0] == tri[1])
-        self.initial = (np.eye(p) / ridge)[tri].astype(np.float32)
+        self.diagonal = flat.diagonal() if whole else np.flatnonzero(tri[0] == tri[1])
+        self.initial = (np.eye(p) / ridge).ravel()[self.packed].astype(np.float32)
+        self.size = len(self.packed)
         self._buf = (np.empty((0, p, p)), np.empty((0, p, p)))
 
     def unpack_into(self, packed: NDArray[np.float32], out: NDArray[np.float64]) -> None:
-        out.reshape(len(packed), -1)[:] = np.take(packed, self.unpacked, axis=1)
+        if self.whole:
+            out.reshape(len(packed), -1)[:] = packed
+        else:
+            out.reshape(len(packed), -1)[:] = np.take(packed, self.unpacked, axis=1)
 
     def pack(self, full: NDArray[np.float64]) -> NDArray[np.float64]:
-        return np.take(full.reshape(len(full), -1), self.packed, axis=1)
+        flat = full.reshape(len(full), -1)
+        return flat if self.whole else np.take(flat, self.packed, axis=1)
 
     def work(self, n: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Two (n, p, p) work arrays, kept between calls: fresh arrays of this size would be
@@ -271,7 +281,7 @@ class SensorHeads:
         }
         if r:
             self._shapes.update({
-                "ar_cov": ((r * (r + 1) // 2,), np.float32),
+                "ar_cov": ((r * r,), np.float32),
                 "ar_weights": ((r, h * k), np.float32),
                 "ar_step": ((k,), np.float32),
                 "pend_ar_phi": ((h, r), np.float32),
@@ -282,7 +292,7 @@ class SensorHeads:
             })  # fmt: skip
         self._season = layout.seasonal
         self._pack = _Packing(p, ridge)
-        self._ar_pack = _Packing(r, ridge) if r else None
+        self._ar_pack = _Packing(r, ridge, whole=True) if r else None
         self.idle_s = idle_s
         self._arrays: dict[str, NDArray[Any]] = {}
         self._allocate(min(initial_capacity, max_sensors))
@@ -497,27 +507,25 @@ class SensorHeads:
         the window: `center`, `scale`) or the sensor's own regression's on its last steps,
         whichever has done better on this sensor lately; keep both to score them once
         realised. `values`: the windows (m, timesteps, targets) of heads `s` (each once)."""
-        a, m = self._arrays, len(s)
+        a, m, lags = self._arrays, len(s), self._ar_lags
         last = values[:, -1]
-        steps = np.diff(values[:, -self._ar_lags - 1 :], axis=1)  # (m, lags, k)
-        old = a["ar_step"][s].astype(np.float64)
-        start = np.abs(np.diff(values, axis=1)).mean(axis=1)  # a new head: its window's
-        step = np.where(old > 0, old + AR_STEP_WEIGHT * (np.abs(steps[:, -1]) - old), start)
+        steps = values[:, -lags:] - values[:, -lags - 1 : -1]  # (m, lags, k)
+        step = a["ar_step"][s].astype(np.float64)
+        if not step.all():  # a new head starts from its window's mean step
+            step = np.where(step > 0, step, np.abs(np.diff(values, axis=1)).mean(axis=1))
+        step += AR_STEP_WEIGHT * (np.abs(steps[:, -1]) - step)
         a["ar_step"][s] = step
         unit = np.maximum(step, STEP_FLOOR * np.abs(last) + np.finfo(np.float32).tiny)
         phi = np.empty((m, self._r))
-        phi[:, :-1] = bounded(steps / unit[:, None, :], -RESIDUAL_CLIP, RESIDUAL_CLIP).reshape(
-            m, self._r - 1
-        )
+        phi[:, :-1] = (steps / unit[:, None, :]).reshape(m, self._r - 1)
+        phi[:, :-1] = bounded(phi[:, :-1], -RESIDUAL_CLIP, RESIDUAL_CLIP)
         phi[:, -1] = 1.0
-        own = self._bounded_output(s, phi, "ar_weights")  # in units of the sensor's step
-        own = own * unit[:, None, :]
-        c = center[:, 0]
+        own = self._bounded_output(s, phi, "ar_weights") * unit[:, None, :]  # from the last
         a["pend_ar_phi"][s, ring] = phi
         a["pend_step"][s, ring] = unit
-        a["pend_last"][s, ring] = last - c
-        a["pend_fc"][s, ring, 0] = fc * scale + center - c[:, None, :]
-        a["pend_fc"][s, ring, 1] = own
+        a["pend_last"][s, ring] = last - center[:, 0]
+        a["pend_fc"][s, ring, 0] = fc * scale  # both from the center
+        a["pend_fc"][s, ring, 1] = own + (last[:, None, :] - center)
         err = a["choice_err"][s]
         use_own = (err[..., 1] < err[..., 0])[:, :, None]  # (m, h, 1); a new head: the model
         return np.where(use_own, (last[:, None, :] + own - center) / scale, fc)
@@ -533,7 +541,7 @@ class SensorHeads:
         w = self._arrays[weights][slots].astype(np.float64)
         c: NDArray[np.float64] = np.einsum("mp,mpj->mj", phi, w)
         c = c.reshape(len(slots), self._h, self._k)
-        bad = ~np.isfinite(c).all(axis=(1, 2)) | (np.abs(c).max(axis=(1, 2)) > CORRECTION_BOUND)
+        bad = ~(np.abs(c).max(axis=(1, 2)) <= CORRECTION_BOUND)  # NaN too
         if bad.any():
             self._diverged(slots[bad])
             c[bad] = 0.0
@@ -584,21 +592,23 @@ class SensorHeads:
         targets (the realised steps from the last reading then, in its unit then)."""
         a = self._arrays
         unit = a["pend_step"][s, ring].astype(np.float64)  # (m, k); 0: kept before it existed
-        o = np.flatnonzero((unit > 0).all(axis=1))
-        if not len(o):
-            return None
-        s, ring, unit = s[o], ring[o], unit[o]
-        real = realised[o] - a["pend_center"][s, ring][:, None, :]  # from the center then
-        fc = a["pend_fc"][s, ring].astype(np.float64)  # (m, 2, h, k)
-        moved = real - a["pend_last"][s, ring][:, None, :]  # from the last reading then
-        err = np.stack(
-            (np.abs(real - fc[:, 0]).sum(axis=2), np.abs(moved - fc[:, 1]).sum(axis=2)), axis=2
-        )  # (m, h, 2)
+        kept = unit[:, 0] > 0  # (a step is never 0 once kept)
+        o = np.arange(len(s))
+        if not kept.all():
+            o = np.flatnonzero(kept)
+            if not len(o):
+                return None
+            s, ring, unit, realised = s[o], ring[o], unit[o], realised[o]
+        m = len(s)
+        real = realised - a["pend_center"][s, ring][:, None, :]  # from the center then
+        fc = a["pend_fc"][s, ring]  # (m, 2, h, k), both from the center
+        err = np.abs(real[:, None] - fc).sum(axis=3).transpose(0, 2, 1)  # (m, h, 2)
         old = a["choice_err"][s]
-        fresh = ~np.any(old, axis=(1, 2))[:, None, None]
+        fresh = ~old.reshape(m, -1).any(axis=1)[:, None, None]
         a["choice_err"][s] = np.where(fresh, err, old + CHOICE_WEIGHT * (err - old))
+        moved = real - a["pend_last"][s, ring][:, None, :]  # from the last reading then
         target = bounded(moved / unit[:, None, :], -RESIDUAL_CLIP, RESIDUAL_CLIP)
-        return o, a["pend_ar_phi"][s, ring].astype(np.float64), target.reshape(len(o), -1)
+        return o, a["pend_ar_phi"][s, ring].astype(np.float64), target.reshape(m, -1)
 
     def _update(
         self,
@@ -632,8 +642,8 @@ class SensorHeads:
         w -= (g[:, None] * pj)[:, :, None] * w[m, j][:, None, :]
         cov -= np.multiply((g[:, None] * pj)[:, :, None], pj[:, None, :], out=tmp)
         # only the upper triangle is kept, so rounding cannot make it drift from symmetric
-        bad = ~(np.isfinite(cov.sum(axis=(1, 2))) & np.isfinite(w.sum(axis=(1, 2))))
-        bad |= (np.diagonal(cov, axis1=1, axis2=2) <= 0).any(axis=1)
+        total = cov.sum(axis=(1, 2)) + w.sum(axis=(1, 2))
+        bad = ~(np.isfinite(total) & (np.diagonal(cov, axis1=1, axis2=2).min(axis=1) > 0))
         a[prefix + "cov"][s] = pack.pack(cov)
         a[prefix + "weights"][s] = w
         if bad.any():
