@@ -604,7 +604,7 @@ class SensorHeads:
         fc = a["pend_fc"][s, ring]  # (m, 2, h, k), both from the center
         err = np.abs(real[:, None] - fc).sum(axis=3).transpose(0, 2, 1)  # (m, h, 2)
         old = a["choice_err"][s]
-        fresh = ~old.reshape(m, -1).any(axis=1)[:, None, None]
+        fresh = ~np.any(old.reshape(m, -1), axis=1)[:, None, None]
         a["choice_err"][s] = np.where(fresh, err, old + CHOICE_WEIGHT * (err - old))
         moved = real - a["pend_last"][s, ring][:, None, :]  # from the last reading then
         target = bounded(moved / unit[:, None, :], -RESIDUAL_CLIP, RESIDUAL_CLIP)
