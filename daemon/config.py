@@ -282,8 +282,8 @@ class AnomalyConfig(Section):
 class AdaptConfig(Section):
     enabled: bool = Field(
         True,
-        description="Learn a per-sensor correction of the model's forecast online "
-        "(README: Adaptation).",
+        description="Learn a per-sensor correction of the model's forecast, and the "
+        "sensor's own regression on its last steps, online (README: Adaptation).",
     )
     max_sensors: int = Field(
         4096,
