@@ -150,6 +150,27 @@ def test_an_adapted_forecast_that_wins_by_less_than_a_tenth_is_served(adapted: b
     assert bool(got.persistence[0]) is not adapted
 
 
+def test_an_adapted_forecast_s_interval_follows_its_errors_down_faster() -> None:
+    """A forecast whose errors halve (as a head learns its sensor): over the next 200
+    readings an adapted forecast's interval has come down further, so it covers nearer the
+    level; the interval of a fixed model's forecast moves at the usual pace."""
+    rng = np.random.default_rng(5)
+    walk = np.cumsum(rng.normal(0, 1, 1100))
+    error = rng.normal(0, 1, 1100) * np.where(np.arange(1100) < 900, 1.0, 0.5)
+    covered = {}
+    for adapted in (False, True):
+        s = scores_for(meta(horizon=1), guard=False)
+        inside = []
+        for i in range(T - 1, len(walk) - 1):
+            w = Window("s", walk[i - T + 1 : i + 1, None], float(i), 1.0, seq=1000 + i)
+            fc = np.full((1, 1, 1), walk[i + 1] + error[i + 1])
+            got = s.score([w], fc, np.ones((1, 1, 1)), adapted=np.array([adapted]))
+            if i >= 900:
+                inside.append(bool(got.lower[0, 0, 0] <= walk[i + 1] <= got.upper[0, 0, 0]))
+        covered[adapted] = float(np.mean(inside))
+    assert covered[True] < covered[False] - 0.02, covered
+
+
 def test_spikes_are_anomalies_and_clean_readings_rarely() -> None:
     rng = np.random.default_rng(3)
     n = 4000
