@@ -221,8 +221,11 @@ class _Packing:
             out.reshape(len(packed), -1)[:] = np.take(packed, self.unpacked, axis=1)
 
     def pack(self, full: NDArray[np.float64]) -> NDArray[np.float64]:
-        flat = full.reshape(len(full), -1)
-        return flat if self.whole else np.take(flat, self.packed, axis=1)
+        """What is kept of (m, p, p) matrices: the upper triangle, so rounding cannot make them
+        drift from symmetric; or, kept whole, their symmetric part."""
+        if self.whole:
+            return ((full + full.transpose(0, 2, 1)) * 0.5).reshape(len(full), -1)
+        return np.take(full.reshape(len(full), -1), self.packed, axis=1)
 
     def work(self, n: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Two (n, p, p) work arrays, kept between calls: fresh arrays of this size would be
@@ -641,7 +644,6 @@ class SensorHeads:
         g = c / (1.0 + c * pj[m, j])
         w -= (g[:, None] * pj)[:, :, None] * w[m, j][:, None, :]
         cov -= np.multiply((g[:, None] * pj)[:, :, None], pj[:, None, :], out=tmp)
-        # only the upper triangle is kept, so rounding cannot make it drift from symmetric
         total = cov.sum(axis=(1, 2)) + w.sum(axis=(1, 2))
         bad = ~(np.isfinite(total) & (np.diagonal(cov, axis1=1, axis2=2).min(axis=1) > 0))
         a[prefix + "cov"][s] = pack.pack(cov)
