@@ -568,16 +568,15 @@ class SensorHeads:
         s, ring = slots[ok], ring[ok]
         phi = a["pend_phi"][s, ring].astype(np.float64)  # (m, p)
         base = phi[:, self._lags * self._k : -1]  # the model's own forecast, (m, h*k)
-        target = (realised[ok] - a["pend_center"][s, ring][:, None, :]) / a["pend_scale"][s, ring][
-            :, None, :
-        ]
+        real = realised[ok] - a["pend_center"][s, ring][:, None, :]  # from the center then
+        target = real / a["pend_scale"][s, ring][:, None, :]
         resid = bounded(target.reshape(len(s), -1) - base, -RESIDUAL_CLIP, RESIDUAL_CLIP)
         updates = a["updates"][s]
         for lo in range(0, len(s), WORK_ROWS):
             hi = lo + WORK_ROWS
             self._update(s[lo:hi], phi[lo:hi], resid[lo:hi], updates[lo:hi], "", self._pack)
         if self._ar_pack is not None:
-            own = self._score_own(s, ring, realised[ok])
+            own = self._score_own(s, ring, real)
             if own is not None:
                 o, ar_phi, ar_resid = own
                 for lo in range(0, len(o), WORK_ROWS):
@@ -587,12 +586,13 @@ class SensorHeads:
         a["updates"][s] += 1
 
     def _score_own(
-        self, s: NDArray[np.intp], ring: NDArray[np.int64], realised: NDArray[np.float64]
+        self, s: NDArray[np.intp], ring: NDArray[np.int64], real: NDArray[np.float64]
     ) -> tuple[NDArray[np.intp], NDArray[np.float64], NDArray[np.float64]] | None:
         """Score the corrected model and the sensor's own regression on the forecasts of heads
-        `s` made `horizon` readings back (ring places `ring`), now realised (m, horizon,
-        targets); return the rows that hold both, with the regression's regressors and its
-        targets (the realised steps from the last reading then, in its unit then)."""
+        `s` made `horizon` readings back (ring places `ring`), now realised (`real`: (m,
+        horizon, targets), from the window's center then); return the rows that hold both,
+        with the regression's regressors and its targets (the realised steps from the last
+        reading then, in its unit then)."""
         a = self._arrays
         unit = a["pend_step"][s, ring].astype(np.float64)  # (m, k); 0: kept before it existed
         kept = unit[:, 0] > 0  # (a step is never 0 once kept)
@@ -601,9 +601,8 @@ class SensorHeads:
             o = np.flatnonzero(kept)
             if not len(o):
                 return None
-            s, ring, unit, realised = s[o], ring[o], unit[o], realised[o]
+            s, ring, unit, real = s[o], ring[o], unit[o], real[o]
         m = len(s)
-        real = realised - a["pend_center"][s, ring][:, None, :]  # from the center then
         fc = a["pend_fc"][s, ring]  # (m, 2, h, k), both from the center
         err = np.abs(real[:, None] - fc).sum(axis=3).transpose(0, 2, 1)  # (m, h, 2)
         old = a["choice_err"][s]

@@ -84,7 +84,7 @@ class LeanClient(mqtt.Client):
                 return MQTTErrorCode.MQTT_ERR_AGAIN
             except OSError as err:
                 out.extendleft(reversed(taken))
-                self._easy_log(mqtt.MQTT_LOG_ERR, "failed to receive on socket: %s", err)
+                self._easy_log(mqtt.MQTT_LOG_ERR, "failed to send on socket: %s", err)
                 return MQTTErrorCode.MQTT_ERR_CONN_LOST
             for i, packet in enumerate(taken):
                 done = min(written, packet["to_process"])

@@ -125,8 +125,6 @@ class NetworkLoop(threading.Thread):
     def publish(self, send: Callable[[], Any]) -> Any:
         """Queue packets with `send()` on this thread and write them from it at once (or,
         inside `held`, when the calling thread leaves it)."""
-        if getattr(self._local, "held", False):
-            return send()
         with self.held():
             return send()
 
