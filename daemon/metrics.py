@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import platform
 from importlib.metadata import PackageNotFoundError, version
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     CollectorRegistry,
@@ -38,6 +39,8 @@ class Metrics:
     """Counters, gauges and histograms the daemon updates; served only when configured."""
 
     def __init__(self) -> None:
+        self._server: WSGIServer | None = None
+        """The /metrics endpoint, once served."""
         r = self.registry = CollectorRegistry()
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
@@ -256,7 +259,14 @@ class Metrics:
         self._drop[reason].inc()
 
     def serve(self, host: str, port: int) -> None:
-        start_http_server(port, addr=host, registry=self.registry)
+        self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+
+    def close(self) -> None:
+        """Stop serving /metrics (if it was served)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample (for status output and tests)."""

@@ -82,6 +82,15 @@ def status_topic(client_id: str) -> str:
     return f"sensorcast/{client_id}/status"
 
 
+def settled(info: mqtt.MQTTMessageInfo) -> bool:
+    """The broker has the message, or it will not be sent on this connection (paho raises
+    for a publish made as the connection went away): nothing more to wait for."""
+    try:
+        return info.is_published()
+    except (RuntimeError, ValueError):
+        return True
+
+
 class MQTTLink:
     """Connection, subscription, bounded publishing and availability status."""
 
@@ -258,15 +267,17 @@ class MQTTLink:
         """Publish `offline`, flush what is queued (bounded by `timeout`), disconnect."""
         self._stopping.set()
         deadline = time.monotonic() + timeout
-        if self._persistent and self.publisher.is_connected():
-            info = self.publisher.publish(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
-            while time.monotonic() < deadline and self.publisher.is_connected():
-                if info.is_published() and self.flushed():
-                    break
-                time.sleep(0.01)
-        for loop in self._loops:
-            loop.close()
-        self.metrics.connected.set(0)
+        try:
+            if self._persistent and self.publisher.is_connected():
+                info = self.publisher.publish(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
+                while time.monotonic() < deadline and self.publisher.is_connected():
+                    if settled(info) and self.flushed():
+                        break
+                    time.sleep(0.01)
+        finally:  # the connections close even if the broker went away meanwhile
+            for loop in self._loops:
+                loop.close()
+            self.metrics.connected.set(0)
 
     def _backoff(self) -> None:
         """Wait a jittered, exponentially growing delay (paho resets its own on CONNACK)."""
@@ -318,12 +329,7 @@ class MQTTLink:
         while not self.publisher.is_connected() and time.monotonic() < deadline:
             time.sleep(0.005)
         info = self.publisher.publish(self.status_topic, STATUS_ONLINE, qos=1, retain=True)
-        while time.monotonic() < deadline:
-            try:
-                if info.is_published():
-                    return
-            except (RuntimeError, ValueError):  # not connected after all: queued for later
-                return
+        while time.monotonic() < deadline and not settled(info):
             time.sleep(0.005)
 
     def _publisher_connected(self) -> None:

@@ -36,11 +36,20 @@ NATS_PATHS = ("/usr/sbin/nats-server", "/usr/local/sbin/nats-server", "/usr/loca
 PR_SET_PDEATHSIG = 1
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago, and that this process
+    has not been given before: a client still reconnecting to an earlier broker's port never
+    reaches a later one."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def find_mosquitto() -> str | None:

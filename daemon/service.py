@@ -601,12 +601,15 @@ class Service:
 
     def shutdown(self) -> None:
         """Drain: stop input, finish queued windows, snapshot, publish offline, disconnect."""
-        self.notifier.stopping()
-        self.link.stop_input()
-        self.worker.stop()
-        self.worker.join(timeout=10)
-        self.snapshot()
-        self.link.stop()
-        if self.group is not None:
-            self.group.stop()
+        try:
+            self.notifier.stopping()
+            self.link.stop_input()
+            self.worker.stop()
+            self.worker.join(timeout=10)
+            self.snapshot()
+        finally:  # whatever went wrong, the connections close and the process can exit
+            self.link.stop()
+            if self.group is not None:
+                self.group.stop()
+            self.metrics.close()
         log.info("stopped")

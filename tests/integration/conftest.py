@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -29,7 +30,7 @@ class Daemon:
             [sys.executable, "-m", "sensorcast", "run", "--config", str(config)],
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})},
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -46,8 +47,20 @@ class Daemon:
         self.proc.send_signal(sig)
 
     def wait(self, timeout: float = 30) -> int:
-        """The exit code, once every line the process wrote has been collected."""
-        code = self.proc.wait(timeout)
+        """The exit code, once every line the process wrote has been collected. A process
+        still running after `timeout` is aborted, and the failure shows its log and where
+        each of its threads was (faulthandler's dump on SIGABRT)."""
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            try:
+                self.proc.wait(10)
+            finally:
+                self._reader.join(5)
+            raise AssertionError(
+                f"sensorcast run did not exit within {timeout} s:\n{''.join(self.lines)}"
+            ) from None
         self._reader.join(timeout)
         return code
 

@@ -60,6 +60,22 @@ def test_broker_killed_and_restarted_mid_stream(run_daemon):
         broker.close()
 
 
+def test_stopping_while_the_broker_is_down_closes_the_connections(run_daemon):
+    """A drain with the broker gone: `offline` cannot be sent, and the daemon still exits
+    cleanly and stops reconnecting (it used to raise from paho and leave both connections
+    retrying, in a process that then never exited)."""
+    broker = Mosquitto().start()
+    try:
+        daemon = run_daemon(daemon_settings(broker.port))
+        loops = list(daemon.service.link._loops)
+        broker.kill()
+        wait_for(lambda: not daemon.service.link.connected.is_set())
+        assert daemon.stop() == 0, daemon.error
+        assert not any(loop.is_alive() for loop in loops)
+    finally:
+        broker.close()
+
+
 def test_sigkill_restart_restores_buffers_and_gets_the_backlog(
     tmp_path: Path, broker, client_factory, daemon_proc
 ):
