@@ -95,16 +95,25 @@ def grow_rows(
     shapes: Mapping[str, tuple[tuple[int, ...], type[np.generic]]],
     capacity: int,
 ) -> list[int]:
-    """Give each of a table's per-sensor arrays `capacity` rows, zeroed when new, else grown
-    in place (realloc: the pages move, the old and the new array are never held at once; so
-    no view of them may outlive a call); return the new rows as a free list."""
+    """Give each of a table's per-sensor arrays `capacity` rows; return the new rows as a
+    free list (each is reset as it is taken, so no view of them may outlive a call).
+
+    The new rows are zero pages that the system maps only once written: growing from 65,536
+    to 131,072 rows for the 65,537th sensor costs memory for the rows in use, not for all of
+    them (`ndarray.resize` zero-fills, and so writes, every new row). One array at a time is
+    copied, so at most one old array is held beside its new one."""
     n = len(next(iter(arrays.values()))) if arrays else 0
     for name, (shape, dtype) in shapes.items():
-        if n:
-            arrays[name].resize((capacity, *shape), refcheck=False)
-        else:
-            arrays[name] = np.zeros((capacity, *shape), dtype=dtype)
+        arrays[name] = grown(arrays.get(name), (capacity, *shape), dtype)
     return free_slots(n, capacity)
+
+
+def grown(old: NDArray[Any] | None, shape: tuple[int, ...], dtype: Any) -> NDArray[Any]:
+    """A zeroed array of `shape` (its pages mapped once written) that starts with `old`."""
+    new = np.zeros(shape, dtype=dtype)
+    if old is not None:
+        new[: len(old)] = old
+    return new
 
 
 def chunk_rows(row_bytes: int) -> int:
@@ -190,24 +199,19 @@ class SensorTable:
         old: NDArray[np.float32] | None = getattr(self, "_data", None)
         n = 0 if old is None else old.shape[0]
         shape = (capacity, self.timesteps, self.features)
-        if old is None:
-            data = np.zeros(shape, dtype=STORED)
-        else:
-            # Grown in place (realloc, which moves pages rather than copying them for an
-            # array this size), so growing never holds the old and the new array at once.
-            # No view of the table outlives a call (windows are copies), hence no refcheck.
-            old.resize(shape, refcheck=False)
-            data = old
+        # New rows are left as unwritten zero pages (a slot is reset as it is taken); no
+        # view of the table outlives a call (windows are copies).
+        data = grown(old, shape, STORED)
         pos = np.zeros(capacity, dtype=np.int32)
         count = np.zeros(capacity, dtype=np.int32)
-        last_ts = np.full(capacity, -np.inf, dtype=np.float64)
-        cadence = np.full(capacity, np.nan, dtype=np.float64)
+        last_ts = np.zeros(capacity, dtype=np.float64)
+        cadence = np.zeros(capacity, dtype=np.float64)
         spread = array("f", [1.0]) * capacity
         seen = np.zeros(capacity, dtype=np.float64)
         seq = np.zeros(capacity, dtype=np.int64)
         base = np.zeros((capacity, self.features), dtype=np.float64)
         full = np.zeros(capacity, dtype=np.bool_)
-        if old is not None:
+        if n:
             base[:n] = self._base
             pos[:n], count[:n] = self._pos, self._count
             last_ts[:n], cadence[:n], seen[:n] = self._last_ts, self._cadence, self._seen
