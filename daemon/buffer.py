@@ -109,10 +109,12 @@ def grow_rows(
 
 
 def grown(old: NDArray[Any] | None, shape: tuple[int, ...], dtype: Any) -> NDArray[Any]:
-    """A zeroed array of `shape` (its pages mapped once written) that starts with `old`."""
+    """A zeroed array of `shape` (its pages mapped once written) that starts with `old`'s
+    rows (as many as fit)."""
     new = np.zeros(shape, dtype=dtype)
     if old is not None:
-        new[: len(old)] = old
+        n = min(len(old), shape[0])
+        new[:n] = old[:n]
     return new
 
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from sensorcast.buffer import CADENCE_ALPHA, SensorTable, Window
+from sensorcast.buffer import CADENCE_ALPHA, SensorTable, Window, grow_rows
 from sensorcast.drops import Drop
 
 
@@ -430,6 +430,18 @@ def test_growth_beyond_initial_capacity_keeps_data() -> None:
                 assert out.values[:, 0].tolist() == [float(x) for x in range(step - 3, step + 1)]
                 assert out.values[:, 1].tolist() == [float(k)] * 4
     assert len(t) == 37
+
+
+def test_grow_rows_keeps_the_rows_and_hands_out_the_new_ones_zeroed() -> None:
+    shapes = {"a": ((3,), np.float32), "b": ((), np.int64)}
+    arrays: dict[str, np.ndarray] = {}
+    assert grow_rows(arrays, shapes, 4) == [3, 2, 1, 0]  # popped from the end: lowest first
+    arrays["a"][:] = 7.0
+    arrays["b"][:] = [1, 2, 3, 4]
+    assert grow_rows(arrays, shapes, 8) == [7, 6, 5, 4]
+    assert arrays["a"].shape == (8, 3) and arrays["a"].dtype == np.float32
+    assert (arrays["a"][:4] == 7.0).all() and (arrays["a"][4:] == 0).all()
+    assert arrays["b"].tolist() == [1, 2, 3, 4, 0, 0, 0, 0]
 
 
 def test_reset_all_forgets_everything() -> None:
