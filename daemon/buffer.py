@@ -203,24 +203,19 @@ class SensorTable:
         shape = (capacity, self.timesteps, self.features)
         # New rows are left as unwritten zero pages (a slot is reset as it is taken); no
         # view of the table outlives a call (windows are copies).
-        data = grown(old, shape, STORED)
-        pos = np.zeros(capacity, dtype=np.int32)
-        count = np.zeros(capacity, dtype=np.int32)
-        last_ts = np.zeros(capacity, dtype=np.float64)
-        cadence = np.zeros(capacity, dtype=np.float64)
+
+        def keep(name: str, dtype: Any, *row: int) -> NDArray[Any]:
+            return grown(getattr(self, name) if n else None, (capacity, *row), dtype)
+
+        self._data = grown(old, shape, STORED)
+        self._pos, self._count = keep("_pos", np.int32), keep("_count", np.int32)
+        self._last_ts, self._cadence = keep("_last_ts", np.float64), keep("_cadence", np.float64)
+        self._seen, self._seq = keep("_seen", np.float64), keep("_seq", np.int64)
+        self._base = keep("_base", np.float64, self.features)
+        self._full = keep("_full", np.bool_)
         spread = array("f", [1.0]) * capacity
-        seen = np.zeros(capacity, dtype=np.float64)
-        seq = np.zeros(capacity, dtype=np.int64)
-        base = np.zeros((capacity, self.features), dtype=np.float64)
-        full = np.zeros(capacity, dtype=np.bool_)
         if n:
-            base[:n] = self._base
-            pos[:n], count[:n] = self._pos, self._count
-            last_ts[:n], cadence[:n], seen[:n] = self._last_ts, self._cadence, self._seen
-            seq[:n], full[:n], spread[:n] = self._seq, self._full, self._spread[:n]
-        self._data, self._pos, self._count = data, pos, count
-        self._last_ts, self._cadence, self._seen = last_ts, cadence, seen
-        self._seq, self._base, self._full = seq, base, full
+            spread[:n] = self._spread[:n]
         self._spread = spread
         self._free.extend(free_slots(n, capacity))
 
