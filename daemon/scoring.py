@@ -11,7 +11,11 @@ normalised units of the bundle's calibration (error / window scale):
   exp(rate * (miss - (1 - level))) per scored reading; RATE, or RATE_ADAPTED
   for an adapted forecast's own interval), starting from the
   bundle's calibration, so the first forecast has an interval and every
-  sensor converges to its own coverage.
+  sensor converges to its own coverage. A miss is a reading outside the
+  interval that was published for it, k readings earlier for step k (kept
+  with the forecast, `PUBLISHED`), not outside the one the tracker has
+  since moved to: the share of published intervals that miss is then
+  what the tracker drives to 1 - level.
 - Guard: per sensor and per step, rolling errors of the model and of
   persistence, in the sensor's own units (one sensor, one unit: this is its
   MAE), one reading moving them at most GUARD_CLIP times the larger; a step
@@ -105,6 +109,17 @@ shares the place (a snapshot holds the number of each place's forecast instead).
 OPTIONAL = ("acc_scale", "pend_anchor")
 """Arrays a snapshot written by an earlier version may lack (they start at zero; one without
 `pend_anchor` holds its forecasts and last values whole, see `_anchor_legacy`)."""
+PUBLISHED = ("pend_q_model", "pend_q_pers")
+"""Per pending step, the interval's quantile published with it, of the model and of the last
+value: a reading is a miss when it falls outside the interval its user was given. Tracked
+against the quantile of the moment instead, which has moved k readings on by the time step k
+is realised, the published intervals missed more than 1 - level wherever misses come in runs
+(they grow the quantile during the run; at step 6 of the 90% interval: 0.879 to 0.888 covered
+on El Nino, electricity demand and Seattle, 0.894 to 0.899 so). float16, clipped to its
+largest finite value (65,504 window scales): a published quantile beyond that counts every
+error beyond it as a miss. Not in snapshots: a restored sensor's pending steps take its
+quantiles as they were saved."""
+F16_MAX = float(np.finfo(np.float16).max)
 PERS_STEPS = 2
 """Steps of a served forecast whose source (model or last value) is kept: the anomaly check
 reads back the first, and the second right after an anomaly."""
@@ -189,6 +204,8 @@ class SensorScores:
             "pend_scale": ((h, k), np.float32),
             "pend_rscale": ((h, k), np.float32),
             "pend_pers": ((pers_cells,), np.bool_),
+            "pend_q_model": ((cells, k), np.float16),
+            "pend_q_pers": ((cells, k), np.float16),
             "acc_scale": ((k,), np.float32),
             "q_model": ((h, k), np.float32),
             "q_pers": ((h, k), np.float32),
@@ -202,13 +219,19 @@ class SensorScores:
         }
         self._saved = {
             "pend_seq": ((h,), np.int64),
-            **{name: got for name, got in self._shapes.items() if name not in RING_STATE},
+            **{
+                name: got
+                for name, got in self._shapes.items()
+                if name not in RING_STATE and name not in PUBLISHED
+            },
             "pend_f": ((h, h, k), np.float32),
             "pend_pers": ((h, h), np.bool_),
         }
         """The shapes in a snapshot, as earlier versions kept them: the reading number of the
         forecast in each ring place (-1: none), each forecast whole."""
         self._ring = np.arange(h)
+        self._cell_step = np.repeat(np.arange(h), np.arange(1, h + 1))
+        """The step (0 for the next reading) of each cell (`step_cells`)."""
         self._arrays: dict[str, NDArray[Any]] = {}
         self._allocate(min(initial_capacity, max_sensors))
 
@@ -414,7 +437,8 @@ class SensorScores:
         alpha = 1.0 - self.level
         for q_name, r, by in (("q_model", r_model, model_rate), ("q_pers", r_pers, rate)):
             q = a[q_name][slots]
-            step = np.exp(by * ((r > q) - alpha))
+            published = a["pend_" + q_name][s2, cells]
+            step = np.exp(by * ((r > published) - alpha))
             a[q_name][slots] = bounded(np.where(v3, q * step, q), Q_FLOOR, Q_CEIL)
         if self.anomalies:
             scored = _Round(slots, seqs, cells, valid, y, f, p, rsc, rate[:, :, 0])
@@ -569,6 +593,9 @@ class SensorScores:
         a["pend_last"][slots] = moved
         a["pend_anchor"][slots] = last
         a["pend_f"][slots[:, None], cells] = forecast - last[:, None, :]
+        for name in ("q_model", "q_pers"):  # the quantiles just published with it
+            q = np.minimum(a[name][slots], F16_MAX)
+            a["pend_" + name][slots[:, None], cells] = q
         a["pend_scale"][slots, ring] = scale[:, 0, :]
         a["pend_rscale"][slots, ring] = rscale
         a["acc_scale"][slots] = mase  # read back one reading later (online accuracy)
@@ -678,6 +705,11 @@ class SensorScores:
                 self._load_steps(name, idx, arrays[name], first, legacy)
             for name in ("q_model", "q_pers", "qa_model", "qa_pers"):
                 np.clip(self._arrays[name], Q_FLOOR, Q_CEIL, out=self._arrays[name])
+            for lo in range(0, len(idx), LOAD_CHUNK):
+                part = idx[lo : lo + LOAD_CHUNK]
+                for name in ("q_model", "q_pers"):
+                    q = np.minimum(self._arrays[name][part], F16_MAX)
+                    self._arrays["pend_" + name][part] = q[:, self._cell_step]
             self.on_persistence = int(self._arrays["use_pers"][idx].all(axis=1).sum())
         return len(keep)
 
