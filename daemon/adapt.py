@@ -60,7 +60,7 @@ from numpy.typing import NDArray
 
 from sensorcast.buffer import Window, grow_rows, row_chunks
 from sensorcast.models.bundle import BundleMeta
-from sensorcast.scoring import batch_rounds, bounded
+from sensorcast.scoring import batch_rounds, bounded, stored
 from sensorcast.slots import SlotIndex, same_id
 
 log = logging.getLogger(__name__)
@@ -416,7 +416,7 @@ class SensorHeads:
                 a["pend_seq"][s, ring] = q
                 a["pend_phi"][s, ring] = p
                 a["pend_center"][s, ring] = center[rows, 0]
-                a["pend_scale"][s, ring] = scale[rows, 0]
+                a["pend_scale"][s, ring] = stored(scale[rows, 0])
         return Corrected(out, slots >= 0)
 
     def _seasons(
@@ -479,14 +479,14 @@ class SensorHeads:
         turned = restart | (q // MAX_PERIOD != newest // MAX_PERIOD)
         if turned.any():
             rb = s[turned]
-            shift = (last[turned] - a["ring_base"][rb]).astype(np.float32)
-            a["ring"][rb] = a["ring"][rb] - shift[:, None, :]
+            shift = last[turned] - a["ring_base"][rb]
+            a["ring"][rb] = stored(a["ring"][rb] - shift[:, None, :])
             a["ring_base"][rb] = last[turned]
         base = a["ring_base"][s]
         seqs = q[:, None] - np.arange(t - 1, -1, -1)[None, :]  # (m, t)
         store = np.arange(t)[None, :] >= (t - fresh)[:, None]
         rows = np.broadcast_to(s[:, None], (m, t))[store]
-        a["ring"][rows, seqs[store] % MAX_PERIOD] = (values - base[:, None, :])[store]
+        a["ring"][rows, seqs[store] % MAX_PERIOD] = stored(values - base[:, None, :])[store]
         a["ring_newest"][s] = q
         a["ring_count"][s] = np.minimum(count + fresh, MAX_PERIOD)
         period = a["period"][s].astype(np.int64)  # every one > 0: only such heads keep a ring
@@ -517,7 +517,7 @@ class SensorHeads:
         if not step.all():  # a new head starts from its window's mean step
             step = np.where(step > 0, step, np.abs(np.diff(values, axis=1)).mean(axis=1))
         step += AR_STEP_WEIGHT * (np.abs(steps[:, -1]) - step)
-        a["ar_step"][s] = step
+        a["ar_step"][s] = stored(step)
         unit = np.maximum(step, STEP_FLOOR * np.abs(last) + np.finfo(np.float32).tiny)
         phi = np.empty((m, self._r))
         phi[:, :-1] = (steps / unit[:, None, :]).reshape(m, self._r - 1)
@@ -525,10 +525,10 @@ class SensorHeads:
         phi[:, -1] = 1.0
         own = self._bounded_output(s, phi, "ar_weights") * unit[:, None, :]  # from the last
         a["pend_ar_phi"][s, ring] = phi
-        a["pend_step"][s, ring] = unit
-        a["pend_last"][s, ring] = last - center[:, 0]
-        a["pend_fc"][s, ring, 0] = fc * scale  # both from the center
-        a["pend_fc"][s, ring, 1] = own + (last[:, None, :] - center)
+        a["pend_step"][s, ring] = stored(unit)
+        a["pend_last"][s, ring] = stored(last - center[:, 0])
+        a["pend_fc"][s, ring, 0] = stored(fc * scale)  # both from the center
+        a["pend_fc"][s, ring, 1] = stored(own + (last[:, None, :] - center))
         err = a["choice_err"][s]
         use_own = (err[..., 1] < err[..., 0])[:, :, None]  # (m, h, 1); a new head: the model
         return np.where(use_own, (last[:, None, :] + own - center) / scale, fc)
@@ -607,7 +607,7 @@ class SensorHeads:
         err = np.abs(real[:, None] - fc).sum(axis=3).transpose(0, 2, 1)  # (m, h, 2)
         old = a["choice_err"][s]
         fresh = ~np.any(old.reshape(m, -1), axis=1)[:, None, None]
-        a["choice_err"][s] = np.where(fresh, err, old + CHOICE_WEIGHT * (err - old))
+        a["choice_err"][s] = stored(np.where(fresh, err, old + CHOICE_WEIGHT * (err - old)))
         moved = real - a["pend_last"][s, ring][:, None, :]  # from the last reading then
         target = bounded(moved / unit[:, None, :], -RESIDUAL_CLIP, RESIDUAL_CLIP)
         return o, a["pend_ar_phi"][s, ring].astype(np.float64), target.reshape(m, -1)

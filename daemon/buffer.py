@@ -446,6 +446,9 @@ class SensorTable:
 
     def _rebase(self, slot: int, values: tuple[float, ...]) -> None:
         base = np.asarray(values, dtype=np.float64)
+        # a base beyond HUGE is 0: a reading (at most float32's largest) then differs from it
+        # by no more than float32 holds, which a reading of the other sign would not
+        base[np.abs(base) > HUGE] = 0.0
         shifted = self._data[slot] + (self._base[slot] - base)  # in float64
         np.clip(shifted, -STORED_MAX, STORED_MAX, out=shifted)  # a jump across float32's range
         self._data[slot] = shifted

@@ -120,6 +120,9 @@ largest finite value (65,504 window scales): a published quantile beyond that co
 error beyond it as a miss. Not in snapshots: a restored sensor's pending steps take its
 quantiles as they were saved."""
 F16_MAX = float(np.finfo(np.float16).max)
+F32_MAX = float(np.finfo(np.float32).max)
+"""What the float32 arrays hold at most: readings near float32's own limit (which are taken
+in) differ, and are missed, by more; such differences are kept as this."""
 PERS_STEPS = 2
 """Steps of a served forecast whose source (model or last value) is kept: the anomaly check
 reads back the first, and the second right after an anomaly."""
@@ -528,7 +531,8 @@ class SensorScores:
         em = r_model.sum(axis=2)[:, :, None]  # (m, h, 1): over targets
         ep = r_pers.sum(axis=2)[:, :, None]
         n = a["n_scored"][slots] + valid.any(axis=1)  # counted after the guard, by the caller
-        old_m, old_p = a["err_model"][slots], a["err_pers"][slots]  # (m, h, 2)
+        old_m = a["err_model"][slots].astype(np.float64)  # (m, h, 2)
+        old_p = a["err_pers"][slots].astype(np.float64)
         fresh = (old_m == 0) & (old_p == 0)
         # one reading moves the rolling errors at most GUARD_CLIP times the larger of them:
         # a jump both fail on (a pump starting) must not hide, for the next hundred readings,
@@ -553,8 +557,8 @@ class SensorScores:
         # its wins before it lost do not bring it back; it must win again for a while
         slow = err_m[..., 1]
         err_m[..., 1] = np.where(enter, np.maximum(slow, err_p[..., 1]), slow)
-        a["err_model"][slots] = err_m
-        a["err_pers"][slots] = err_p
+        a["err_model"][slots] = stored(err_m)
+        a["err_pers"][slots] = stored(err_p)
         new = (use | enter) & ~leave
         a["use_pers"][slots] = new
         self.switches["persistence"] += int(enter.sum())
@@ -590,15 +594,15 @@ class SensorScores:
         # sensor's steps, which float32 holds to seven digits whatever the level.
         moved = a["pend_last"][slots] + (a["pend_anchor"][slots] - last)[:, None, :]
         moved[np.arange(len(slots)), ring] = 0.0  # in the copy: one write to the table
-        a["pend_last"][slots] = moved
+        a["pend_last"][slots] = stored(moved)
         a["pend_anchor"][slots] = last
-        a["pend_f"][slots[:, None], cells] = forecast - last[:, None, :]
+        a["pend_f"][slots[:, None], cells] = stored(forecast - last[:, None, :])
         for name in ("q_model", "q_pers"):  # the quantiles just published with it
             q = np.minimum(a[name][slots], F16_MAX)
             a["pend_" + name][slots[:, None], cells] = q
-        a["pend_scale"][slots, ring] = scale[:, 0, :]
-        a["pend_rscale"][slots, ring] = rscale
-        a["acc_scale"][slots] = mase  # read back one reading later (online accuracy)
+        a["pend_scale"][slots, ring] = stored(scale[:, 0, :])
+        a["pend_rscale"][slots, ring] = stored(rscale)
+        a["acc_scale"][slots] = stored(mase)  # read back one reading later (online accuracy)
         ps = self._pers_steps
         a["pend_pers"][slots[:, None], cells[:, :ps]] = served_pers[:, :ps]
 
@@ -860,6 +864,11 @@ def bounded(x: NDArray[Any], lo: float, hi: float) -> NDArray[Any]:
     """`np.clip(x, lo, hi)` without its wrappers (a third of its time on a batch's arrays)."""
     out: NDArray[Any] = np.minimum(np.maximum(x, lo), hi)
     return out
+
+
+def stored(x: NDArray[Any]) -> NDArray[Any]:
+    """`x` as a float32 array may keep it: within float32's finite range."""
+    return bounded(x, -F32_MAX, F32_MAX)
 
 
 def step_cells(made: NDArray[np.int64], steps: NDArray[Any]) -> NDArray[np.int64]:

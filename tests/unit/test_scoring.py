@@ -541,3 +541,49 @@ def test_a_sensors_level_does_not_change_its_scores(level: float) -> None:
     arrays_near, arrays_far = near.to_arrays(), far.to_arrays()
     for name in ("q_model", "q_pers", "err_model", "err_pers", "use_pers", "n_scored"):
         assert np.allclose(arrays_far[name], arrays_near[name], rtol=1e-4), name
+
+
+@pytest.mark.parametrize("adapt", [True, False])
+@pytest.mark.parametrize("kind", ["uniform", "alternating"])
+def test_readings_at_float32_s_limit_are_forecast_without_overflow(adapt: bool, kind: str) -> None:
+    """Readings anywhere in float32's range are taken in (SPEC section 4), so a sensor may jump
+    from -3e38 to 3e38: every full window is still forecast, with a finite interval, and no
+    float32 array overflows on the way (each overflow raises here)."""
+    from sensorcast.buffer import SensorTable
+    from sensorcast.config import AdaptConfig
+    from sensorcast.inference import ServedBundle
+    from sensorcast.models import DEFAULT_BUNDLE
+    from sensorcast.models.bundle import load_bundle
+
+    bundle = load_bundle(DEFAULT_BUNDLE)
+    m = bundle.meta
+    served = ServedBundle.load(bundle, adapt=AdaptConfig(enabled=adapt))
+    table = SensorTable(m.timesteps, 1)
+    rng = np.random.default_rng(7)
+    n = m.timesteps + 3 * m.horizon + 40
+    if kind == "uniform":
+        values = rng.uniform(-3e38, 3e38, n)
+    else:
+        values = np.where(np.arange(n) % 2 == 0, -3e38, 3e38)
+    forecasts = 0
+    with np.errstate(all="raise"):
+        for i, v in enumerate(values.tolist()):
+            w = table.push("big", 1.7e9 + 5.0 * i, (v,))
+            if not isinstance(w, Window):
+                continue
+            raw = np.stack([w.values])
+            run = served.forecaster.run(raw)
+            y, adapted = run.y, None
+            if served.heads is not None:
+                got = served.heads.correct([w], run.x, y, run.center, run.scale, raw)
+                y, adapted = got.y, got.adapted
+            forecast = served.forecaster.inverse(y, run)
+            scored = served.scores.score([w], forecast, run.scale, raw, None, adapted)
+            payloads = list(
+                served.encoder.encode_each(
+                    [w], scored.forecast, scored.lower, scored.upper, scored.persistence
+                )
+            )
+            assert payloads[0] is not None, i
+            forecasts += 1
+    assert forecasts == n - m.timesteps + 1
