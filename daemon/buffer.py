@@ -345,6 +345,7 @@ class SensorTable:
             return None
         cad = float(self._cadence[slot])
         window = self._ordered(slot)
+        window[-1] = values  # as it came: the last value is served as it is (persistence)
         first = not self._full[slot]
         if first:
             self._full[slot] = True

@@ -143,7 +143,10 @@ class ForecastEncoder:
         )
         cadence = window.cadence or self._fallback_cadence
         if cadence is not None and math.isfinite(ts + cadence * self.horizon):
-            at = ",".join([_millis(ts + cadence * s) for s in self._step_list])
+            places = 3  # the millisecond; steps less than 10 ms apart get enough to differ
+            if cadence < FINE_CADENCE:
+                places = min(6, math.ceil(-math.log10(cadence)) + 1) if cadence > 0 else 6
+            at = ",".join([_stamp(ts + cadence * s, places) for s in self._step_list])
             text += f',"at":[{at}]'
         return (text + "}").encode()
 
@@ -185,8 +188,14 @@ def _number(v: float) -> str:
     return _STRICT.encode(v)
 
 
-def _millis(ts: float) -> str:
-    """A finite timestamp to the millisecond, as `repr(round(ts, 3))` writes it when that has
-    no exponent (always, for epoch seconds), at a third of the cost."""
-    text = f"{ts:.3f}".rstrip("0")
+FINE_CADENCE = 0.01
+"""Steps of a cadence shorter than this (seconds) get `at` beyond the millisecond: to the
+digit a tenth of the cadence (at most the microsecond, which epoch seconds in float64 hold),
+so each step's time is its own and after the reading's."""
+
+
+def _stamp(ts: float, decimals: int) -> str:
+    """A finite timestamp to `decimals` digits after the point, as `repr(round(ts, decimals))`
+    writes it when that has no exponent (always, for epoch seconds), at a third of the cost."""
+    text = f"{ts:.{decimals}f}".rstrip("0")
     return text + "0" if text.endswith(".") else text

@@ -562,3 +562,16 @@ def test_load_arrays_rejects_bad_arrays_and_keeps_state(arrays: dict[str, np.nda
     w = dst.push("keep", 4.0, (4.0, 0.0))
     assert isinstance(w, Window)
     assert w.values[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_a_window_ends_with_the_reading_exactly_as_it_came() -> None:
+    """The ring keeps float32 offsets from a float64 base, which round a reading of 0.0 after
+    0.4 to -2.98e-09; the window's newest reading, the last value persistence serves, is the
+    reading itself."""
+    table = SensorTable(4, 1)
+    values = [0.0, 0.1, 0.2, 0.3, 0.4] * 9
+    for i, v in enumerate(values):
+        w = table.push("s", 1.7e9 + i, (v,))
+        if isinstance(w, Window):
+            assert w.values[-1, 0] == v
+            assert np.allclose(w.values[:, 0], values[i - 3 : i + 1], rtol=0, atol=1e-7)

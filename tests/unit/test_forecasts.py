@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -174,6 +175,18 @@ def test_learned_cadence_beats_bundle_cadence() -> None:
     enc = ForecastEncoder(make_meta(horizon=2, cadence_s=300.0))
     msg = decode(enc.encode(window(ts=1000.0, cadence=10.0), np.zeros((2, 1))))
     assert msg["at"] == [1010.0, 1020.0]
+
+
+@pytest.mark.parametrize("cadence", [0.005, 2e-4, 1e-5])
+def test_at_tells_apart_the_steps_of_a_cadence_under_10_ms(cadence: float) -> None:
+    """To the millisecond, steps 0.2 ms apart all read the same time, and the first could read
+    before the reading's own."""
+    ts = 1_795_941_141.7530071
+    enc = ForecastEncoder(make_meta(horizon=6))
+    msg = decode(enc.encode(window(ts=ts, cadence=cadence), np.zeros((6, 1))))
+    at = msg["at"]
+    assert at[0] > ts and all(b > a for a, b in itertools.pairwise(at))
+    assert at == pytest.approx([ts + cadence * s for s in range(1, 7)], rel=0, abs=cadence / 9)
 
 
 def test_at_has_one_entry_per_step_and_increases() -> None:
