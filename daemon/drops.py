@@ -1,6 +1,6 @@
 """Why input was not taken in, and the bounded-rate log of it.
 
-`Drop` is the label of `sensorcast_readings_dropped_total`; `DropLog` reports
+`Drop` is the label of `sensorcast_dropped_total`; `DropLog` reports
 drops at most once per interval per reason, so a hostile sender cannot flood
 the log.
 """

@@ -191,8 +191,10 @@ class PayloadParser:
             return r.reason
         except RecursionError:
             return Drop.TOO_DEEP
-        except ValueError:  # JSONDecodeError, and int parsing limits
+        except json.JSONDecodeError:
             return Drop.NOT_JSON
+        except ValueError:  # an integer of more digits than Python converts (4300)
+            return Drop.OVERFLOW
 
     def _reading(self, doc: Any) -> Reading:
         if isinstance(doc, dict):

@@ -348,8 +348,12 @@ def test_overflow_in_one_of_several_features(two: PayloadParser) -> None:
     assert two.parse(b'{"temperature": 1, "humidity": 1e39}') is Drop.OVERFLOW
 
 
-def test_integer_beyond_pythons_digit_limit_is_dropped(one: PayloadParser) -> None:
-    assert one.parse(b"1" * 5000) in (Drop.NOT_JSON, Drop.OVERFLOW)
+def test_integer_beyond_pythons_digit_limit_is_an_overflow(one: PayloadParser) -> None:
+    """Valid JSON that Python will not convert (more than 4300 digits): a number too large."""
+    assert one.parse(b"1" * 5000) is Drop.OVERFLOW
+    assert one.parse(b'{"value": -' + b"9" * 5000 + b"}") is Drop.OVERFLOW
+    assert one.parse(b'{"value": 1, "ts": ' + b"9" * 5000 + b"}") is Drop.OVERFLOW
+    assert one.parse(b"[1" * 3 + b"]") is Drop.NOT_JSON
 
 
 # --- property: parse never raises ----------------------------------------------
