@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,9 @@ Publish = Callable[[str, bytes], bool]
 """Hands a forecast to the MQTT client; False when it could not be queued."""
 Held = Callable[[], contextlib.AbstractContextManager[None]]
 """Within it, the forecasts this thread publishes are written together as it leaves."""
+NOT_FINITE_LOG_S = 60.0
+"""Forecasts dropped as not finite are logged at most once in this many seconds (counted
+always)."""
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,8 @@ class InferenceWorker(threading.Thread):
         self._publish = publish
         self._held = held
         self._stopped = False
+        self._not_finite_logged = -math.inf
+        self._not_finite_quiet = 0
 
     @property
     def served(self) -> ServedBundle:
@@ -260,6 +266,7 @@ class InferenceWorker(threading.Thread):
                 for entry, payload in zip(batch, payloads, strict=True):
                     if payload is None:
                         self._lost(lane, "not_finite")
+                        self._not_finite(entry.window.sensor_id)
                         continue
                     if self._publish(self.output.format(entry.window.sensor_id), payload):
                         sent.append(entry.received)
@@ -274,6 +281,21 @@ class InferenceWorker(threading.Thread):
         now = time.time()  # written (or handed to the network loop) by now
         for received in sent:
             self.metrics.latency_seconds.observe(now - received)
+
+    def _not_finite(self, sensor_id: str) -> None:
+        """Log a forecast not published for being not finite, at most once a minute."""
+        now = time.monotonic()
+        if now - self._not_finite_logged < NOT_FINITE_LOG_S:
+            self._not_finite_quiet += 1
+            return
+        more = f" (and {self._not_finite_quiet} more since)" if self._not_finite_quiet else ""
+        log.warning(
+            "forecast for %r not published: not_finite (the forecast or its interval is NaN "
+            "or infinite)%s",
+            sensor_id[:200],
+            more,
+        )
+        self._not_finite_logged, self._not_finite_quiet = now, 0
 
     def _publish_anomalies(
         self, lane: Lane, served: ServedBundle, anomalies: list[Anomaly]
