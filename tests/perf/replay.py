@@ -203,6 +203,9 @@ def main() -> int:
     column, times, values = read_column(args.csv, args.column)
     if times[0] < 0:  # before 1970: the daemon takes epoch seconds from 0 on; keep the spacing,
         times = times - times[-1] + time.time() - 86_400  # ending yesterday (not in the future)
+        early = int((times < 0).sum())
+        if early:  # a series longer than the years since 1970
+            print(f"{early} readings still fall before 1970: the daemon drops them (bad_ts)")
     spikes: list[int] = []
     if args.spikes:
         rng = np.random.default_rng(0)
