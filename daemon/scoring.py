@@ -114,8 +114,8 @@ PUBLISHED = ("pend_q_model", "pend_q_pers")
 value: a reading is a miss when it falls outside the interval its user was given. Tracked
 against the quantile of the moment instead, which has moved k readings on by the time step k
 is realised, the published intervals missed more than 1 - level wherever misses come in runs
-(they grow the quantile during the run; at step 6 of the 90% interval: 0.879 to 0.888 covered
-on El Nino, electricity demand and Seattle, 0.894 to 0.899 so). float16, clipped to its
+(they grow the quantile during the run; at step 6 of the 90% interval: 0.879 to 0.889 covered
+on El Nino, electricity demand and Seattle, 0.893 to 0.897 so). float16, clipped to its
 largest finite value (65,504 window scales): a published quantile beyond that counts every
 error beyond it as a miss. Not in snapshots: a restored sensor's pending steps take its
 quantiles as they were saved."""
