@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Hashable
 from enum import StrEnum
 
 log = logging.getLogger("sensorcast.readings")
@@ -57,22 +58,33 @@ WHY = {
 """What each reason means, in the log line: enough to fix the sender without the docs."""
 
 
-class DropLog:
-    """Logs dropped input at most once per `interval` seconds per reason, with counts."""
+class Quota:
+    """At most one report per `interval` seconds per key; counts the ones held back."""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
-        self._last: dict[Drop, float] = {}
-        self._suppressed: dict[Drop, int] = {}
+        self._last: dict[Hashable, float] = {}
+        self._suppressed: dict[Hashable, int] = {}
+
+    def take(self, key: Hashable) -> int | None:
+        """None if `key` was reported less than `interval` ago (this one is counted); else
+        how many were held back since its last report."""
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._suppressed.pop(key, 0)
+
+
+class DropLog(Quota):
+    """Logs dropped input at most once per `interval` seconds per reason, with counts."""
 
     def __call__(self, reason: Drop, topic: str) -> None:
-        now = time.monotonic()
-        last = self._last.get(reason)
-        if last is not None and now - last < self.interval:
-            self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
+        more = self.take(reason)
+        if more is None:
             return
-        self._last[reason] = now
-        more = self._suppressed.pop(reason, 0)
         extra = f" (and {more} more since the last report)" if more else ""
         log.warning(
             "dropped a reading on %r: %s (%s)%s", topic[:200], reason.value, WHY[reason], extra

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from prometheus_client import Counter, Histogram
 from sensorcast.accuracy import OnlineAccuracy
 from sensorcast.adapt import SensorHeads, layout_for
 from sensorcast.config import AdaptConfig
+from sensorcast.drops import Quota
 from sensorcast.forecasts import ForecastEncoder
 from sensorcast.handoff import Pending, ReadyQueue
 from sensorcast.metrics import Metrics
@@ -174,8 +174,7 @@ class InferenceWorker(threading.Thread):
         self._publish = publish
         self._held = held
         self._stopped = False
-        self._not_finite_logged = -math.inf
-        self._not_finite_quiet = 0
+        self._not_finite_log = Quota(NOT_FINITE_LOG_S)
 
     @property
     def served(self) -> ServedBundle:
@@ -284,18 +283,15 @@ class InferenceWorker(threading.Thread):
 
     def _not_finite(self, sensor_id: str) -> None:
         """Log a forecast not published for being not finite, at most once a minute."""
-        now = time.monotonic()
-        if now - self._not_finite_logged < NOT_FINITE_LOG_S:
-            self._not_finite_quiet += 1
+        held = self._not_finite_log.take("not_finite")
+        if held is None:
             return
-        more = f" (and {self._not_finite_quiet} more since)" if self._not_finite_quiet else ""
         log.warning(
             "forecast for %r not published: not_finite (the forecast or its interval is NaN "
             "or infinite)%s",
             sensor_id[:200],
-            more,
+            f" (and {held} more since)" if held else "",
         )
-        self._not_finite_logged, self._not_finite_quiet = now, 0
 
     def _publish_anomalies(
         self, lane: Lane, served: ServedBundle, anomalies: list[Anomaly]

@@ -598,8 +598,7 @@ class SensorScores:
         a["pend_anchor"][slots] = last
         a["pend_f"][slots[:, None], cells] = stored(forecast - last[:, None, :])
         for name in ("q_model", "q_pers"):  # the quantiles just published with it
-            q = np.minimum(a[name][slots], F16_MAX)
-            a["pend_" + name][slots[:, None], cells] = q
+            a["pend_" + name][slots[:, None], cells] = kept_as_published(a[name][slots])
         a["pend_scale"][slots, ring] = stored(scale[:, 0, :])
         a["pend_rscale"][slots, ring] = stored(rscale)
         a["acc_scale"][slots] = stored(mase)  # read back one reading later (online accuracy)
@@ -712,7 +711,7 @@ class SensorScores:
             for lo in range(0, len(idx), LOAD_CHUNK):
                 part = idx[lo : lo + LOAD_CHUNK]
                 for name in ("q_model", "q_pers"):
-                    q = np.minimum(self._arrays[name][part], F16_MAX)
+                    q = kept_as_published(self._arrays[name][part])
                     self._arrays["pend_" + name][part] = q[:, self._cell_step]
             self.on_persistence = int(self._arrays["use_pers"][idx].all(axis=1).sum())
         return len(keep)
@@ -869,6 +868,11 @@ def bounded(x: NDArray[Any], lo: float, hi: float) -> NDArray[Any]:
 def stored(x: NDArray[Any]) -> NDArray[Any]:
     """`x` as a float32 array may keep it: within float32's finite range."""
     return bounded(x, -F32_MAX, F32_MAX)
+
+
+def kept_as_published(q: NDArray[Any]) -> NDArray[Any]:
+    """Interval quantiles as the float16 `PUBLISHED` arrays may keep them."""
+    return np.minimum(q, F16_MAX)
 
 
 def step_cells(made: NDArray[np.int64], steps: NDArray[Any]) -> NDArray[np.int64]:
