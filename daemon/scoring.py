@@ -872,7 +872,8 @@ def stored(x: NDArray[Any]) -> NDArray[Any]:
 
 def kept_as_published(q: NDArray[Any]) -> NDArray[Any]:
     """Interval quantiles as the float16 `PUBLISHED` arrays may keep them."""
-    return np.minimum(q, F16_MAX)
+    out: NDArray[Any] = np.minimum(q, F16_MAX)
+    return out
 
 
 def step_cells(made: NDArray[np.int64], steps: NDArray[Any]) -> NDArray[np.int64]:
