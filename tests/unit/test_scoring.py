@@ -11,7 +11,7 @@ import pytest
 
 from sensorcast.buffer import Window
 from sensorcast.models.bundle import BundleMeta, default_calibration
-from sensorcast.scoring import GUARD_MIN_SCORED, PERS_STEPS, SensorScores
+from sensorcast.scoring import GUARD_MIN_SCORED, GUARD_WHOLE, PERS_STEPS, SensorScores
 
 from .test_forecasts import make_meta
 
@@ -158,7 +158,8 @@ def test_model_that_beats_persistence_is_served_once_it_has_won_and_never_switch
 @pytest.mark.parametrize("adapted", [False, True])
 def test_an_adapted_forecast_that_wins_by_less_than_a_tenth_is_served(adapted: bool) -> None:
     """A forecast whose error is always 0.93 of the last value's: a fixed model is held to
-    the last value (it must win by 10%), an adapted one is served (by 5%)."""
+    the last value (it must win by 10%), an adapted one is served (by 5%; mixed with the
+    last value, see the next test)."""
     rng = np.random.default_rng(4)
     walk = np.cumsum(rng.normal(0, 1, 1200))
     ahead = {float(v): walk[i + 1] for i, v in enumerate(walk[:-1])}
@@ -168,6 +169,34 @@ def test_an_adapted_forecast_that_wins_by_less_than_a_tenth_is_served(adapted: b
         fc = w.values[-1] + 0.07 * (ahead[float(w.values[-1, 0])] - w.values[-1])
         got = s.score([w], fc.reshape(1, 1, 1), np.ones((1, 1, 1)), adapted=np.array([adapted]))
     assert bool(got.persistence[0]) is not adapted
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.92, 0.94])
+def test_a_forecast_that_wins_by_less_than_guard_whole_is_mixed_with_the_last_value(
+    ratio: float,
+) -> None:
+    """A forecast whose error is always `ratio` of the last value's, once the guard serves
+    it: whole where it wins clearly (0.5), else mixed with the last value by its margin
+    (0.92: 80% of the way from the last value to the model, 0.94: 60%), its interval centred
+    on what is served and as wide as the same mix of the two intervals."""
+    rng = np.random.default_rng(4)
+    walk = np.cumsum(rng.normal(0, 1, 1200))
+    s = scores_for(meta(horizon=1))
+    for i in range(T - 1, len(walk) - 1):
+        w = Window("s", walk[i - T + 1 : i + 1, None], float(i), 1.0, seq=1000 + i)
+        fc = (w.values[-1] + (1 - ratio) * (walk[i + 1] - w.values[-1])).reshape(1, 1, 1)
+        got = s.score([w], fc, np.ones((1, 1, 1)), adapted=np.array([True]))
+    assert not got.persistence[0]
+    err_model, err_pers = (s._arrays[k][0, 0].astype(float) for k in ("err_model", "err_pers"))
+    assert (err_model / err_pers).max() == pytest.approx(ratio, abs=0.002)  # short and long
+    share = min(1.0, (1.0 - (err_model / err_pers).max()) / (1.0 - GUARD_WHOLE))
+    assert 0.0 < share <= 1.0
+    last = walk[len(walk) - 2]
+    assert got.forecast[0, 0, 0] == pytest.approx(last + share * (fc[0, 0, 0] - last), abs=1e-4)
+    q_model, q_pers = (float(s._arrays[name][0, 0, 0]) for name in ("q_model", "q_pers"))
+    half = (got.upper - got.lower)[0, 0, 0] / 2
+    assert half == pytest.approx(share * q_model + (1 - share) * q_pers, rel=1e-4)
+    assert (got.upper + got.lower)[0, 0, 0] / 2 == pytest.approx(got.forecast[0, 0, 0])
 
 
 def test_an_adapted_forecast_s_interval_follows_its_errors_down_faster() -> None:
