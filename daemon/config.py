@@ -43,6 +43,8 @@ ENV_PREFIX = "SENSORCAST_"
 CONFIG_ENV = "SENSORCAST_CONFIG"
 CREDENTIAL_NAME = "mqtt_password"
 TLS_KEY_CREDENTIAL = "mqtt_tls_key"
+SESSION_EXPIRY_MAX = 0xFFFF_FFFF
+"""MQTT 5 carries the session expiry in four bytes; this value means it never expires."""
 """systemd credentials read when the config names no file: the broker password and the TLS
 client key (under DynamicUser a key file in /etc is not readable; a credential is)."""
 _toml_file: ContextVar[Path | None] = ContextVar("sensorcast_toml_file", default=None)
@@ -142,11 +144,14 @@ class MQTTConfig(Section):
         None, description="File holding the password, e.g. a systemd credential."
     )
     tls: TLSConfig = Field(default_factory=TLSConfig)
-    qos: Literal[0, 1, 2] = Field(1, description="Subscription QoS.")
+    qos: int = Field(1, ge=0, le=2, description="Subscription QoS.")
     protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version.")
     keepalive: int = Field(30, ge=5, le=3600, description="Keepalive interval, seconds.")
     session_expiry: int = Field(
-        3600, ge=0, description="Seconds the broker keeps the session while disconnected (v5)."
+        3600,
+        ge=0,
+        le=SESSION_EXPIRY_MAX,
+        description="Seconds the broker keeps the session while disconnected (v5).",
     )
     reconnect_min: float = Field(0.5, gt=0, description="First reconnect delay, seconds.")
     reconnect_max: float = Field(30.0, gt=0, description="Cap on the reconnect delay, seconds.")
@@ -342,6 +347,10 @@ class StateConfig(Section):
         """A directory that exists or can be created: refuse one under a regular file."""
         if path is None:
             return None
+        if path.is_symlink() and not path.exists():
+            raise ValueError(
+                f"{path} is a symbolic link to {os.readlink(path)}, which does not exist"
+            )
         try:
             for p in (path, *path.absolute().parents):
                 if p.exists():
@@ -610,6 +619,11 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             raise ConfigError(f"config file {toml} cannot be read: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {toml} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:  # TOML is UTF-8; a Latin-1 "°C" in a comment is not
+            raise ConfigError(
+                f"config file {toml} is not UTF-8: byte {exc.object[exc.start]:#04x} at offset "
+                f"{exc.start}"
+            ) from None
     token = _toml_file.set(toml)
     try:
         return Settings(**overrides)

@@ -81,6 +81,14 @@ def test_toml_file_sets_values(tmp_path: Path) -> None:
     assert s.input.fields == {"value": "AM2301.Temperature"}
 
 
+@pytest.mark.parametrize("qos", ["0", "1", "2"])
+def test_subscription_qos_is_set_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, qos: str
+) -> None:
+    monkeypatch.setenv("SENSORCAST_MQTT__QOS", qos)
+    assert load_settings().mqtt.qos == int(qos)
+
+
 def test_precedence_override_over_env_over_toml_over_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -165,6 +173,10 @@ def test_env_error_names_key_and_env_form(monkeypatch: pytest.MonkeyPatch) -> No
         ({"mqtt": {"client_id": "bad id"}}, "mqtt.client_id (SENSORCAST_MQTT__CLIENT_ID)"),
         ({"mqtt": {"client_id": "x" * 65}}, "mqtt.client_id (SENSORCAST_MQTT__CLIENT_ID)"),
         ({"mqtt": {"keepalive": 1}}, "mqtt.keepalive (SENSORCAST_MQTT__KEEPALIVE)"),
+        (
+            {"mqtt": {"session_expiry": 2**32}},
+            "mqtt.session_expiry (SENSORCAST_MQTT__SESSION_EXPIRY)",
+        ),
         ({"mqtt": {"reconnect_min": 5, "reconnect_max": 1}}, "mqtt (SENSORCAST_MQTT)"),
         ({"input": {"topic": "sensors/reading"}}, "input.topic (SENSORCAST_INPUT__TOPIC)"),
         ({"input": {"topic": "a/#/{sensor_id}"}}, "input.topic (SENSORCAST_INPUT__TOPIC)"),
@@ -212,6 +224,19 @@ def test_bad_toml_names_the_file(tmp_path: Path) -> None:
     path = write_toml(tmp_path, "[mqtt\nport = = 1\n")
     msg = config_error(path)
     assert str(path) in msg and "TOML" in msg
+
+
+def test_a_file_that_is_not_utf8_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'[mqtt]\nhost = "broker" # 21 \xb0C\n')
+    msg = config_error(path)
+    assert str(path) in msg and "not UTF-8" in msg and "0xb0" in msg and "\n" not in msg
+
+
+def test_a_state_dir_that_is_a_dangling_link_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "state").symlink_to(tmp_path / "gone")
+    msg = config_error(None, state={"dir": tmp_path / "state"})
+    assert "state.dir (SENSORCAST_STATE__DIR)" in msg and "does not exist" in msg
 
 
 def test_missing_file_names_the_file(tmp_path: Path) -> None:
