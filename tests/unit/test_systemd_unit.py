@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from sensorcast.cli import EXIT_CONFIG
 from sensorcast.config import CREDENTIAL_NAME
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+README = DEPLOY.parent / "README.md"
 UNIT = DEPLOY / "sensorcast.service"
 TEMPLATE = DEPLOY / "sensorcast@.service"
 
@@ -44,6 +46,14 @@ def test_unit_keeps_the_promises_the_readme_makes() -> None:
     assert lines["ExecReload"].endswith("kill -HUP $MAINPID")
     assert int(lines["WatchdogSec"]) > 0
     assert lines["LoadCredential"].startswith(f"{CREDENTIAL_NAME}:")
+
+
+@pytest.mark.parametrize("unit", [UNIT, TEMPLATE], ids=lambda p: p.name)
+def test_unit_comments_name_readme_sections_that_exist(unit: Path) -> None:
+    headings = {ln.lstrip("#").strip() for ln in README.read_text().splitlines() if ln[:1] == "#"}
+    comments = " ".join(ln.lstrip("# ") for ln in unit.read_text().splitlines() if ln[:1] == "#")
+    named = re.findall(r'"([^"]+)"', comments)
+    assert named and set(named) <= headings, set(named) - headings
 
 
 def settings(path: Path) -> list[tuple[str, str]]:
