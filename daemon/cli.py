@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -28,7 +29,7 @@ def _remember_hangup(signum: int, frame: FrameType | None) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sensorcast.config import settings_from_args
+    from sensorcast.config import config_warnings, settings_from_args
     from sensorcast.logs import setup_logging
     from sensorcast.service import Service
     from sensorcast.signals import capture_signals
@@ -37,6 +38,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     map_large_allocations()
     settings = settings_from_args(args)
     setup_logging(settings.log.level, settings.log.format)
+    for line in config_warnings(settings):
+        logging.getLogger("sensorcast.config").warning(line)
     service = Service(settings, reload_settings=lambda: settings_from_args(args))
     with capture_signals(service.on_signal, Service.SIGNALS):
         if _early_hangups:  # a SIGHUP while starting: reload once started
@@ -45,12 +48,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from sensorcast.config import effective_config, settings_from_args
+    from sensorcast.config import config_warnings, effective_config, settings_from_args
     from sensorcast.routes import describe_routes, load_models
 
     settings = settings_from_args(args)
     models = load_models(settings)  # as `run` loads them: the interpreters included
     print(json.dumps(effective_config(settings), indent=2))
+    for line in config_warnings(settings):
+        print(f"sensorcast: warning: {line}", file=sys.stderr)
     if settings.routes:
         print(describe_routes(models, settings.model.fallback), file=sys.stderr)
     ids = ", ".join(dict.fromkeys(m.bundle.meta.model_id for m in models))

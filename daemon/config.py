@@ -658,3 +658,16 @@ def effective_config(settings: Settings) -> dict[str, Any]:
     if settings.mqtt.password is not None:
         data["mqtt"]["password"] = "********"
     return data
+
+
+def config_warnings(settings: Settings) -> list[str]:
+    """Settings that validate but will not do what was meant, one line each, for
+    `check-config` and the daemon's start."""
+    found = []
+    if settings.mqtt.password is not None and settings.mqtt.username is None:
+        found.append(
+            "mqtt.username (SENSORCAST_MQTT__USERNAME) is not set, so the broker password "
+            f"(mqtt.password, mqtt.password_file or the credential {CREDENTIAL_NAME}) is not "
+            "sent: set mqtt.username too"
+        )
+    return found

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from sensorcast.config import Settings, effective_config, load_settings
+from sensorcast.cli import EXIT_OK, main
+from sensorcast.config import Settings, config_warnings, effective_config, load_settings
 from sensorcast.errors import ConfigError
 from sensorcast.models import DEFAULT_BUNDLE
 
@@ -459,6 +460,37 @@ def test_password_and_password_file_together_are_refused(tmp_path: Path) -> None
     msg = config_error(None, mqtt={"password": SECRET, "password_file": str(tmp_path / "pw")})
     assert "password_file" in msg
     assert SECRET not in msg
+
+
+@pytest.mark.parametrize("source", ["password", "password_file", "credential"])
+def test_a_password_without_a_user_name_is_warned_about(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The password is sent only with a user name, so the broker would see no login at all."""
+    (tmp_path / "mqtt_password").write_text(SECRET)
+    mqtt = {
+        "password": {"password": SECRET},
+        "password_file": {"password_file": str(tmp_path / "mqtt_password")},
+        "credential": {},
+    }[source]
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    (warning,) = config_warnings(load_settings(None, mqtt=mqtt))
+    assert "mqtt.username (SENSORCAST_MQTT__USERNAME) is not set" in warning
+    assert SECRET not in warning
+    assert config_warnings(load_settings(None, mqtt={**mqtt, "username": "u"})) == []
+
+
+def test_check_config_warns_in_one_line_of_a_password_without_a_user_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "mqtt_password").write_text(SECRET)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert main(["check-config"]) == EXIT_OK
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
+    assert len(warnings) == 1 and "set mqtt.username" in warnings[0]
+    monkeypatch.setenv("SENSORCAST_MQTT__USERNAME", "sensorcast")
+    assert main(["check-config"]) == EXIT_OK
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_password_never_appears_in_errors_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
