@@ -20,15 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-
-from sensorcast.errors import UserError
-
-try:
-    from rich.console import Console, RenderableType
-except ImportError:  # the gateway runtime has no demo dependencies
-    raise UserError(
-        "sensorcast demo needs the [demo] extra: pip install 'sensorcast[demo]'"
-    ) from None
+from typing import TYPE_CHECKING
 
 from sensorcast.config import (
     AnomalyConfig,
@@ -45,7 +37,6 @@ from sensorcast.config import (
 from sensorcast.demo.broker import start_broker
 from sensorcast.demo.fleet import FleetPublisher, make_fleet
 from sensorcast.demo.scoreboard import Scoreboard, ScoreboardClient
-from sensorcast.demo.view import DemoInfo, live_view, plain_report, summary
 from sensorcast.errors import UserError
 from sensorcast.logs import setup_logging
 from sensorcast.models import DEFAULT_BUNDLE
@@ -54,6 +45,11 @@ from sensorcast.sandbox import ServiceThread
 from sensorcast.service import Service
 from sensorcast.signals import capture_signals
 from sensorcast.topics import TopicTemplate
+
+if TYPE_CHECKING:  # rich comes with the [demo] extra, imported once the demo runs
+    from rich.console import Console, RenderableType
+
+    from sensorcast.demo.view import DemoInfo
 
 CLIENT_ID = "sensorcast-demo"
 REPORT_EVERY = 5.0
@@ -171,6 +167,8 @@ def _start(
     stack: contextlib.ExitStack,
 ) -> tuple[DemoInfo, Scoreboard, ServiceThread] | None:
     """Broker, view client, daemon, fleet, in that order; each registers its stop on `stack`."""
+    from sensorcast.demo.view import DemoInfo
+
     broker = start_broker(args.broker)
     stack.callback(broker.close)
     settings = demo_settings(broker.port, broker.protocol, path)
@@ -223,6 +221,8 @@ def _show(
     console: Console | None,
 ) -> None:
     """Show the scores until stopped, `duration` is over or the daemon dies."""
+    from sensorcast.demo.view import live_view, plain_report
+
     deadline = info.started + duration if duration > 0 else float("inf")
 
     def done() -> bool:
@@ -255,6 +255,14 @@ def _show(
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo until Ctrl-C, SIGTERM or `--duration`; 0 after a clean stop."""
+    try:
+        from rich.console import Console
+    except ImportError:  # the gateway runtime has no demo dependencies
+        raise UserError(
+            "sensorcast demo needs the [demo] extra: pip install 'sensorcast[demo]'"
+        ) from None
+    from sensorcast.demo.view import summary
+
     path, meta = _check(args)
     console = Console() if args.live and sys.stdout.isatty() else None
     _setup_logging(console)
