@@ -43,6 +43,8 @@ ENV_PREFIX = "SENSORCAST_"
 CONFIG_ENV = "SENSORCAST_CONFIG"
 CREDENTIAL_NAME = "mqtt_password"
 TLS_KEY_CREDENTIAL = "mqtt_tls_key"
+SECRET_MAX = 65536
+"""Largest password file read (a device such as /dev/zero is not read without end)."""
 SESSION_EXPIRY_MAX = 0xFFFF_FFFF
 """MQTT 5 carries the session expiry in four bytes; this value means it never expires."""
 """systemd credentials read when the config names no file: the broker password and the TLS
@@ -175,7 +177,11 @@ class MQTTConfig(Section):
             path = candidate if candidate.is_file() else None
         if path is not None:
             try:
-                secret = path.read_text(encoding="utf-8").rstrip("\r\n")
+                with path.open("rb") as f:
+                    raw = f.read(SECRET_MAX + 1)
+                if len(raw) > SECRET_MAX:
+                    raise ValueError(f"password_file {path} is larger than {SECRET_MAX} bytes")
+                secret = raw.decode("utf-8").rstrip("\r\n")
             except (OSError, UnicodeDecodeError) as exc:
                 raise ValueError(f"password_file {path} cannot be read: {exc}") from None
             self.password = SecretStr(secret)

@@ -59,6 +59,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
 
 
+HEADER_MAX = 65536
+"""Longest header line read from an existing --out file: a device or a file without line
+ends (/dev/zero, a binary file) is refused rather than read whole."""
+
+
 def csv_header(features: list[str]) -> list[str]:
     """The long training format's columns for a model's features."""
     return ["time", "sensor_id", *features]
@@ -72,12 +77,18 @@ def open_csv(path: Path, header: list[str]) -> TextIO:
     try:
         with path.open("a+b") as f:
             f.seek(0)
-            first = f.readline()
+            first = f.readline(HEADER_MAX + 1)
+            if len(first) > HEADER_MAX:
+                raise UserError(
+                    f"{path} has no header line (no line end in its first {HEADER_MAX} bytes): "
+                    "choose another --out file"
+                )
             end = f.seek(0, 2)
             found = first.decode("utf-8-sig", "replace").strip()
             if first and [c.strip() for c in found.split(",")] != header:
+                shown = found if len(found) <= 200 else found[:200] + "..."
                 raise UserError(
-                    f"{path} has the header {found!r}, but this model records "
+                    f"{path} has the header {shown!r}, but this model records "
                     f"{','.join(header)!r}: choose another --out file"
                 )
             if end:
@@ -86,7 +97,7 @@ def open_csv(path: Path, header: list[str]) -> TextIO:
                     _cut_unfinished_line(f, path, end)
         out = path.open("a", encoding="utf-8", newline="")
     except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     if out.tell() == 0:
         out.write(",".join(header) + "\n")
         out.flush()

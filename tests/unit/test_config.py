@@ -455,6 +455,11 @@ def test_unreadable_password_file_is_a_config_error(tmp_path: Path) -> None:
     assert "mqtt (SENSORCAST_MQTT)" in msg and "missing" in msg
 
 
+def test_a_password_file_without_end_is_refused_not_read_whole() -> None:
+    msg = config_error(None, mqtt={"password_file": "/dev/zero"})
+    assert "larger than" in msg and "\n" not in msg
+
+
 def test_password_and_password_file_together_are_refused(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("other")
     msg = config_error(None, mqtt={"password": SECRET, "password_file": str(tmp_path / "pw")})

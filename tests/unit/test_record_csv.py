@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sensorcast.errors import UserError
@@ -56,3 +58,15 @@ def test_a_header_without_its_newline_is_completed(tmp_path):
 def test_an_unwritable_place_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="cannot write"):
         open_csv(tmp_path / "missing-dir" / "r.csv", HEADER)
+
+
+def test_a_file_without_line_ends_is_refused_without_reading_it_whole(tmp_path):
+    """/dev/zero (or /dev/full) read as a header never ends; a large file of one line was
+    echoed whole into the error."""
+    path = tmp_path / "blob.csv"
+    path.write_bytes(b"x" * 5_000_000)
+    with pytest.raises(UserError, match="no header line") as info:
+        open_csv(path, HEADER)
+    assert len(str(info.value)) < 300
+    with pytest.raises(UserError, match="no header line"):
+        open_csv(Path("/dev/zero"), HEADER)
