@@ -37,7 +37,7 @@ from pydantic_settings import (
 
 from sensorcast.errors import ConfigError
 from sensorcast.globs import uncovered
-from sensorcast.topics import TopicTemplate, check_share_group
+from sensorcast.topics import TopicTemplate, check_share_group, topics_overlap
 
 ENV_PREFIX = "SENSORCAST_"
 CONFIG_ENV = "SENSORCAST_CONFIG"
@@ -556,6 +556,21 @@ class Settings(BaseSettings):
         "environment): the first route whose sensors glob matches serves a sensor; "
         "model.path serves the rest (unless model.fallback is false).",
     )
+
+    @field_validator("output", "anomaly")
+    @classmethod
+    def _check_not_read_back(
+        cls, section: OutputConfig | AnomalyConfig, info: ValidationInfo
+    ) -> OutputConfig | AnomalyConfig:
+        """Refuse a topic the daemon publishes to that its own subscription would take in as
+        readings: it would read its forecasts back (each dropped as missing its feature)."""
+        inputs = info.data.get("input")
+        if isinstance(inputs, InputConfig) and topics_overlap(inputs.topic, section.topic):
+            raise ValueError(
+                f"topic {section.topic!r} is also matched by input.topic {inputs.topic!r}: "
+                "the daemon would read what it publishes back as readings"
+            )
+        return section
 
     @field_validator("routes")
     @classmethod

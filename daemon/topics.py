@@ -47,6 +47,22 @@ class TopicTemplate:
         return self.template.replace(PLACEHOLDER, sensor_id)
 
 
+def topics_overlap(subscribed: str, published: str) -> bool:
+    """Whether some topic of the template `published` (`{sensor_id}` any valid id) is matched
+    by the subscription of the template `subscribed` (whose `+` levels match any level)."""
+    sub, pub = subscribed.split("/"), published.split("/")
+    if len(sub) != len(pub):
+        return False
+    anything = (PLACEHOLDER, "+")
+    for s_level, p_level in zip(sub, pub, strict=True):
+        if s_level in anything or s_level == p_level:
+            continue
+        if p_level == PLACEHOLDER and SENSOR_ID_RE.fullmatch(s_level):
+            continue
+        return False
+    return True
+
+
 SHARE_PREFIX = "$share"
 MAX_SHARE_GROUP = 64
 _SHARE_FORBIDDEN = frozenset("/+#")

@@ -201,6 +201,34 @@ def test_invalid_values_name_key_and_env_form(overrides: dict[str, Any], where: 
     assert where in msg
 
 
+@pytest.mark.parametrize(
+    ("overrides", "where"),
+    [
+        ({"output": {"topic": "sensors/{sensor_id}/reading"}}, "output (SENSORCAST_OUTPUT)"),
+        ({"input": {"topic": "+/{sensor_id}"}}, "output (SENSORCAST_OUTPUT)"),
+        (
+            {"input": {"topic": "x/{sensor_id}/+"}, "anomaly": {"topic": "x/boiler/{sensor_id}"}},
+            "anomaly (SENSORCAST_ANOMALY)",
+        ),
+    ],
+)
+def test_a_topic_the_daemon_would_read_back_is_refused(
+    overrides: dict[str, Any], where: str
+) -> None:
+    msg = config_error(None, **overrides)
+    assert where in msg and "read what it publishes back" in msg
+
+
+def test_topics_that_cannot_meet_are_accepted() -> None:
+    s = load_settings(
+        None,
+        input={"topic": "home/{sensor_id}/state"},
+        output={"topic": "home/{sensor_id}/forecast"},
+        anomaly={"topic": "alerts/{sensor_id}"},
+    )
+    assert s.output.topic == "home/{sensor_id}/forecast"
+
+
 def test_unknown_key_in_toml(tmp_path: Path) -> None:
     msg = config_error(write_toml(tmp_path, '[mqtt]\nhots = "broker"\n'))
     assert "unknown config key mqtt.hots (SENSORCAST_MQTT__HOTS)" in msg
