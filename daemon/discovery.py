@@ -14,7 +14,9 @@ gateway itself is a device with a connectivity entity fed by the status topic.
   stale. Home Assistant restores an MQTT sensor's state across its own restart
   while `expire_after` has not run out (RestoreSensor in its mqtt/sensor.py).
 - An evicted sensor's configs are removed (an empty retained payload); so are
-  configs a reload no longer produces (a target or the anomaly sensor gone).
+  configs a reload no longer produces (a target or the anomaly sensor gone), and,
+  with anomalies off, each sensor's anomaly sensor when it is first announced (a
+  run before a restart may have announced it).
 """
 
 from __future__ import annotations
@@ -146,6 +148,10 @@ class HomeAssistantDiscovery:
             self._gateway_generation = generation
         if gateway:
             messages = self.gateway_messages() + messages
+        if known is None and self.anomaly_topic is None:
+            # anomalies off: clear the anomaly sensor a run with them on may have announced
+            # (retained; a reload that turns them off removes it, a restart knew nothing of it)
+            messages.append((self._anomaly_config_topic(sensor_id), b""))
         for topic, payload in messages:
             self._publish(topic, payload, True)
 
@@ -254,7 +260,10 @@ class HomeAssistantDiscovery:
             "off_delay": max(1, math.ceil(cadence)) if cadence else MIN_EXPIRE_AFTER,
             **common,
         }
-        return f"{self.prefix}/binary_sensor/{self.node}/{object_id}/config", _dump(config)
+        return self._anomaly_config_topic(sensor_id), _dump(config)
+
+    def _anomaly_config_topic(self, sensor_id: str) -> str:
+        return f"{self.prefix}/binary_sensor/{self.node}/{escape(sensor_id)}_anomaly/config"
 
 
 def anomaly_binary_sensors(settings: Settings) -> TopicTemplate | None:

@@ -272,7 +272,9 @@ def test_templates_render_state_and_interval_attributes_from_real_forecasts():
 def test_announces_once_again_when_the_cadence_moves_and_after_a_reconnect():
     d, published = discovery()
     d.announce("s1", 60.0)
-    assert len(published.take()) == 2  # the gateway and the forecast entity
+    first = published.take()  # the gateway, the forecast entity, and (anomalies off) ...
+    assert len(first) == 3
+    assert first[-1] == ("homeassistant/binary_sensor/sensorcast/s1_anomaly/config", b"", True)
     for cadence in (61.0, 55.0, 100.0):
         d.announce("s1", cadence)
     assert published.take() == []
@@ -326,6 +328,22 @@ def test_presentation_rules_and_their_configuration_errors():
         load_settings(None, homeassistant={"entities": [{"sensors": "*", "name": "{room}"}]})
     with pytest.raises(ConfigError, match="node_id"):
         load_settings(None, homeassistant={"node_id": "has_underscore"})
+
+
+def test_with_anomalies_off_an_anomaly_sensor_an_earlier_run_announced_is_removed_once():
+    """anomaly.enabled takes a restart, which knows nothing of what the run before announced:
+    each sensor's anomaly config is cleared (empty, retained) at its first announcement."""
+    d, published = discovery()
+    d.announce("s1", 60.0)
+    d.announce("s2", 60.0)
+    cleared = [t for t, p, retain in published.take() if p == b"" and retain]
+    assert cleared == [
+        "homeassistant/binary_sensor/sensorcast/s1_anomaly/config",
+        "homeassistant/binary_sensor/sensorcast/s2_anomaly/config",
+    ]
+    d.refresh()
+    d.announce("s1", 60.0)
+    assert all(p != b"" for _, p, _ in published.take())
 
 
 def test_anomaly_binary_sensors_follow_the_anomaly_settings():
