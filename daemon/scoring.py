@@ -449,27 +449,13 @@ class SensorScores:
             model_rate = np.maximum(np.where(adapted, RATE_ADAPTED, RATE), warm)[:, None, None]
         v3 = valid[:, :, None]
         alpha = 1.0 - self.level
-        shown = {}
         for q_name, r, by in (("q_model", r_model, model_rate), ("q_pers", r_pers, rate)):
             q = a[q_name][slots]
             published = a["pend_" + q_name][s2, cells]
-            shown[q_name] = published * sc  # the half-width published, in sensor units
             step = np.exp(by * ((r > published) - alpha))
             a[q_name][slots] = bounded(np.where(v3, q * step, q), Q_FLOOR, Q_CEIL)
         if self.anomalies:
-            scored = _Round(
-                slots,
-                seqs,
-                cells,
-                valid,
-                y,
-                f,
-                p,
-                rsc,
-                rate[:, :, 0],
-                shown["q_model"],
-                shown["q_pers"],
-            )
+            scored = _Round(slots, seqs, cells, valid, y, f, p, rsc, rate[:, :, 0])
             for i, expected, half, score in self._anomalies(scored):
                 window = windows[int(rows[i])]
                 anomalies.append(
@@ -518,11 +504,6 @@ class SensorScores:
             widen = np.where(after[:, None], q_served[:, 1] / q_served[:, 0], 1.0)
             qa = qa * widen
         half = qa.astype(np.float64) * r.sc[rows, step]
-        # never narrower than the interval at `level` published for the reading: a reading
-        # its users were told to expect (at 0.9) is not an anomaly (at 0.99); the robust scale
-        # can be the narrower right after a jump the window's own scale has taken in
-        shown = np.where(was_pers[:, None], r.shown_pers[rows, step], r.shown_model[rows, step])
-        half = np.maximum(half, shown)
         worst = (np.abs(r.y - expected) / half).max(axis=1)
         # a reading right after an anomaly that stays with it (within persistence's one-step
         # anomaly interval of the anomalous reading) is a level shift, which the anomaly
@@ -810,11 +791,6 @@ class _Round:
     sc: NDArray[np.float64]
     """The robust (anomaly) scale."""
     rate: NDArray[np.float64]
-    shown_model: NDArray[np.float64]
-    """(m, h, targets): the half-width of the model's interval at `level` published for the
-    reading, in sensor units ..."""
-    shown_pers: NDArray[np.float64]
-    """... and of persistence's."""
 
 
 class _Overlay(Mapping[str, NDArray[Any]]):
