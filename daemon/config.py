@@ -43,6 +43,8 @@ ENV_PREFIX = "SENSORCAST_"
 CONFIG_ENV = "SENSORCAST_CONFIG"
 CREDENTIAL_NAME = "mqtt_password"
 TLS_KEY_CREDENTIAL = "mqtt_tls_key"
+NOT_SETTINGS = ("SENSORCAST_VENV",)
+"""Variables of the prefix that are not settings: the developer script's virtualenv."""
 SECRET_MAX = 65536
 """Largest password file read (a device such as /dev/zero is not read without end)."""
 SESSION_EXPIRY_MAX = 0xFFFF_FFFF
@@ -684,7 +686,15 @@ def effective_config(settings: Settings) -> dict[str, Any]:
 def config_warnings(settings: Settings) -> list[str]:
     """Settings that validate but will not do what was meant, one line each, for
     `check-config` and the daemon's start."""
-    found = []
+    found = [
+        f"environment variable {name} is not a setting and is ignored (nested keys take two "
+        f"underscores: {ENV_PREFIX}MQTT__HOST)"
+        for name in sorted(os.environ)
+        if name.startswith(ENV_PREFIX)
+        and "__" not in name
+        and name not in (CONFIG_ENV, *NOT_SETTINGS)
+        and name[len(ENV_PREFIX) :].lower() not in Settings.model_fields
+    ]
     if settings.mqtt.password is not None and settings.mqtt.username is None:
         found.append(
             "mqtt.username (SENSORCAST_MQTT__USERNAME) is not set, so the broker password "

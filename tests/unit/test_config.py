@@ -513,6 +513,16 @@ def test_a_password_without_a_user_name_is_warned_about(
     assert config_warnings(load_settings(None, mqtt={**mqtt, "username": "u"})) == []
 
 
+def test_a_variable_of_the_prefix_that_is_no_setting_is_warned_about(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One underscore where two are meant: pydantic-settings ignores the variable."""
+    monkeypatch.setenv("SENSORCAST_MQTT_HOST", "broker")
+    monkeypatch.setenv("SENSORCAST_MQTT", '{"port": 1884}')  # a whole section: a setting
+    (warning,) = config_warnings(load_settings(None))
+    assert "SENSORCAST_MQTT_HOST is not a setting" in warning and "MQTT__HOST" in warning
+
+
 def test_check_config_warns_in_one_line_of_a_password_without_a_user_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
