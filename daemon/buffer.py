@@ -492,6 +492,10 @@ class SensorTable:
         Earlier versions kept each ring twice in float64, (n, 2 * timesteps, features) with
         the same `pos` and no `base`; such data is taken too (its first half is the ring,
         stored from then on as differences from its newest reading).
+
+        A cadence of 0 is taken as unknown (NaN, as a new sensor's: learned from its next
+        interval); a negative or infinite one refuses the whole snapshot, as positions out of
+        range do: no interval makes it, so the file is damaged.
         """
         ids = [str(s) for s in arrays["sensor_ids"].tolist()]
         n = len(ids)
@@ -519,6 +523,9 @@ class SensorTable:
             raise ValueError("positions out of range")
         if len(set(ids)) != n:
             raise ValueError("duplicate sensor ids")
+        cadence = np.asarray(arrays["cadence"])
+        if ((cadence < 0) | np.isinf(cadence)).any():
+            raise ValueError("cadence out of range")
         last_ts = np.asarray(arrays["last_ts"], dtype=np.float64)
         keep = np.flatnonzero(~(last_ts > max_ts))
         keep = keep[max(0, len(keep) - self.max_sensors) :]  # most recently seen last: the tail
@@ -542,7 +549,7 @@ class SensorTable:
         self._pos[idx] = pos[keep]
         self._count[idx] = count[keep]
         self._last_ts[idx] = last_ts[keep]
-        self._cadence[idx] = arrays["cadence"][keep]
+        self._cadence[idx] = np.where(cadence[keep] > 0, cadence[keep], np.nan)  # 0: unknown
         spread = arrays.get("spread")  # absent in snapshots of earlier versions: 1 then
         if spread is not None and spread.shape == (n,) and spread.dtype == np.float32:
             spreads = np.frombuffer(self._spread, dtype=np.float32)  # a view: written through

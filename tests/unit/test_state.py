@@ -338,6 +338,44 @@ def test_a_sensor_stamped_in_the_future_is_left_out_on_restore(
     assert isinstance(restored.push("ok", 1000.0 + TIMESTEPS, (21.0, 40.0)), Window)
 
 
+def edited_snapshot(directory: Path, name: str, edit: Callable[[np.ndarray], None]) -> None:
+    """Rewrite `directory`'s snapshot with `edit` applied to its array `name` (in place)."""
+    with np.load(directory / SNAPSHOT_FILE) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    edit(arrays[name])
+    np.savez(directory / SNAPSHOT_FILE, **arrays)  # type: ignore[arg-type]
+
+
+def test_a_restored_cadence_of_zero_is_unknown_and_learned_again(snapshot: Path) -> None:
+    """A cadence of 0 made every reading of the sensor raise ZeroDivisionError; it is taken
+    as unknown, like a new sensor's, and learned again from the next interval."""
+    edited_snapshot(snapshot.parent, "cadence", lambda c: c.fill(0.0))
+    t = table_for()
+    assert load_snapshot(snapshot.parent, t, META) == 3
+    assert t.cadence("00:1A:2B") is None
+    assert t.push("00:1A:2B", 300.0, (25.0, 42.0)) is not None
+    w = t.push("00:1A:2B", 360.0, (26.0, 42.0))
+    assert isinstance(w, Window) and w.cadence == 60.0
+    save_snapshot(snapshot.parent, t, META)
+    assert not (np.load(snapshot)["cadence"] == 0).any()
+
+
+@pytest.mark.parametrize("cadence", [-60.0, np.inf, -np.inf])
+def test_a_snapshot_with_an_impossible_cadence_is_refused(snapshot: Path, cadence: float) -> None:
+    def edit(c: np.ndarray) -> None:
+        c[1] = cadence
+
+    edited_snapshot(snapshot.parent, "cadence", edit)
+    assert_skipped(snapshot.parent)
+
+
+def test_an_unknown_cadence_still_restores(snapshot: Path) -> None:
+    edited_snapshot(snapshot.parent, "cadence", lambda c: c.fill(np.nan))
+    t = table_for()
+    assert load_snapshot(snapshot.parent, t, META) == 3
+    assert t.cadence("boiler-3") is None
+
+
 def test_restore_streams_the_windows_instead_of_holding_a_second_copy(tmp_path: Path) -> None:
 
     n, meta = 20_000, make_meta(timesteps=20, features=["value"])
