@@ -72,6 +72,9 @@ STORED = np.float32
 STORED_MAX = float(np.finfo(STORED).max)
 HUGE = STORED_MAX / 2
 """Readings beyond this size may differ from the base by more than float32 holds."""
+RESTORED_MAX = STORED_MAX * (1 + 2**-16)
+"""The largest value a restored window may hold: a reading is at most float32's largest
+(readings.py), give or take the rounding of keeping it as a float32 difference from its base."""
 
 
 _slot_numbers: list[int] = []
@@ -191,6 +194,8 @@ class SensorTable:
         self.evicted = 0
         self.gap_resets = 0
         self.gap_fills = 0
+        self.unfit = 0
+        """Sensors the last `load_arrays` left out: their window held a value no reading has."""
         self.on_gap_reset: GapReset | None = None
         self._evicted_ids: list[tuple[str, str]] = []
         self._free: list[int] = []
@@ -487,8 +492,11 @@ class SensorTable:
         """Replace all state with `to_arrays` output; raise ValueError if it does not fit.
 
         Sensors whose last reading is later than `max_ts` are left out: restored, they
-        would refuse every reading until the clock caught up with them. `data` may also be
-        a reader with `shape`, `dtype` and forward row slices (state.py streams it).
+        would refuse every reading until the clock caught up with them. So are sensors whose
+        window holds a value no reading may have (not finite, beyond float32's range: damage
+        confined to their rows), counted in `unfit`: restored, their forecasts were dropped
+        as not finite, then published with absurd intervals. `data` may also be a reader
+        with `shape`, `dtype` and forward row slices (state.py streams it).
         Earlier versions kept each ring twice in float64, (n, 2 * timesteps, features) with
         the same `pos` and no `base`; such data is taken too (its first half is the ring,
         stored from then on as differences from its newest reading).
@@ -529,23 +537,26 @@ class SensorTable:
         last_ts = np.asarray(arrays["last_ts"], dtype=np.float64)
         keep = np.flatnonzero(~(last_ts > max_ts))
         keep = keep[max(0, len(keep) - self.max_sensors) :]  # most recently seen last: the tail
+        base: Any = arrays.get("base")
+        if not doubled and (base is None or base.shape != (n, f) or base.dtype != np.float64):
+            raise ValueError(f"base missing or not ({n}, {f}) float64")
         restored_at = time.time()  # idle time starts again at a restart
         self.reset_all(capacity=len(keep))  # one allocation, not a doubling per power of two
         idx = np.array([self._slot(ids[i]) for i in keep], dtype=np.intp)  # fresh, in order
+        unfit = np.zeros(len(keep), dtype=np.bool_)
         for at in range(0, n, LOAD_CHUNK):  # a chunk of rows at a time, never all of them
             lo, hi = np.searchsorted(keep, [at, min(n, at + LOAD_CHUNK)])
             if hi > lo:
                 rows = data[at : min(n, at + LOAD_CHUNK)][keep[lo:hi] - at, :t]
-                if doubled:
-                    newest = rows[np.arange(len(rows)), (pos[keep[lo:hi]] - 1) % t]
-                    rows = rows - newest[:, None, :]
-                    self._base[idx[lo:hi]] = newest
-                self._data[idx[lo:hi]] = rows
-        if not doubled:
-            base = arrays.get("base")
-            if base is None or base.shape != (n, f) or base.dtype != np.float64:
-                raise ValueError(f"base missing or not ({n}, {f}) float64")
-            self._base[idx] = base[keep]
+                with np.errstate(over="ignore", invalid="ignore"):  # judged just below
+                    if doubled:
+                        newest = rows[np.arange(len(rows)), (pos[keep[lo:hi]] - 1) % t]
+                        rows = rows - newest[:, None, :]
+                        self._base[idx[lo:hi]] = newest
+                    else:
+                        self._base[idx[lo:hi]] = base[keep[lo:hi]]
+                    self._data[idx[lo:hi]] = rows
+                unfit[lo:hi] = ~self._holds_readings(idx[lo:hi])
         self._pos[idx] = pos[keep]
         self._count[idx] = count[keep]
         self._last_ts[idx] = last_ts[keep]
@@ -560,4 +571,14 @@ class SensorTable:
             self._seq[idx] = seq[keep]
             self._epoch = max(self._epoch, int(seq.max(initial=0)) // SEQ_EPOCH * SEQ_EPOCH)
         self._seen[idx] = restored_at
+        for i in keep[unfit]:
+            self.evict(ids[i])
+        self.unfit = int(unfit.sum())
         return len(self.slots)
+
+    def _holds_readings(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
+        """Per slot, whether its window holds only values a reading may have (finite, within
+        float32's range: readings.py), up to the rounding of keeping them in float32."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            values = self._data[slots] + self._base[slots][:, None, :]
+            return np.asarray((np.abs(values) <= RESTORED_MAX).all(axis=(1, 2)))

@@ -265,7 +265,9 @@ def load_snapshot(
     """Restore the table from a snapshot; a missing, corrupt or mismatched one is skipped.
 
     Sensors whose last reading is later than `max_ts` (say, one stamped in the year 9999
-    before the daemon refused such readings) are left out and start afresh.
+    before the daemon refused such readings) are left out and start afresh, as are those
+    whose window holds a value no reading may have (`SensorTable.load_arrays`); each kind is
+    one log line with its count. The other sensors are restored.
     """
     path = directory / SNAPSHOT_FILE
     if not path.is_file():
@@ -284,6 +286,7 @@ def load_snapshot(
                 arrays["data"] = RowReader(data)
                 n: int = table.load_arrays(arrays, max_ts=max_ts)
             future = int(np.count_nonzero(arrays["last_ts"] > max_ts))
+            unfit = table.unfit
     except Exception as exc:  # the file is untrusted input: no failure may stop the start
         log.warning("snapshot %s is unusable (%s); starting empty", path, exc or type(exc))
         table.reset_all()
@@ -292,6 +295,13 @@ def load_snapshot(
         log.warning(
             "left out %d sensors of snapshot %s whose last reading is ahead of this clock",
             future,
+            path,
+        )
+    if unfit:
+        log.warning(
+            "left out %d sensors of snapshot %s whose window holds values no reading may "
+            "have (not finite, or beyond float32's range)",
+            unfit,
             path,
         )
     log.info("restored %d sensors from %s", n, path)

@@ -376,6 +376,41 @@ def test_an_unknown_cadence_still_restores(snapshot: Path) -> None:
     assert t.cadence("boiler-3") is None
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("data", np.inf), ("data", np.nan), ("data", -np.inf), ("base", 1e39), ("base", np.nan)],
+)
+def test_a_window_holding_what_no_reading_may_be_is_left_out_on_restore(
+    snapshot: Path, caplog: pytest.LogCaptureFixture, name: str, value: float
+) -> None:
+    """A window holding inf, NaN or a value beyond float32's range was restored, and its
+    sensor's forecasts were dropped as not finite, then published with absurd intervals.
+    That sensor is left out (it starts afresh), the others are restored."""
+
+    def edit(a: np.ndarray) -> None:
+        a[2, 0] = value  # 00:1A:2B's first row
+
+    edited_snapshot(snapshot.parent, name, edit)
+    t = table_for()
+    assert load_snapshot(snapshot.parent, t, META) == 2
+    assert list(t.slots) == ["boiler-3", "room.1"]
+    assert "left out 1 sensors" in caplog.text
+    assert t.push("00:1A:2B", 300.0, (25.0, 42.0)) is None  # accepted, starts afresh
+    save_snapshot(snapshot.parent, t, META)
+    assert np.isfinite(np.load(snapshot)["data"]).all()
+
+
+def test_a_window_at_float32s_limit_is_restored(tmp_path: Path) -> None:
+    t = table_for()
+    top = float(np.finfo(np.float32).max)
+    for i, v in enumerate((top, -top, top, 1.0, top, -top)):
+        t.push("extreme", 60.0 * i, (v, -v))
+    save_snapshot(tmp_path, t, META)
+    restored = table_for()
+    assert load_snapshot(tmp_path, restored, META) == 1
+    assert restored.unfit == 0
+
+
 def test_restore_streams_the_windows_instead_of_holding_a_second_copy(tmp_path: Path) -> None:
 
     n, meta = 20_000, make_meta(timesteps=20, features=["value"])
