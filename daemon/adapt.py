@@ -667,7 +667,9 @@ class SensorHeads:
     def load_arrays(
         self, arrays: Mapping[str, NDArray[Any]], canonical: Callable[[str], str] = same_id
     ) -> int:
-        """Restore `to_arrays` output; raise ValueError if it does not fit these heads.
+        """Restore `to_arrays` output; raise ValueError if it does not fit these heads: any
+        value no head makes (not finite, out of range, negative) refuses the whole file, so
+        every sensor starts again from the model's own forecast.
 
         `arrays` may read each array from a file whenever it is asked for (an .npz).
         """
@@ -701,6 +703,11 @@ class SensorHeads:
         for name in ("period", "ring_count"):
             if name in names and not ((arrays[name] >= 0) & (arrays[name] <= MAX_PERIOD)).all():
                 raise ValueError(f"{name} is out of range")
+        for name in ("updates", "pend_scale", "ar_step", "pend_step", "choice_err"):
+            if name in names and (arrays[name] < 0).any():  # counts, scales, steps, errors
+                raise ValueError(f"{name} is negative")
+        if "period_cadence" in names and (arrays["period_cadence"] < -1).any():  # -1: none
+            raise ValueError("period_cadence is out of range")
         keep = ids[max(0, m - self.max_sensors) :]
         with self._lock:
             self.slots.clear()

@@ -60,7 +60,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sensorcast.accuracy import OnlineAccuracy, window_scale
-from sensorcast.buffer import LOAD_CHUNK, Window, grow_rows
+from sensorcast.buffer import LOAD_CHUNK, Window, grow_rows, row_chunks
 from sensorcast.models.bundle import BundleMeta
 from sensorcast.slots import SlotIndex, same_id
 
@@ -691,6 +691,10 @@ class SensorScores:
         """Restore `to_arrays` output; raise ValueError if it does not fit this bundle.
         Output saved before the guard was per step is taken over (`_per_step_guard`).
 
+        Values no sensor's scoring makes (not finite; a negative count, error or scale)
+        refuse the whole file, so every sensor starts again from the bundle's calibration;
+        interval quantiles are brought within the tracker's bounds (Q_FLOOR, Q_CEIL).
+
         `arrays` may read each array from a file whenever it is asked for (an .npz).
         """
         ids = [canonical(str(s)) for s in arrays["sensor_ids"].tolist()]
@@ -704,9 +708,16 @@ class SensorScores:
             got = arrays[name]
             if got.shape != (m, *shape) or got.dtype != dtype:
                 raise ValueError(f"{name} has shape {got.shape} {got.dtype}")
-        for name in ("q_model", "q_pers", "qa_model", "qa_pers", "err_model", "err_pers"):
-            if not np.isfinite(arrays[name]).all():
+        finite = ["q_model", "q_pers", "qa_model", "qa_pers", "err_model", "err_pers"]
+        finite += ["pend_f", "pend_last", "pend_scale", "pend_rscale", *OPTIONAL]
+        for name in finite:  # a chunk of sensors at a time: `arrays` may read rows as asked
+            if name in arrays and not all(
+                np.isfinite(r).all() for _, r in row_chunks(arrays[name], 0, m)
+            ):
                 raise ValueError(f"{name} is not finite")
+        for name in ("n_scored", "err_model", "err_pers", "pend_scale", "pend_rscale", "acc_scale"):
+            if name in arrays and (arrays[name] < 0).any():  # counts, errors, scales
+                raise ValueError(f"{name} is negative")
         keep = ids[max(0, m - self.max_sensors) :]
         with self._lock:
             self.slots.clear()

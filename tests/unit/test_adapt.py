@@ -396,6 +396,33 @@ def test_a_snapshot_with_a_bad_ring_is_refused_in_one_line(
     assert name in line and "\n" not in line
 
 
+@pytest.mark.parametrize(
+    ("name", "bad"),
+    [
+        ("updates", -1),
+        ("pend_scale", -1.0),
+        ("ar_step", -1.0),
+        ("pend_step", -1.0),
+        ("choice_err", -1.0),
+        ("period_cadence", -5.0),
+    ],
+)
+def test_a_snapshot_with_a_negative_count_scale_or_error_is_refused_in_one_line(
+    tmp_path: Path, forecaster: Forecaster, caplog: pytest.LogCaptureFixture, name: str, bad: float
+) -> None:
+    h = heads()
+    serve(h, forecaster, windows_of(demand(100), cadence=HALF_HOUR))
+    save_heads(tmp_path, h)
+    with np.load(tmp_path / "heads.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays[name].flat[0] = bad
+    np.savez(tmp_path / "heads.npz", **arrays)
+    with caplog.at_level(logging.WARNING):
+        assert load_heads(tmp_path, heads()) == 0
+    (line,) = [r.getMessage() for r in caplog.records if "unusable" in r.getMessage()]
+    assert name in line and "\n" not in line
+
+
 def test_only_heads_with_a_period_write_a_ring_and_growing_keeps_theirs(
     tmp_path: Path, forecaster: Forecaster
 ) -> None:

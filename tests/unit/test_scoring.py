@@ -296,6 +296,40 @@ def test_a_corrupt_snapshot_is_refused() -> None:
         scores_for(meta()).load_arrays(arrays)
 
 
+@pytest.mark.parametrize(
+    ("name", "bad"),
+    [
+        ("n_scored", -5),
+        ("err_model", -1.0),
+        ("err_pers", -1.0),
+        ("pend_scale", -1.0),
+        ("pend_rscale", np.nan),
+        ("acc_scale", np.inf),
+        ("pend_anchor", np.inf),
+        ("pend_last", np.nan),
+        ("pend_f", np.inf),
+    ],
+)
+def test_a_snapshot_with_what_no_scoring_makes_is_refused_in_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str, bad: float
+) -> None:
+    """n_scored = -5 restored, and every forecast of the sensor was dropped as not finite
+    (its warm-up rate took the root of a negative count); other arrays the same."""
+    from sensorcast.state import SCORES_FILE, load_scores, save_scores
+
+    m = meta()
+    s = scores_for(m)
+    replay(s, 50 + np.random.default_rng(7).normal(0, 4, 100), lambda w: np.full(3, 50.0))
+    save_scores(tmp_path, s, m)
+    with np.load(tmp_path / SCORES_FILE) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays[name].flat[0] = bad
+    np.savez(tmp_path / SCORES_FILE, **arrays)  # type: ignore[arg-type]
+    assert load_scores(tmp_path, scores_for(m), m) == 0
+    (line,) = [r.getMessage() for r in caplog.records if "unusable" in r.getMessage()]
+    assert name in line
+
+
 def test_a_jump_both_miss_does_not_hide_a_model_that_then_loses() -> None:
     """A ramp the model follows exactly; a step of 50 (a pump starting) that both it and
     persistence miss; then, while the step is in its window, a model 1 off where the last
