@@ -182,18 +182,26 @@ def load_heads(
 
 
 def _write_npz(directory: Path, name: str, arrays: dict[str, Any]) -> Path:
-    """Write arrays to `directory/name` atomically: temporary file, fsync, rename."""
+    """Write arrays to `directory/name` atomically: temporary file, fsync, rename.
+
+    An OSError names `directory/name`, not the temporary file (a new random name each
+    time): a failure that recurs each interval is then the same problem, logged once."""
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / name
-    fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".npz", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".npz", dir=directory)
+    except OSError as exc:
+        raise _about(exc, target) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _about(exc, target) from exc
         raise
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
@@ -201,6 +209,13 @@ def _write_npz(directory: Path, name: str, arrays: dict[str, Any]) -> Path:
     finally:
         os.close(dir_fd)
     return target
+
+
+def _about(exc: OSError, target: Path) -> OSError:
+    """`exc` (of the same class: PermissionError, ...) naming `target` as its file."""
+    if exc.errno is None:
+        return OSError(f"{target}: {exc}")
+    return OSError(exc.errno, exc.strerror, str(target))
 
 
 class _Streamed(Mapping[str, Any]):

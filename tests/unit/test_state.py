@@ -148,6 +148,30 @@ def test_failed_save_keeps_the_previous_snapshot(
     assert (tmp_path / SNAPSHOT_FILE).read_bytes() == before
 
 
+def test_a_snapshot_that_keeps_failing_is_logged_once_naming_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A state directory that is not writable: each interval's failure named a new random
+    temporary file, so each was a new problem and logged again. It names the snapshot."""
+    import logging
+
+    from sensorcast.config import load_settings
+    from sensorcast.service import Service
+
+    def refused(prefix: str = "", suffix: str = "", dir: Path | None = None) -> None:
+        name = f"{prefix}{random.randrange(10**8):08d}{suffix}"  # as mkstemp's: new each time
+        raise PermissionError(13, "Permission denied", f"{dir}/{name}")
+
+    monkeypatch.setattr("sensorcast.state.tempfile.mkstemp", refused)
+    settings = load_settings(None, mqtt={"host": "127.0.0.1", "port": 1}, state={"dir": tmp_path})
+    service = Service(settings)
+    with caplog.at_level(logging.ERROR, logger="sensorcast"):
+        for _ in range(5):
+            service.snapshot()
+    (line,) = [r.getMessage() for r in caplog.records if "cannot write snapshot" in r.getMessage()]
+    assert f"{tmp_path / SNAPSHOT_FILE}" in line and ".state-" not in line
+
+
 def test_missing_snapshot_gives_zero(tmp_path: Path) -> None:
     t = table_for()
     assert load_snapshot(tmp_path, t, META) == 0
