@@ -139,16 +139,23 @@ def step_errors(
 
 
 def persistence_warning(metrics: dict[str, Any]) -> str | None:
-    """One line when the model does not beat persistence on validation at some step."""
+    """One line when the model does not beat persistence on validation at some step.
+
+    A flat stretch (a stuck sensor, say) makes persistence exact; its ratio is then
+    `n/a`, not a division by zero after the whole training run.
+    """
     steps = metrics.get("steps")
     if not isinstance(steps, dict):
         return None
-    losing = []
+    losing, exact = [], False
     for target, splits in steps.items():
         val = splits.get("validation", {}) if isinstance(splits, dict) else {}
         pairs = zip(val.get("model", []), val.get("persistence", []), strict=False)
-        losing += [f"{target} step {i + 1} ({m / p:.2f}x)" for i, (m, p) in enumerate(pairs)
-                   if not m < p]  # fmt: skip
+        for i, (m, p) in enumerate(pairs):
+            if not m < p:
+                ratio = f"{m / p:.2f}x" if p > 0 else "n/a"
+                losing.append(f"{target} step {i + 1} ({ratio})")
+                exact = exact or ratio == "n/a"
     if not losing:
         return None
     return (
@@ -156,6 +163,7 @@ def persistence_warning(metrics: dict[str, Any]) -> str | None:
         + ", ".join(losing[:6])
         + (", ..." if len(losing) > 6 else "")
         + ": repeating the last value forecasts better there"
+        + ("; n/a: persistence is exact (error 0)" if exact else "")
     )
 
 
@@ -192,8 +200,10 @@ def _step_cells(part: Any, i: int) -> list[str]:
     part = part if isinstance(part, dict) else {}
     got = [part.get(k, []) for k in ("model", "persistence", "baseline")]
     m, p, b = (v[i] if isinstance(v, list) and i < len(v) else None for v in got)
-    ratio = m / p if isinstance(m, float) and isinstance(p, float) and p > 0 else None
-    return [f"{_num(v):>10}" for v in (m, p, b, ratio)]
+    ratio = "-"
+    if isinstance(m, float) and isinstance(p, float):
+        ratio = _num(m / p) if p > 0 else "n/a"  # persistence exact: no ratio
+    return [*(f"{_num(v):>10}" for v in (m, p, b)), f"{ratio:>10}"]
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
@@ -321,7 +331,11 @@ def _table_row(name: str, row: Any, width: int) -> str:
         found = row.get(key)
         scores = found if isinstance(found, dict) else {}
         cells += [f"{_num(scores.get('mae')):>{size}}", f"{_num(scores.get('rmse')):>10}"]
-    return f"{name:<{width}} {' '.join(cells)} {_num(row.get('skill'), 3):>6}"
+    skill = _num(row.get("skill"), 3)
+    persistence = row.get("persistence")
+    if isinstance(persistence, dict) and persistence.get("mae") == 0:
+        skill = "n/a"  # persistence is exact, so `skill` is stored as null
+    return f"{name:<{width}} {' '.join(cells)} {skill:>6}"
 
 
 def _num(value: Any, digits: int = 4) -> str:

@@ -142,3 +142,19 @@ def test_inspect_shows_the_calibration_or_that_it_is_the_default(
     out = capsys.readouterr().out
     default = "none stored (schema 1): the documented default; 90% half-width per step"
     assert f"{default}, in scale units: 1.65" in out
+
+
+def test_an_exact_persistence_has_no_ratio_instead_of_a_division_by_zero() -> None:
+    """A flat stretch (a stuck sensor) makes persistence's error 0 on every window."""
+    flat = {"model": [0.0, 0.2], "persistence": [0.0, 0.0], "baseline": [0.0, 0.0]}
+    metrics = {
+        "steps": {"value": {"validation": flat, "test": flat}},
+        "targets": {"value": {"model": {"mae": 0.1, "rmse": 0.1}, "skill": None,
+                              "persistence": {"mae": 0.0, "rmse": 0.0}}},
+    }  # fmt: skip
+    warning = report.persistence_warning(metrics)
+    assert warning is not None and "value step 1 (n/a), value step 2 (n/a)" in warning
+    assert warning.endswith("; n/a: persistence is exact (error 0)")
+    lines = report.format_metrics(metrics).splitlines()
+    assert lines[3].split()[-1] == "n/a"  # skill
+    assert lines[7].split()[5] == "n/a" and lines[7].split()[9] == "n/a"  # ratios, step 2

@@ -1,0 +1,57 @@
+"""`sensorcast train` on awkward but valid data, and refusals made before any training."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from sensorcast.models import report, train
+from sensorcast.models.bundle import META_FILE, load_bundle
+
+TINY = ["--timesteps", "8", "--epochs", "1", "--units", "4", "--batch-size", "64", "--quiet"]
+
+
+def run_train(data: Path, out: Path, *extra: str) -> str:
+    """Run `train` in-process on `data` with a tiny network; return what it printed."""
+    parser = argparse.ArgumentParser()
+    train.configure_parser(parser)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert train.run(parser.parse_args([str(data), "--out", str(out), *TINY, *extra])) == 0
+    return printed.getvalue()
+
+
+def minute_csv(tmp_path: Path, values: list[str]) -> Path:
+    """`time,value` with ISO-8601 times a minute apart."""
+    rows = [f"2024-01-01T{i // 60:02d}:{i % 60:02d}:00,{v}" for i, v in enumerate(values)]
+    path = tmp_path / "data.csv"
+    path.write_text("time,value\n" + "\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.train
+@pytest.mark.parametrize(
+    ("stuck_from", "extra"),
+    [(0, ()), (420, ("--seq2seq", "--normalisation", "window"))],
+)
+def test_a_flat_series_trains_into_a_strict_json_bundle(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], stuck_from: int, extra: tuple[str, ...]
+) -> None:
+    """All flat, or a sensor stuck for the last 30%: persistence is exact there."""
+    pytest.importorskip("tensorflow")
+    values = [f"{5.0 + (i % 7) * 0.1 if i < stuck_from else 5.0}" for i in range(600)]
+    out = tmp_path / "flat"
+    printed = run_train(minute_csv(tmp_path, values), out, *extra)
+    assert "n/a: persistence is exact (error 0)" in printed
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"bundle.json holds {constant}")
+
+    json.loads((out / META_FILE).read_text(), parse_constant=refuse)
+    assert report.run_inspect(out) == 0
+    assert report.format_metrics(load_bundle(out).meta.metrics) in capsys.readouterr().out
