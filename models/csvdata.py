@@ -5,7 +5,8 @@ into the same long table.
 
 A CSV is wide (`time,<feature>...`: one series) or long (`time,sensor_id,<feature>...`:
 one series per sensor). Times are epoch seconds, ISO-8601 (naive means UTC) or
-`YYYYMMDD`; empty cells are gaps. Every mistake is a one-line `UserError`.
+`YYYYMMDD`; empty cells are gaps; values must lie within float32's range, as readings
+do in the daemon. Every mistake is a one-line `UserError`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from sensorcast.models.bundle import FEATURE_PATTERN
 TIME_NAMES = ("time", "date", "timestamp", "ts")
 SENSOR_COLUMN = "sensor_id"
 MISSING = frozenset({"", "nan", "na", "n/a", "null", "none"})
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""Largest value magnitude a CSV may hold: the bound the daemon accepts a reading within
+(`sensorcast.readings.FLOAT32_MAX`), so a bundle is never trained on what serving drops."""
 _YYYYMMDD = re.compile(r"^\d{8}$")
 
 Float64 = NDArray[np.float64]
@@ -193,13 +197,18 @@ def _parse_column(table: Table, name: str) -> Float64:
         out = np.array(cells, dtype=np.float64)
     except ValueError:
         out = None
-    if out is not None and not np.isinf(out).any():
-        return out
+    if out is not None and not (np.abs(out) > FLOAT32_MAX).any():
+        return out  # NaN (a gap) compares False
     for row, text in enumerate(cells):
         if not _is_number(text) or np.isinf(float(text)):
             raise UserError(
                 f"{table.path.name} line {table.lines[row]}, column {name!r}: "
                 f"{text!r} is not a finite number"
+            )
+        if abs(float(text)) > FLOAT32_MAX:
+            raise UserError(
+                f"{table.path.name} line {table.lines[row]}, column {name!r}: {text!r} is "
+                f"beyond float32's largest value {FLOAT32_MAX:.7g}: the daemon drops such readings"
             )
     raise AssertionError("unreachable")  # pragma: no cover
 

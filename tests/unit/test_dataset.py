@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sensorcast.errors import UserError
-from sensorcast.models import DATA_DIR, dataset
+from sensorcast.models import DATA_DIR, csvdata, dataset
 
 
 def write(tmp_path: Path, text: str, name: str = "data.csv") -> Path:
@@ -155,6 +155,8 @@ def test_long_format_windows_stay_within_one_sensor(tmp_path: Path) -> None:
         ("time,value\n1,1\nyesterday,2\n", None, "line 3: cannot read time 'yesterday'"),
         ("time,value\n1,1\n2,abc\n", None, "line 3, column 'value': 'abc' is not a finite"),
         ("time,value\n1,1\n2,inf\n", None, "'inf' is not a finite number"),
+        ("time,value\n1,1\n2,1e300\n", None, "line 3, column 'value': '1e300' is beyond float32"),
+        ("time,value\n1,-3.5e38\n", None, "line 2, column 'value': '-3.5e38' is beyond"),
         ("time,value\n1,1\n2\n", None, "line 3 has 1 fields, the header has 2"),
         ("time,value\n", None, "has a header but no data rows"),
         ("time,sensor_id,value\n1,,2\n", None, "line 2: empty sensor_id"),
@@ -166,6 +168,14 @@ def test_bad_csv_is_one_clear_error(
 ) -> None:
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
         series_of(write(tmp_path, text), columns)
+
+
+def test_values_are_read_within_the_bound_the_daemon_accepts(tmp_path: Path) -> None:
+    from sensorcast.readings import FLOAT32_MAX
+
+    assert csvdata.FLOAT32_MAX == FLOAT32_MAX
+    (s,) = series_of(write(tmp_path, f"time,value\n1,{FLOAT32_MAX!r}\n2,-3.4e38\n"))
+    assert s.values[:, 0].tolist() == [FLOAT32_MAX, -3.4e38]
 
 
 def test_missing_file_is_a_user_error(tmp_path: Path) -> None:
