@@ -37,6 +37,8 @@ MAX_HORIZON = 1024
 MAX_SIGNATURE_VALUES = 1 << 24
 """Cap on the values in the largest signature's input or output tensor (64 MB of float32),
 so a bundle cannot make the interpreter allocate more than a gateway has."""
+MAX_COLUMNS = 64
+"""Most features, and most targets, a bundle may have."""
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 FEATURE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$"
 
@@ -210,8 +212,8 @@ class BundleMeta(BaseModel):
     content_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
     created: str
     timesteps: int = Field(ge=1, le=MAX_TIMESTEPS)
-    features: list[str] = Field(min_length=1, max_length=64)
-    targets: list[str] = Field(min_length=1, max_length=64)
+    features: list[str] = Field(min_length=1, max_length=MAX_COLUMNS)
+    targets: list[str] = Field(min_length=1, max_length=MAX_COLUMNS)
     horizon: int = Field(ge=1, le=MAX_HORIZON)
     cadence_s: float | None = Field(default=None, gt=0)
     normalisation: Normalisation
@@ -264,9 +266,8 @@ class BundleMeta(BaseModel):
         if TFLITE_FILE not in self.files:
             raise ValueError(f"files must list {TFLITE_FILE}")
         batch = self.tflite.batch_sizes[-1]
-        if max(self.timesteps * len(self.features), self.horizon * len(self.targets)) * batch > (
-            MAX_SIGNATURE_VALUES
-        ):
+        shape = (self.timesteps, len(self.features), self.horizon, len(self.targets))
+        if signature_values(*shape, batch) > MAX_SIGNATURE_VALUES:
             raise ValueError(
                 f"tflite.batch_sizes up to {batch} with timesteps {self.timesteps} and horizon "
                 f"{self.horizon} make tensors of more than {MAX_SIGNATURE_VALUES} values"
@@ -288,6 +289,12 @@ class BundleMeta(BaseModel):
     def model_id(self) -> str:
         """`name@shorthash`, the `model` field of every forecast."""
         return f"{self.name}@{self.short_hash}"
+
+
+def signature_values(timesteps: int, features: int, horizon: int, targets: int, batch: int) -> int:
+    """Values in a batch-`batch` signature's larger tensor, input or output: what
+    `MAX_SIGNATURE_VALUES` bounds."""
+    return max(timesteps * features, horizon * targets) * batch
 
 
 def sha256_file(path: Path) -> str:

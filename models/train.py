@@ -26,7 +26,15 @@ import numpy as np
 from sensorcast.errors import UserError
 from sensorcast.models import dataset, export, report
 from sensorcast.models.build import ModelShape, build_network
-from sensorcast.models.bundle import NAME_PATTERN, Normalisation
+from sensorcast.models.bundle import (
+    MAX_COLUMNS,
+    MAX_HORIZON,
+    MAX_SIGNATURE_VALUES,
+    MAX_TIMESTEPS,
+    NAME_PATTERN,
+    Normalisation,
+    signature_values,
+)
 from sensorcast.models.evaluate import calibrate_intervals, predict_scaled, score
 from sensorcast.models.preprocess import Scaler
 
@@ -199,6 +207,7 @@ def load_data(
         raise UserError(f"--normalisation {args.normalisation} needs every target to be a feature")
     spec = dataset.WindowSpec(feats, tgts, args.timesteps, horizon, args.max_gap,
                               args.val_frac, args.test_frac)  # fmt: skip
+    _check_bundle_shape(spec)
     series = dataset.load_series(table, spec.columns)
     unknown = set(args.sensor_metrics or []) - {s.name for s in series}
     if unknown:
@@ -287,10 +296,42 @@ def _check_options(args: argparse.Namespace) -> tuple[int, str]:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    horizon = args.timesteps if args.seq2seq else (args.horizon or 1)
+    _check_bundle_limits(args, horizon)
     name = args.name or Path(args.out).resolve().name
     if not re.match(NAME_PATTERN, name):
         raise UserError(f"bundle name {name!r} is not 1-64 of A-Z a-z 0-9 _ . -: use --name")
-    return (args.timesteps if args.seq2seq else (args.horizon or 1)), name
+    return horizon, name
+
+
+def _check_bundle_limits(args: argparse.Namespace, horizon: int) -> None:
+    """Refuse before training what the bundle schema would refuse only when written."""
+    if args.timesteps > MAX_TIMESTEPS:
+        raise UserError(f"--timesteps must be at most {MAX_TIMESTEPS} (the bundle's limit)")
+    if horizon > MAX_HORIZON:
+        flag = "with --seq2seq, --timesteps (the horizon)" if args.seq2seq else "--horizon"
+        raise UserError(f"{flag} must be at most {MAX_HORIZON} (the bundle's limit)")
+    for flag, names in (("--features", args.features), ("--targets", args.targets)):
+        twice = next((n for i, n in enumerate(names or []) if n in names[:i]), None)
+        if twice is not None:
+            raise UserError(f"{flag} names {twice!r} twice")
+
+
+def _check_bundle_shape(spec: dataset.WindowSpec) -> None:
+    """The bundle limits that depend on the columns, known once the CSV is read."""
+    for role, names in (("features", spec.features), ("targets", spec.targets)):
+        if len(names) > MAX_COLUMNS:
+            raise UserError(
+                f"{len(names)} {role}: a bundle takes at most {MAX_COLUMNS} (choose with --{role})"
+            )
+    batch = max(export.BATCH_SIZES)
+    shape = (spec.timesteps, len(spec.features), spec.horizon, len(spec.targets))
+    if signature_values(*shape, batch) > MAX_SIGNATURE_VALUES:
+        raise UserError(
+            f"{spec.timesteps} timesteps x {len(spec.features)} features (or horizon "
+            f"{spec.horizon} x {len(spec.targets)} targets) at batch {batch} exceed a bundle's "
+            f"{MAX_SIGNATURE_VALUES} values per tensor: use fewer timesteps or columns"
+        )
 
 
 def _normalisation(args: argparse.Namespace, prep: dataset.Prepared) -> Normalisation:

@@ -10,8 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from sensorcast.errors import UserError
 from sensorcast.models import report, train
-from sensorcast.models.bundle import META_FILE, load_bundle
+from sensorcast.models.bundle import (
+    MAX_COLUMNS,
+    MAX_HORIZON,
+    MAX_SIGNATURE_VALUES,
+    MAX_TIMESTEPS,
+    META_FILE,
+    load_bundle,
+)
 
 TINY = ["--timesteps", "8", "--epochs", "1", "--units", "4", "--batch-size", "64", "--quiet"]
 
@@ -55,3 +63,48 @@ def test_a_flat_series_trains_into_a_strict_json_bundle(
     json.loads((out / META_FILE).read_text(), parse_constant=refuse)
     assert report.run_inspect(out) == 0
     assert report.format_metrics(load_bundle(out).meta.metrics) in capsys.readouterr().out
+
+
+def wide_csv(tmp_path: Path, columns: int) -> Path:
+    path = tmp_path / "wide.csv"
+    names = ",".join(f"c{i}" for i in range(columns))
+    path.write_text(
+        f"time,{names}\n" + "".join(f"{t * 60},{'1,' * (columns - 1)}1\n" for t in range(3))
+    )
+    return path
+
+
+@pytest.mark.train
+@pytest.mark.parametrize(
+    ("columns", "extra", "message"),
+    [
+        (1, ["--horizon", str(MAX_HORIZON + 1)], f"--horizon must be at most {MAX_HORIZON}"),
+        (1, ["--seq2seq", "--timesteps", str(MAX_HORIZON + 1)], "--timesteps \\(the horizon\\)"),
+        (
+            1,
+            ["--timesteps", str(MAX_TIMESTEPS + 1)],
+            f"--timesteps must be at most {MAX_TIMESTEPS}",
+        ),
+        (1, ["--features", "c0,c0"], "--features names 'c0' twice"),
+        (2, ["--targets", "c1,c0,c1"], "--targets names 'c1' twice"),
+        (MAX_COLUMNS + 1, [], f"{MAX_COLUMNS + 1} features: a bundle takes at most {MAX_COLUMNS}"),
+        (
+            17,
+            ["--timesteps", str(MAX_TIMESTEPS)],
+            f"exceed a bundle's {MAX_SIGNATURE_VALUES} values",
+        ),
+    ],
+)
+def test_what_the_bundle_cannot_hold_is_refused_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, columns: int, extra: list[str], message: str
+) -> None:
+    pytest.importorskip("tensorflow")
+
+    def no_training(*_: object) -> None:
+        raise AssertionError("trained before refusing")
+
+    monkeypatch.setattr(train, "fit", no_training)
+    with pytest.raises(UserError, match=message) as caught:
+        run_train(wide_csv(tmp_path, columns), tmp_path / "x", *extra)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "x").exists()
