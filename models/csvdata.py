@@ -5,8 +5,10 @@ into the same long table.
 
 A CSV is wide (`time,<feature>...`: one series) or long (`time,sensor_id,<feature>...`:
 one series per sensor). Times are epoch seconds, ISO-8601 (naive means UTC) or
-`YYYYMMDD`; empty cells are gaps; values must lie within float32's range, as readings
-do in the daemon. Every mistake is a one-line `UserError`.
+`YYYYMMDD`; epoch numbers too large to be seconds are milliseconds, microseconds or
+nanoseconds, by size, and converted (as an export from JavaScript or InfluxDB means
+them; `train` says so in one line). Empty cells are gaps; values must lie within
+float32's range, as readings do in the daemon. Every mistake is a one-line `UserError`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 """Largest value magnitude a CSV may hold: the bound the daemon accepts a reading within
 (`sensorcast.readings.FLOAT32_MAX`), so a bundle is never trained on what serving drops."""
 _YYYYMMDD = re.compile(r"^\d{8}$")
+MAX_EPOCH_SECONDS = 1e11
+"""Epoch seconds from here on (the year 5138) are no plausible date: such a time column
+counts the first of `EPOCH_UNITS` that makes it one (1e11 ms is 1973)."""
+EPOCH_UNITS = {"milliseconds": 1e3, "microseconds": 1e6, "nanoseconds": 1e9}
+"""Each unit per second."""
 
 Float64 = NDArray[np.float64]
 
@@ -45,6 +52,8 @@ class Table:
     sensor_column: int | None
     rows: list[list[str]]
     lines: list[int]
+    time_unit: str = "seconds"
+    """What the time column's epoch numbers count (see `EPOCH_UNITS`); read as seconds."""
 
     @property
     def value_columns(self) -> list[str]:
@@ -114,7 +123,8 @@ def _read_plain(p: Path) -> Table:
     lower = [h.lower() for h in header]
     time_col = next((lower.index(n) for n in lower if n in TIME_NAMES), 0)
     sensor_col = header.index(SENSOR_COLUMN) if SENSOR_COLUMN in header else None
-    return Table(p, header, time_col, sensor_col, rows, lines)
+    unit = _epoch_unit(next((r[time_col] for r in rows if r[time_col]), ""))
+    return Table(p, header, time_col, sensor_col, rows, lines, unit)
 
 
 def numeric_columns(table: Table) -> list[str]:
@@ -217,6 +227,7 @@ def _parse_times(table: Table) -> Float64:
     i = table.time_column
     cells = [r[i] for r in table.rows]
     parse = _time_parser(next((c for c in cells if c), ""))
+    per_second = EPOCH_UNITS.get(table.time_unit, 1.0)
     out = np.empty(len(cells))
     for row, text in enumerate(cells):
         try:
@@ -226,7 +237,19 @@ def _parse_times(table: Table) -> Float64:
                 f"{table.path.name} line {table.lines[row]}: cannot read time "
                 f"{text!r} in column {table.header[i]!r} (epoch seconds, ISO-8601 or YYYYMMDD)"
             ) from None
-    return out
+    return out / per_second
+
+
+def _epoch_unit(sample: str) -> str:
+    """The unit of a time column whose first value is `sample` (as `_time_parser` picks the
+    format from it): seconds unless it is an epoch number of `MAX_EPOCH_SECONDS` or more."""
+    if _time_parser(sample) is not _parse_epoch:
+        return "seconds"
+    size = abs(float(sample))
+    if not MAX_EPOCH_SECONDS <= size < np.inf:
+        return "seconds"
+    plausible = (u for u, per_s in EPOCH_UNITS.items() if size / per_s < MAX_EPOCH_SECONDS)
+    return next(plausible, "nanoseconds")
 
 
 def _time_parser(sample: str) -> Callable[[str], float]:

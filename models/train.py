@@ -76,10 +76,12 @@ model.tflite, bundle.json) that `sensorcast run` serves.
 
 CSV: wide (time,<feature>...) or long (time,sensor_id,<feature>...). The time
 column is the first named time/date/timestamp/ts, else the first column; epoch
-seconds, ISO-8601 (naive = UTC) or YYYYMMDD. Empty cells are gaps. A missing
-value or a step longer than --max-gap x the series' cadence cuts the series;
-no window crosses a cut. Each series is split by time into train, validation
-and test tail. Features default to every numeric column, targets to every
+seconds, ISO-8601 (naive = UTC) or YYYYMMDD; epoch numbers of 1e11 or more
+(the year 5138 in seconds) are taken as milliseconds, microseconds or
+nanoseconds, the first that gives a date, and converted with a notice. Empty
+cells are gaps. A missing value or a step longer than --max-gap x the series'
+cadence cuts the series; no window crosses a cut. Each series is split by time
+into train, validation and test tail. Features default to every numeric column, targets to every
 feature. Training and validation windows whose normalised target exceeds 10
 (a jump after a flat window, say) are left out; the test tail keeps them all.
 
@@ -202,6 +204,9 @@ def load_data(
 ) -> tuple[dataset.Table, dataset.WindowSpec, dataset.Prepared]:
     """Read the CSV, resolve the columns and window the three splits."""
     table = dataset.read_csv(args.data, args.format, args.resample)
+    if table.time_unit != "seconds":  # shown even with --quiet: it is what the times mean
+        print(f"{table.path.name}: the times are epoch {table.time_unit} (too large for "
+              f"seconds); converted to seconds", flush=True)  # fmt: skip
     feats, tgts = dataset.resolve_columns(table, args.features, args.targets)
     if args.normalisation != "global" and not set(tgts) <= set(feats):
         raise UserError(f"--normalisation {args.normalisation} needs every target to be a feature")

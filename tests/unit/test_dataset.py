@@ -52,6 +52,26 @@ def test_time_column_forms(tmp_path: Path, text: str, expected: float) -> None:
     assert s.times.tolist() == [expected]
 
 
+@pytest.mark.parametrize(
+    ("text", "unit"),
+    [
+        ("1700000000000", "milliseconds"),
+        ("1700000000000000", "microseconds"),
+        ("1700000000000000000", "nanoseconds"),
+        ("100000000000", "milliseconds"),  # 1e11 s would be the year 5138; 1e11 ms is 1973
+        ("99999999999", "seconds"),
+    ],
+)
+def test_epoch_numbers_too_large_for_seconds_are_converted(
+    tmp_path: Path, text: str, unit: str
+) -> None:
+    path = write(tmp_path, f"time,value\n{text},1.5\n")
+    assert dataset.read_csv(path).time_unit == unit
+    (s,) = series_of(path)
+    assert s.times[0] == pytest.approx(int(text) / csvdata.EPOCH_UNITS.get(unit, 1.0))
+    assert s.times[0] < csvdata.MAX_EPOCH_SECONDS
+
+
 def test_time_column_is_found_by_name_or_else_first(tmp_path: Path) -> None:
     table = dataset.read_csv(write(tmp_path, "value,Date\n1,20200101\n"))
     assert table.header[table.time_column] == "Date"

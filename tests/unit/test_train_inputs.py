@@ -108,3 +108,14 @@ def test_what_the_bundle_cannot_hold_is_refused_before_training(
         run_train(wide_csv(tmp_path, columns), tmp_path / "x", *extra)
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.train
+def test_millisecond_times_are_converted_with_a_notice(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    rows = "".join(f"{1_700_000_000_000 + i * 60_000},{i % 7}\n" for i in range(300))
+    (data := tmp_path / "ms.csv").write_text("time,value\n" + rows)
+    printed = run_train(data, tmp_path / "ms")  # --quiet, yet the notice is shown
+    notice = "ms.csv: the times are epoch milliseconds (too large for seconds); converted"
+    assert printed.splitlines()[0].startswith(notice)
+    assert load_bundle(tmp_path / "ms").meta.cadence_s == 60.0
