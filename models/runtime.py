@@ -12,7 +12,13 @@ A runner is not thread-safe: the inference worker owns it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -181,3 +187,32 @@ class Run:
     y: NDArray[np.float32]
     center: NDArray[np.float64]
     scale: NDArray[np.float64]
+
+
+NATIVE_INFO = re.compile(
+    r"I\d{4} [\d:.]+ +\d+ \S+:\d+\] "
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|INFO: "
+)
+"""What TensorFlow's and LiteRT's native code write to stderr at INFO level (oneDNN at
+import, XNNPACK at a model's first call), and absl's notice before them. TF_CPP_MIN_LOG_LEVEL
+does not silence these: TensorFlow 2.19 and later log them through absl before it is set up."""
+
+
+@contextlib.contextmanager
+def native_info_held() -> Iterator[None]:
+    """Hold what native code writes to fd 2 meanwhile, and pass it on afterwards without its
+    INFO lines (`NATIVE_INFO`): warnings and errors still show, once the block is done (the
+    demo's live view, which they would tear; `train --quiet`)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(ln for ln in lines if not NATIVE_INFO.match(ln)))

@@ -15,8 +15,6 @@ import os
 import platform
 import re
 import sys
-import tempfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +35,7 @@ from sensorcast.models.bundle import (
 )
 from sensorcast.models.evaluate import calibrate_intervals, predict_scaled, score
 from sensorcast.models.preprocess import Scaler
+from sensorcast.models.runtime import native_info_held
 
 if TYPE_CHECKING:
     import keras
@@ -53,14 +52,6 @@ square root of the step (a random walk's spread). Test windows are always kept.
 NORMALISATIONS = ("last", "window", "global")
 DEFAULT_NORMALISATION = "last"
 LOSSES = {"mae": "mean_absolute_error", "huber": "huber", "mse": "mean_squared_error"}
-NATIVE_INFO = re.compile(
-    r"I\d{4} [\d:.]+ +\d+ \S+:\d+\] "
-    r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
-    r"|INFO: "
-)
-"""What TensorFlow's and LiteRT's native code write to stderr at INFO level (oneDNN at
-import, XNNPACK at the parity check), and absl's notice before them. TF_CPP_MIN_LOG_LEVEL
-does not silence these: TensorFlow 2.19 and later log them through absl before it is set up."""
 
 
 def _names(text: str) -> list[str]:
@@ -158,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     """Train, evaluate, export and verify; print the metrics table. Errors are `UserError`."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF C++ chatter; errors still raise
     try:
-        with native_info_dropped(args.quiet):
+        with native_info_held() if args.quiet else contextlib.nullcontext():
             import tensorflow  # noqa: F401  (needed right after; fail early with one clear line)
     except ImportError:
         raise UserError("training needs TensorFlow: pip install 'sensorcast[train]'") from None
@@ -190,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         "metrics": metrics, "versions": versions(), "training": _training_info(args, table, prep),
     }  # fmt: skip
     check = slice(0, PARITY_WINDOWS)
-    with native_info_dropped(args.quiet):
+    with native_info_held() if args.quiet else contextlib.nullcontext():
         meta = export.export_bundle(
             model, Path(args.out), fields, prep.test.x[check], prep.test.y[check]
         )
@@ -393,27 +384,6 @@ def _is_json(value: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
-
-
-@contextlib.contextmanager
-def native_info_dropped(quiet: bool) -> Iterator[None]:
-    """With `quiet`, hold what native code writes to fd 2 and pass it on afterwards without
-    its INFO lines, so `--quiet` prints only our own lines; warnings and errors still show."""
-    if not quiet:
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            lines = held.read().decode(errors="replace").splitlines(keepends=True)
-            sys.stderr.write("".join(ln for ln in lines if not NATIVE_INFO.match(ln)))
 
 
 def _say(args: argparse.Namespace, message: str) -> None:

@@ -12,13 +12,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import signal
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +39,7 @@ from sensorcast.errors import UserError
 from sensorcast.logs import setup_logging
 from sensorcast.models import DEFAULT_BUNDLE
 from sensorcast.models.bundle import BundleMeta, load_bundle
+from sensorcast.models.runtime import native_info_held
 from sensorcast.sandbox import ServiceThread
 from sensorcast.service import Service
 from sensorcast.signals import capture_signals
@@ -127,24 +126,6 @@ def _wait(ready: Callable[[], bool], stop: threading.Event, what: str) -> bool:
         if time.monotonic() > deadline:
             raise UserError(f"the demo did not start: {what} within {STARTUP_TIMEOUT:g} s")
     return True
-
-
-@contextlib.contextmanager
-def _native_stderr_held() -> Iterator[None]:
-    """Hold what native code (LiteRT) writes to fd 2 while the live view is up, as it would
-    tear the screen; replay it afterwards, except native INFO chatter."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            lines = held.read().decode(errors="replace").splitlines(keepends=True)
-            sys.stderr.write("".join(ln for ln in lines if not ln.startswith("INFO: ")))
 
 
 def _setup_logging(console: Console | None) -> None:
@@ -237,7 +218,7 @@ def _show(
             view: RenderableType = live_view(board, info, screen.width, screen.height)
             return view
 
-        with _native_stderr_held(), Live(get_renderable=render, console=console):
+        with native_info_held(), Live(get_renderable=render, console=console):
             while not done():
                 pass
     else:

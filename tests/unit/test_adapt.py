@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -377,23 +378,38 @@ def test_a_bundle_of_two_targets_keeps_a_ring_of_each() -> None:
     assert a["ring_count"][slot] == T and a["ring_newest"][slot] == 200
 
 
+def assert_refused_in_one_line(
+    tmp_path: Path,
+    forecaster: Forecaster,
+    caplog: pytest.LogCaptureFixture,
+    name: str,
+    damage: Callable[[dict[str, np.ndarray]], None],
+) -> None:
+    """Snapshot heads that have learned, `damage` the saved arrays: the restore takes none
+    and says so in one line naming the array."""
+    h = heads()
+    serve(h, forecaster, windows_of(demand(100), cadence=HALF_HOUR))
+    save_heads(tmp_path, h)
+    with np.load(tmp_path / "heads.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    damage(arrays)
+    np.savez(tmp_path / "heads.npz", **arrays)
+    with caplog.at_level(logging.WARNING):
+        assert load_heads(tmp_path, heads()) == 0
+    (line,) = [r.getMessage() for r in caplog.records if "unusable" in r.getMessage()]
+    assert name in line and "\n" not in line
+
+
 @pytest.mark.parametrize(
     ("name", "bad"), [("period", 10_000), ("ring_count", -1), ("ring", np.nan)]
 )
 def test_a_snapshot_with_a_bad_ring_is_refused_in_one_line(
     tmp_path: Path, forecaster: Forecaster, caplog: pytest.LogCaptureFixture, name: str, bad: float
 ) -> None:
-    h = heads()
-    serve(h, forecaster, windows_of(demand(100), cadence=HALF_HOUR))
-    save_heads(tmp_path, h)
-    with np.load(tmp_path / "heads.npz") as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    arrays[name] = np.full_like(arrays[name], bad)
-    np.savez(tmp_path / "heads.npz", **arrays)
-    with caplog.at_level(logging.WARNING):
-        assert load_heads(tmp_path, heads()) == 0
-    (line,) = [r.getMessage() for r in caplog.records if "unusable" in r.getMessage()]
-    assert name in line and "\n" not in line
+    def fill(arrays: dict[str, np.ndarray]) -> None:
+        arrays[name] = np.full_like(arrays[name], bad)
+
+    assert_refused_in_one_line(tmp_path, forecaster, caplog, name, fill)
 
 
 @pytest.mark.parametrize(
@@ -410,17 +426,10 @@ def test_a_snapshot_with_a_bad_ring_is_refused_in_one_line(
 def test_a_snapshot_with_a_negative_count_scale_or_error_is_refused_in_one_line(
     tmp_path: Path, forecaster: Forecaster, caplog: pytest.LogCaptureFixture, name: str, bad: float
 ) -> None:
-    h = heads()
-    serve(h, forecaster, windows_of(demand(100), cadence=HALF_HOUR))
-    save_heads(tmp_path, h)
-    with np.load(tmp_path / "heads.npz") as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    arrays[name].flat[0] = bad
-    np.savez(tmp_path / "heads.npz", **arrays)
-    with caplog.at_level(logging.WARNING):
-        assert load_heads(tmp_path, heads()) == 0
-    (line,) = [r.getMessage() for r in caplog.records if "unusable" in r.getMessage()]
-    assert name in line and "\n" not in line
+    def first(arrays: dict[str, np.ndarray]) -> None:
+        arrays[name].flat[0] = bad
+
+    assert_refused_in_one_line(tmp_path, forecaster, caplog, name, first)
 
 
 def test_only_heads_with_a_period_write_a_ring_and_growing_keeps_theirs(

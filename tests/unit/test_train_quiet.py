@@ -3,11 +3,12 @@ stderr are dropped; their warnings and errors are not."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
 
-from sensorcast.models.train import native_info_dropped
+from sensorcast.models.runtime import native_info_held
 
 CHATTER = (
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
@@ -19,6 +20,6 @@ PROBLEM = "E0000 00:00:1795957439.471898    2041 cuda_dnn.cc:8579] Unable to reg
 
 @pytest.mark.parametrize("quiet", [True, False])
 def test_quiet_drops_native_info_lines_only(quiet: bool, capfd: pytest.CaptureFixture[str]):
-    with native_info_dropped(quiet):
+    with native_info_held() if quiet else contextlib.nullcontext():
         os.write(2, (CHATTER + PROBLEM).encode())
     assert capfd.readouterr().err == (PROBLEM if quiet else CHATTER + PROBLEM)
