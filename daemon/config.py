@@ -45,6 +45,7 @@ CREDENTIAL_NAME = "mqtt_password"
 TLS_KEY_CREDENTIAL = "mqtt_tls_key"
 NOT_SETTINGS = ("SENSORCAST_VENV",)
 """Variables of the prefix that are not settings: the developer script's virtualenv."""
+GLOB_HELP = "ids are 1 to 64 of A-Z a-z 0-9 _ . : -; the glob takes * ? [...]"
 SECRET_MAX = 65536
 """Largest password file read (a device such as /dev/zero is not read without end)."""
 SESSION_EXPIRY_MAX = 0xFFFF_FFFF
@@ -56,6 +57,23 @@ _toml_file: ContextVar[Path | None] = ContextVar("sensorcast_toml_file", default
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, data: Any) -> Any:
+        """`port = true` is a mistake, not port 1 (pydantic takes a bool as an int): a bool
+        given for a number is refused as the text it is, naming the key."""
+        if not isinstance(data, dict):
+            return data
+        numbers = (int, float, int | None, float | None)
+        return {
+            name: str(value).lower()
+            if isinstance(value, bool)
+            and name in cls.model_fields
+            and cls.model_fields[name].annotation in numbers
+            else value
+            for name, value in data.items()
+        }
 
 
 class TLSConfig(Section):
@@ -69,7 +87,8 @@ class TLSConfig(Section):
     def _check_file(cls, path: Path | None) -> Path | None:
         try:
             if path is not None and not path.is_file():
-                raise ValueError(f"file {path} does not exist")
+                what = "is not a regular file" if path.exists() else "does not exist"
+                raise ValueError(f"file {path} {what}")
         except OSError as exc:  # e.g. a file name longer than the file system allows
             raise ValueError(f"file {path} cannot be used: {exc.strerror}") from None
         return path
@@ -205,7 +224,7 @@ class InputConfig(Section):
         description="Drop readings whose ts is more than this many seconds ahead of their "
         "arrival (0: no limit).",
     )
-    fields: dict[str, str] = Field(
+    fields: dict[str, Annotated[str, Field(min_length=1)]] = Field(
         default_factory=dict,
         description="Feature name -> dotted path in the JSON payload (e.g. AM2301.Temperature).",
     )
@@ -451,10 +470,7 @@ class RouteConfig(Presentation):
     @classmethod
     def _check_glob(cls, glob: str) -> str:
         if uncovered(glob) is None:
-            raise ValueError(
-                "matches no sensor id (ids are 1 to 64 of A-Z a-z 0-9 _ . : -; the glob "
-                "takes * ? [...])"
-            )
+            raise ValueError(f"matches no sensor id ({GLOB_HELP})")
         return glob
 
 

@@ -22,9 +22,10 @@ from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any, TextIO
 
-from sensorcast.config import settings_from_args
+from sensorcast.config import GLOB_HELP, settings_from_args
 from sensorcast.drops import Drop, DropLog
 from sensorcast.errors import ConfigError, UserError
+from sensorcast.globs import uncovered
 from sensorcast.logs import LEVELS, setup_logging
 from sensorcast.metrics import Metrics
 from sensorcast.models.bundle import BundleError, load_bundle
@@ -218,6 +219,8 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    if args.sensors is not None and uncovered(args.sensors) is None:
+        raise UserError(f"--sensors {args.sensors!r} matches no sensor id ({GLOB_HELP})")
     recorder = Recorder(
         topic,
         parser,

@@ -12,6 +12,7 @@ from ..mqtt_helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
+
 class Command:
     """`sensorcast NAME ARGS...` as a child process; stdout and stderr are collected."""
 

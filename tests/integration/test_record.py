@@ -107,6 +107,14 @@ def test_appends_to_its_own_file_and_refuses_another_header(tmp_path, config, cl
     assert other.read_text() == "time,sensor_id,temperature\n1,a,2\n"
 
 
+def test_a_sensors_glob_that_matches_no_id_is_refused_in_one_line(tmp_path, config):
+    rec = Command(
+        "record", "--config", str(config), "--out", str(tmp_path / "r.csv"), "--sensors", "["
+    )
+    assert rec.wait(timeout=15) == 1
+    assert len(rec.stderr) == 1 and "matches no sensor id" in rec.stderr[0]
+
+
 def test_recorder_leaves_the_daemons_session_alone(tmp_path, broker, client_factory, run_daemon):
     """Same config, same client_id as the daemon: both keep their connections and both see all."""
     settings = daemon_settings(broker.port)

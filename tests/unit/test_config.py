@@ -229,6 +229,24 @@ def test_topics_that_cannot_meet_are_accepted() -> None:
     assert s.output.topic == "home/{sensor_id}/forecast"
 
 
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("[mqtt]\nport = true\n", "mqtt.port (SENSORCAST_MQTT__PORT) = 'true'"),
+        ("[output]\nlevel = false\n", "output.level (SENSORCAST_OUTPUT__LEVEL) = 'false'"),
+        ("[metrics]\nport = true\n", "metrics.port (SENSORCAST_METRICS__PORT) = 'true'"),
+    ],
+)
+def test_a_bool_for_a_number_is_refused_not_taken_as_1(tmp_path: Path, text: str, where: str):
+    assert where in config_error(write_toml(tmp_path, text))
+
+
+def test_an_empty_field_path_and_a_directory_for_a_file_are_refused(tmp_path: Path) -> None:
+    assert "input.fields.value" in config_error(None, input={"fields": {"value": ""}})
+    msg = config_error(None, mqtt={"tls": {"enabled": True, "ca_file": str(tmp_path)}})
+    assert "is not a regular file" in msg
+
+
 def test_unknown_key_in_toml(tmp_path: Path) -> None:
     msg = config_error(write_toml(tmp_path, '[mqtt]\nhots = "broker"\n'))
     assert "unknown config key mqtt.hots (SENSORCAST_MQTT__HOTS)" in msg
