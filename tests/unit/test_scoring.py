@@ -171,20 +171,22 @@ def test_an_adapted_forecast_that_wins_by_less_than_a_tenth_is_served(adapted: b
     assert bool(got.persistence[0]) is not adapted
 
 
-@pytest.mark.parametrize("ratio", [0.5, 0.92, 0.94])
+@pytest.mark.parametrize(("early", "ratio"), [(0.5, 0.5), (0.8, 0.97), (0.8, 0.985)])
 def test_a_forecast_that_wins_by_less_than_guard_whole_is_mixed_with_the_last_value(
-    ratio: float,
+    early: float, ratio: float
 ) -> None:
-    """A forecast whose error is always `ratio` of the last value's, once the guard serves
-    it: whole where it wins clearly (0.5), else mixed with the last value by its margin
-    (0.92: 80% of the way from the last value to the model, 0.94: 60%), its interval centred
-    on what is served and as wide as the same mix of the two intervals."""
+    """A forecast whose error is `early` of the last value's for 600 readings, then `ratio`
+    of it: served whole where it wins clearly (0.5), else, once its margin has shrunk below
+    GUARD_WHOLE's, mixed with the last value by it (0.97: 60% of the way from the last value
+    to the model, 0.985: 30%), its interval centred on what is served and as wide as the
+    same mix of the two intervals."""
     rng = np.random.default_rng(4)
     walk = np.cumsum(rng.normal(0, 1, 1200))
     s = scores_for(meta(horizon=1))
     for i in range(T - 1, len(walk) - 1):
         w = Window("s", walk[i - T + 1 : i + 1, None], float(i), 1.0, seq=1000 + i)
-        fc = (w.values[-1] + (1 - ratio) * (walk[i + 1] - w.values[-1])).reshape(1, 1, 1)
+        now = early if i < 600 else ratio
+        fc = (w.values[-1] + (1 - now) * (walk[i + 1] - w.values[-1])).reshape(1, 1, 1)
         got = s.score([w], fc, np.ones((1, 1, 1)), adapted=np.array([True]))
     assert not got.persistence[0]
     err_model, err_pers = (s._arrays[k][0, 0].astype(float) for k in ("err_model", "err_pers"))
