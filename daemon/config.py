@@ -43,15 +43,16 @@ ENV_PREFIX = "SENSORCAST_"
 CONFIG_ENV = "SENSORCAST_CONFIG"
 CREDENTIAL_NAME = "mqtt_password"
 TLS_KEY_CREDENTIAL = "mqtt_tls_key"
+"""systemd credentials read when the config names no file: the broker password and the TLS
+client key (under DynamicUser a key file in /etc is not readable; a credential is)."""
 NOT_SETTINGS = ("SENSORCAST_VENV",)
 """Variables of the prefix that are not settings: the developer script's virtualenv."""
 GLOB_HELP = "ids are 1 to 64 of A-Z a-z 0-9 _ . : -; the glob takes * ? [...]"
+"""What a sensor id may be and a glob may use, for errors about a glob."""
 SECRET_MAX = 65536
 """Largest password file read (a device such as /dev/zero is not read without end)."""
 SESSION_EXPIRY_MAX = 0xFFFF_FFFF
 """MQTT 5 carries the session expiry in four bytes; this value means it never expires."""
-"""systemd credentials read when the config names no file: the broker password and the TLS
-client key (under DynamicUser a key file in /etc is not readable; a credential is)."""
 _toml_file: ContextVar[Path | None] = ContextVar("sensorcast_toml_file", default=None)
 
 

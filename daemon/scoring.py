@@ -60,7 +60,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sensorcast.accuracy import OnlineAccuracy, window_scale
-from sensorcast.buffer import LOAD_CHUNK, Window, grow_rows, row_chunks
+from sensorcast.buffer import LOAD_CHUNK, STORED_MAX, Window, grow_rows, row_chunks
 from sensorcast.models.bundle import BundleMeta
 from sensorcast.slots import SlotIndex, same_id
 
@@ -136,9 +136,6 @@ largest finite value (65,504 window scales): a published quantile beyond that co
 error beyond it as a miss. Not in snapshots: a restored sensor's pending steps take its
 quantiles as they were saved."""
 F16_MAX = float(np.finfo(np.float16).max)
-F32_MAX = float(np.finfo(np.float32).max)
-"""What the float32 arrays hold at most: readings near float32's own limit (which are taken
-in) differ, and are missed, by more; such differences are kept as this."""
 PERS_STEPS = 2
 """Steps of a served forecast whose source (model or last value) is kept: the anomaly check
 reads back the first, and the second right after an anomaly."""
@@ -905,8 +902,10 @@ def bounded(x: NDArray[Any], lo: float, hi: float) -> NDArray[Any]:
 
 
 def stored(x: NDArray[Any]) -> NDArray[Any]:
-    """`x` as a float32 array may keep it: within float32's finite range."""
-    return bounded(x, -F32_MAX, F32_MAX)
+    """`x` as a float32 array may keep it: within float32's finite range. Readings near
+    float32's own limit (which are taken in) differ, and are missed, by more; such
+    differences are kept as its largest value."""
+    return bounded(x, -STORED_MAX, STORED_MAX)
 
 
 def kept_as_published(q: NDArray[Any]) -> NDArray[Any]:

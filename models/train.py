@@ -72,9 +72,10 @@ seconds, ISO-8601 (naive = UTC) or YYYYMMDD; epoch numbers of 1e11 or more
 nanoseconds, the first that gives a date, and converted with a notice. Empty
 cells are gaps. A missing value or a step longer than --max-gap x the series'
 cadence cuts the series; no window crosses a cut. Each series is split by time
-into train, validation and test tail. Features default to every numeric column, targets to every
-feature. Training and validation windows whose normalised target exceeds 10
-(a jump after a flat window, say) are left out; the test tail keeps them all.
+into train, validation and test tail. Features default to every numeric
+column, targets to every feature. Training and validation windows whose
+normalised target exceeds 10 (a jump after a flat window, say) are left out;
+the test tail keeps them all.
 
 The table at the end scores the test tail in sensor units: the model against
 persistence (last value) and a seasonal-naive forecast when a daily, weekly or
