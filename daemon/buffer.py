@@ -153,6 +153,10 @@ class Window:
     first: bool = False
     """The first full window since the sensor's window started: its slot was taken, a gap
     reset it, or it moved here from another table (the daemon logs it once)."""
+    slot: int = -1
+    """The sensor's slot in the table that made the window (-1: not made by a table). The
+    scores of the table's bundle are kept in the same slots (scoring.py), so one index
+    serves both."""
 
 
 class SensorTable:
@@ -361,6 +365,7 @@ class SensorTable:
             None if math.isnan(cad) else cad,
             int(self._seq[slot]),
             first=first,
+            slot=slot,
         )
 
     def _ordered(self, slot: int) -> NDArray[np.float64]:
@@ -393,6 +398,7 @@ class SensorTable:
             None if math.isnan(cad) else cad,
             int(self._seq[slot]),
             refill=count,
+            slot=slot,
         )
 
     def _observe_interval(

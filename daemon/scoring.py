@@ -42,8 +42,10 @@ normalised units of the bundle's calibration (error / window scale):
   value's, is handed to the model's `OnlineAccuracy` (accuracy.py), with the
   scale of the window it was made from (kept here, one float per target).
 
-State lives in preallocated arrays (float32 for what is per step), grown by
-doubling up to `max_sensors`, least recently seen sensor recycled first. Of each
+State lives in preallocated arrays (float32 for what is per step), in the slots of
+the sensors' table (`Window.slot`): the table's index is the scores' too, and a
+slot the table gives to another sensor starts again from the bundle's
+calibration when that sensor's first window is scored. Of each
 forecast, only the steps still to be realised are kept (`step_cells`). Only
 targets that are also features can be scored; a bundle with another target
 gets the bundle's calibration as its fixed interval, and no guard.
@@ -62,7 +64,7 @@ from numpy.typing import NDArray
 from sensorcast.accuracy import OnlineAccuracy, window_scale
 from sensorcast.buffer import LOAD_CHUNK, STORED_MAX, Window, grow_rows, row_chunks
 from sensorcast.models.bundle import BundleMeta
-from sensorcast.slots import SlotIndex, same_id
+from sensorcast.slots import SlotIndex
 
 RATE = 0.05
 """Step of the multiplicative quantile tracker (larger adapts faster, noisier)."""
@@ -203,8 +205,12 @@ class SensorScores:
         """Anomaly interval / ANOMALY_BASE interval, per target, from the bundle."""
         self._k = k = len(targets)
         self._lags = np.arange(1, h + 1)
-        self.slots = SlotIndex()
-        self._free: list[int] = []
+        self._owner: list[str | None] = []
+        """Per slot, the sensor whose state it holds (None: none yet). A slot is the one its
+        table keeps the sensor's window in (`Window.slot`): an index of their own (a dict
+        from id to slot, and each slot's id and use) took the scores 2 MB more at 100,000
+        sensors, restored (48 MB now), and a flood of them 1 to 5 MB."""
+        self._kept = 0
         self._lock = threading.Lock()
         self.switches = {"persistence": 0, "model": 0}
         self.on_persistence = 0
@@ -253,7 +259,8 @@ class SensorScores:
 
     # --- storage ----------------------------------------------------------
     def _allocate(self, capacity: int) -> None:
-        self._free.extend(grow_rows(self._arrays, self._shapes, capacity))
+        grow_rows(self._arrays, self._shapes, capacity)
+        self._owner.extend([None] * (capacity - len(self._owner)))
 
     def _reset(self, slot: int) -> None:
         a = self._arrays
@@ -268,25 +275,31 @@ class SensorScores:
             a["use_pers"][slot] = True
             self.on_persistence += 1
 
-    def _slot(self, sensor_id: str) -> int:
-        slot = self.slots.get(sensor_id)
-        if slot is not None:
-            self.slots.touch(slot)
-            return slot
-        if len(self.slots) >= self.max_sensors:
-            lru, old = self.slots.oldest()
-            self.slots.pop(lru)
-            self.on_persistence -= int(self._arrays["use_pers"][old].all())
-            self._free.append(old)
-        if not self._free:
-            self._allocate(min(len(self._arrays["pend_newest"]) * 2, self.max_sensors))
-        slot = self._free.pop()
-        self._reset(slot)
-        self.slots.add(sensor_id, slot)
+    def _slot(self, window: Window) -> int:
+        """The window's slot, whose state is made this sensor's if it held another's (the
+        table gave the slot to a new sensor)."""
+        slot = window.slot
+        if slot < 0:
+            raise ValueError(f"window of {window.sensor_id!r} has no table slot")
+        owner = self._owner
+        if slot >= len(owner):
+            self._allocate(max(2 * len(owner), slot + 1))
+        if owner[slot] != window.sensor_id:
+            self._take(slot, window.sensor_id)
         return slot
 
+    def _take(self, slot: int, sensor_id: str) -> None:
+        if self._owner[slot] is None:
+            self._kept += 1
+        elif self.guard:
+            self.on_persistence -= int(self._arrays["use_pers"][slot].all())
+        self._reset(slot)
+        self._owner[slot] = sensor_id
+
     def __len__(self) -> int:
-        return len(self.slots)
+        """Slots that have held a sensor's state (a slot its table freed counts until it is
+        taken again)."""
+        return self._kept
 
     def take_switches(self) -> dict[str, int]:
         """Guard switches (of one step of one sensor) since the last call, by what that step
@@ -319,7 +332,7 @@ class SensorScores:
             none = np.zeros((n, self.horizon), bool)
             return Scored(forecast, forecast - half, forecast + half, none[:, 0], none, [])
         with self._lock:
-            slots = np.array([self._slot(w.sensor_id) for w in windows], dtype=np.intp)
+            slots = np.array([self._slot(w) for w in windows], dtype=np.intp)
             seqs = np.array([w.seq for w in windows], dtype=np.int64)
             if raw is None:
                 raw = np.stack([w.values for w in windows])
@@ -384,8 +397,10 @@ class SensorScores:
         a = self._arrays
         with self._lock:
             for w in windows:
-                slot = self.slots.get(w.sensor_id)
-                if slot is None or w.refill < 2:
+                slot = w.slot
+                if not 0 <= slot < len(self._owner) or self._owner[slot] != w.sensor_id:
+                    continue
+                if w.refill < 2:
                     continue
                 values = w.values[:, self._target_idx].astype(np.float64)
                 y = values[-1]
@@ -631,11 +646,12 @@ class SensorScores:
         a["pend_pers"][slots[:, None], cells[:, :ps]] = served_pers[:, :ps]
 
     # --- snapshots ----------------------------------------------------------
-    def to_arrays(self) -> dict[str, NDArray[Any]]:
-        """Every sensor's state, least recently seen first, in the snapshot's layout: each
+    def to_arrays(self, order: tuple[list[str], NDArray[np.intp]]) -> dict[str, NDArray[Any]]:
+        """The state of the sensors in `order` (their table's ids and slots, least recently
+        seen first: `SlotIndex.in_order`) that have any, in the snapshot's layout: each
         pending forecast whole (its steps already realised as 0, their source as False)."""
         with self._lock:
-            ids, idx = self.slots.in_order()
+            ids, idx = self._owned(*order)
             out: dict[str, NDArray[Any]] = {"sensor_ids": np.array(ids, dtype=np.str_)}
             out["pend_seq"] = self._ring_seqs(idx)
             for name in self._saved:
@@ -648,6 +664,17 @@ class SensorScores:
                 elif name != "pend_seq":
                     out[name] = self._arrays[name][idx]
             return out
+
+    def _owned(self, ids: list[str], slots: NDArray[np.intp]) -> tuple[list[str], NDArray[np.intp]]:
+        """Those of `ids` (in `slots`) whose slot holds their state."""
+        owner, n = self._owner, len(self._owner)
+        pairs = zip(ids, map(int, slots), strict=True)  # one at a time: no list of them all
+        owned = np.fromiter(
+            (slot < n and owner[slot] == sid for sid, slot in pairs), dtype=np.bool_, count=len(ids)
+        )
+        if owned.all():
+            return ids, slots
+        return [sid for sid, keep in zip(ids, owned.tolist(), strict=True) if keep], slots[owned]
 
     def _live_cells(
         self, name: str, idx: NDArray[np.intp]
@@ -684,11 +711,11 @@ class SensorScores:
         newest = seq.max(axis=1, initial=-1)[:, None, None]
         return cells, (made >= 0) & (made + self._lags > newest)
 
-    def load_arrays(
-        self, arrays: Mapping[str, NDArray[Any]], canonical: Callable[[str], str] = same_id
-    ) -> int:
-        """Restore `to_arrays` output; raise ValueError if it does not fit this bundle.
-        Output saved before the guard was per step is taken over (`_per_step_guard`).
+    def load_arrays(self, arrays: Mapping[str, NDArray[Any]], index: SlotIndex) -> int:
+        """Restore `to_arrays` output into the slots `index` (the sensors' table, restored
+        first) keeps the sensors in; sensors it does not keep are left out. Raise ValueError
+        if it does not fit this bundle. Output saved before the guard was per step is taken
+        over (`_per_step_guard`).
 
         Values no sensor's scoring makes (not finite; a negative count, error or scale)
         refuse the whole file, so every sensor starts again from the bundle's calibration;
@@ -696,9 +723,9 @@ class SensorScores:
 
         `arrays` may read each array from a file whenever it is asked for (an .npz).
         """
-        ids = [canonical(str(s)) for s in arrays["sensor_ids"].tolist()]
+        ids = np.asarray(arrays["sensor_ids"])  # not a list of them: read one at a time below
         m = len(ids)
-        if len(set(ids)) != m:
+        if np.unique(ids).size != m:
             raise ValueError("duplicate sensor ids")
         arrays = _per_step_guard(arrays, m, self.horizon)
         for name, (shape, dtype) in self._saved.items():
@@ -717,31 +744,34 @@ class SensorScores:
         for name in ("n_scored", "err_model", "err_pers", "pend_scale", "pend_rscale", "acc_scale"):
             if name in arrays and (arrays[name] < 0).any():  # counts, errors, scales
                 raise ValueError(f"{name} is negative")
-        keep = ids[max(0, m - self.max_sensors) :]
+        got = np.fromiter(
+            (-1 if (slot := index.get(str(sid))) is None else slot for sid in ids), np.intp, count=m
+        )
+        rows = np.flatnonzero(got >= 0)
+        """The file's rows of the sensors `index` keeps, in order ..."""
+        idx = got[rows]
+        """... and their slots."""
         with self._lock:
-            self.slots.clear()
-            self._free = []
             self._arrays = {}
-            self._allocate(min(max(len(keep), 1024), self.max_sensors))
-            first = m - len(keep)
-            idx = np.array([self._slot(sid) for sid in keep], dtype=np.intp)
+            self._owner = []
+            self._kept = len(idx)
+            self._allocate(max(int(idx.max(initial=-1)) + 1, 1024))
+            for slot in idx.tolist():
+                self._owner[slot] = index.id_of(slot)
             for name in self._saved:
                 if name in OPTIONAL and name not in arrays:
                     continue
                 if name not in ("pend_seq", "pend_f", "pend_pers"):
-                    self._arrays[name][idx] = arrays[name][first:]
-            seqs = arrays["pend_seq"]  # a chunk of rows at a time, as the forecasts below
-            for lo in range(0, len(idx), LOAD_CHUNK):
-                part = idx[lo : lo + LOAD_CHUNK]
-                seq = seqs[first + lo : first + lo + len(part)]
+                    self._arrays[name][idx] = arrays[name][rows]
+            for slots, seq in self._row_chunks(arrays["pend_seq"], rows, idx):
                 newest = seq.max(axis=1, initial=-1)
-                self._arrays["pend_newest"][part] = newest
-                self._arrays["pend_fresh"][part] = (seq >= 0) & (seq == self._ring_made(newest))
+                self._arrays["pend_newest"][slots] = newest
+                self._arrays["pend_fresh"][slots] = (seq >= 0) & (seq == self._ring_made(newest))
             legacy = "pend_anchor" not in arrays
             if legacy:
                 self._anchor_legacy(idx)
             for name in ("pend_f", "pend_pers"):
-                self._load_steps(name, idx, arrays[name], first, legacy)
+                self._load_steps(name, arrays[name], rows, idx, legacy)
             for name in ("q_model", "q_pers", "qa_model", "qa_pers"):
                 np.clip(self._arrays[name], Q_FLOOR, Q_CEIL, out=self._arrays[name])
             for lo in range(0, len(idx), LOAD_CHUNK):
@@ -750,7 +780,20 @@ class SensorScores:
                     q = kept_as_published(self._arrays[name][part])
                     self._arrays["pend_" + name][part] = q[:, self._cell_step]
             self.on_persistence = int(self._arrays["use_pers"][idx].all(axis=1).sum())
-        return len(keep)
+        return len(idx)
+
+    @staticmethod
+    def _row_chunks(
+        whole: NDArray[Any], rows: NDArray[np.intp], idx: NDArray[np.intp]
+    ) -> Iterator[tuple[NDArray[np.intp], NDArray[Any]]]:
+        """The file's `rows` of `whole` (read forward, LOAD_CHUNK rows of the file at a time:
+        `whole` may be a reader of the file's rows, state.RowReader), with their slots `idx`."""
+        n = whole.shape[0]
+        for lo in range(0, n, LOAD_CHUNK):
+            at = slice(*np.searchsorted(rows, (lo, lo + LOAD_CHUNK)).tolist())
+            if at.start < at.stop:
+                chunk = np.asarray(whole[lo : min(lo + LOAD_CHUNK, n)])
+                yield idx[at], chunk[rows[at] - lo]
 
     def _anchor_legacy(self, idx: NDArray[np.intp]) -> None:
         """A snapshot without anchors held each window's last reading whole: keep the
@@ -767,23 +810,23 @@ class SensorScores:
     def _load_steps(
         self,
         name: str,
-        idx: NDArray[np.intp],
         whole: NDArray[Any],
-        first: int,
+        rows: NDArray[np.intp],
+        idx: NDArray[np.intp],
         legacy: bool = False,
     ) -> None:
-        """Put the steps still to be realised of whole forecasts (n, h, h, ...), as a
-        snapshot holds them from row `first` on, in their cells: a chunk of rows at a time,
-        read forward (`whole` may be a reader of the file's rows, state.RowReader). A
+        """Put the steps still to be realised of whole forecasts (n, h, h, ...), the file's
+        `rows` of `whole` for the sensors in slots `idx`, in their cells (`_row_chunks`). A
         `legacy` snapshot's forecasts are whole numbers: kept as offsets from their last."""
         a = self._arrays
-        for slots, part, at, cells in self._live_cells(name, idx):
-            rows = whole[first + part.start : first + min(part.stop, len(idx))]
-            got = rows[at]
+        steps = self.horizon if name == "pend_f" else self._pers_steps
+        for slots, chunk in self._row_chunks(whole, rows, idx):
+            cells, live = self._pending(self._ring_seqs(slots))
+            r, ring, step = np.nonzero(live[:, :, :steps])
+            got = chunk[r, ring, step]
             if legacy and name == "pend_f":
-                ring = at[1]
-                got = got - (a["pend_anchor"][slots] + a["pend_last"][slots, ring])
-            a[name][slots, cells] = got
+                got = got - (a["pend_anchor"][slots[r]] + a["pend_last"][slots[r], ring])
+            a[name][slots[r], cells[r, ring, step]] = got
 
 
 @dataclass(frozen=True)

@@ -352,7 +352,7 @@ class Service:
             served = route.lane.served
             with self.lock:
                 load_snapshot(where, route.table, route.meta, max_ts)
-            load_scores(where, served.scores, route.meta, route.table.slots.canonical)
+            load_scores(where, served.scores, route.meta, route.table.slots)
             load_heads(where, served.heads, route.table.slots.canonical)
         with self.lock:
             self._rehome(self.routes)
@@ -491,7 +491,8 @@ class Service:
                 served = route.lane.served
                 with self.lock:
                     save_snapshot(where, route.table, route.meta)
-                save_scores(where, served.scores, route.meta)
+                    order = route.table.slots.in_order()
+                save_scores(where, served.scores, route.meta, order)
                 save_heads(where, served.heads)
             release_freed_memory()
         except Exception as exc:  # a full disk or a read-only directory must not stop us

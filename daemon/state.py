@@ -18,7 +18,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,7 +27,7 @@ from sensorcast.adapt import SensorHeads
 from sensorcast.buffer import SensorTable, chunk_rows
 from sensorcast.models.bundle import BundleMeta
 from sensorcast.scoring import SensorScores
-from sensorcast.slots import same_id
+from sensorcast.slots import SlotIndex, same_id
 from sensorcast.topics import SENSOR_ID_RE
 
 log = logging.getLogger(__name__)
@@ -76,12 +76,6 @@ def _glibc(name: str) -> Callable[..., int] | None:
     return function
 
 
-class _Restorable(Protocol):
-    def load_arrays(
-        self, arrays: Mapping[str, NDArray[Any]], canonical: Callable[[str], str]
-    ) -> int: ...
-
-
 def _header(meta: BundleMeta) -> str:
     return json.dumps({"format": FORMAT, "timesteps": meta.timesteps, "features": meta.features})
 
@@ -97,28 +91,33 @@ def _scores_header(meta: BundleMeta, scores: SensorScores) -> str:
     return json.dumps({"format": FORMAT, "model": meta.model_id, "levels": levels})
 
 
-def save_scores(directory: Path, scores: SensorScores, meta: BundleMeta) -> Path:
-    """Write the per-sensor intervals and guard state to `directory/scores.npz`."""
-    arrays: dict[str, Any] = {"header": np.array(_scores_header(meta, scores))}
-    arrays.update(scores.to_arrays())
-    return _write_npz(directory, SCORES_FILE, arrays)
-
-
-def load_scores(
+def save_scores(
     directory: Path,
     scores: SensorScores,
     meta: BundleMeta,
-    canonical: Callable[[str], str] = same_id,
-) -> int:
-    """Restore the per-sensor scores; a missing, corrupt or other model's file is skipped
-    (each sensor then starts again from the bundle's calibration). `canonical`: the string
-    the sensors' table keeps for an id (`SlotIndex.canonical`), so both share it."""
+    order: tuple[list[str], NDArray[np.intp]],
+) -> Path:
+    """Write the per-sensor intervals and guard state to `directory/scores.npz`, of the
+    sensors in `order` (their table's, `SlotIndex.in_order`)."""
+    arrays: dict[str, Any] = {"header": np.array(_scores_header(meta, scores))}
+    arrays.update(scores.to_arrays(order))
+    return _write_npz(directory, SCORES_FILE, arrays)
+
+
+def load_scores(directory: Path, scores: SensorScores, meta: BundleMeta, index: SlotIndex) -> int:
+    """Restore the per-sensor scores into the slots of the sensors' table, `index` (restored
+    first); a missing, corrupt or other model's file is skipped (each sensor then starts
+    again from the bundle's calibration)."""
     header = _scores_header(meta, scores)
     path = directory / SCORES_FILE
     # each sensor's pending forecasts whole, the largest array (14 MB at 100,000 sensors),
     # and their reading numbers (5 MB)
     streamed = ("pend_f", "pend_seq")
-    return _load_state(path, header, "scores", "model or level", scores, canonical, streamed)
+
+    def restore(arrays: Mapping[str, NDArray[Any]]) -> int:
+        return scores.load_arrays(arrays, index)
+
+    return _load_state(path, header, "scores", "model or level", restore, streamed)
 
 
 def _load_state(
@@ -126,11 +125,10 @@ def _load_state(
     header: str,
     what: str,
     other: str,
-    into: _Restorable,
-    canonical: Callable[[str], str],
+    restore: Callable[[Mapping[str, NDArray[Any]]], int],
     streamed: tuple[str, ...] = (),
 ) -> int:
-    """`into.load_arrays` from the .npz at `path` if its header is `header`; 0 if the file is
+    """`restore` the .npz at `path` if its header is `header`; 0 if the file is
     missing, of another `other` (logged) or unusable (logged: never stops the start).
 
     Each array is read from the file when it is asked for and dropped after it was copied:
@@ -145,7 +143,7 @@ def _load_state(
                 return 0
             if not all(SENSOR_ID_RE.fullmatch(str(s)) for s in npz["sensor_ids"].tolist()):
                 raise ValueError("invalid sensor id")
-            return into.load_arrays(_Streamed(npz, zf, streamed), canonical)
+            return restore(_Streamed(npz, zf, streamed))
     except Exception as exc:  # untrusted input
         log.warning("%s %s are unusable (%s); starting afresh", what, path, exc or type(exc))
         return 0
@@ -169,13 +167,18 @@ def load_heads(
     directory: Path, heads: SensorHeads | None, canonical: Callable[[str], str] = same_id
 ) -> int:
     """Restore the adapted heads; a missing, corrupt or other layout's file is skipped (each
-    sensor then starts again from the model's own forecast). `canonical`: as `load_scores`'."""
+    sensor then starts again from the model's own forecast). `canonical`: the string the
+    sensors' table keeps for an id (`SlotIndex.canonical`), so both share it."""
     if heads is None:
         return 0
     path = directory / HEADS_FILE
     header = _heads_header(heads)
     streamed = ("cov", "weights", "pend_phi", "ring")  # 6 of the 6.3 kB of a head
-    n = _load_state(path, header, "adapted heads", "regressor layout", heads, canonical, streamed)
+
+    def restore(arrays: Mapping[str, NDArray[Any]]) -> int:
+        return heads.load_arrays(arrays, canonical)
+
+    n = _load_state(path, header, "adapted heads", "regressor layout", restore, streamed)
     if n:
         log.info("restored the adapted heads of %d sensors from %s", n, path)
     return n

@@ -100,10 +100,10 @@ def restore(state_dir: Path) -> None:
     with service.lock:
         n = load_snapshot(state_dir, service.table, service.meta)
     print(f"restore: buffers of {n:,} sensors: {memory()}", flush=True)
-    canonical = service.table.slots.canonical  # as `sensorcast run` restores them
-    n = load_scores(state_dir, service.worker.served.scores, service.meta, canonical)
+    slots = service.table.slots  # as `sensorcast run` restores them
+    n = load_scores(state_dir, service.worker.served.scores, service.meta, slots)
     print(f"restore: scores of {n:,} sensors: {memory()}", flush=True)
-    n = load_heads(state_dir, service.worker.served.heads, canonical)
+    n = load_heads(state_dir, service.worker.served.heads, slots.canonical)
     print(f"restore: adapted heads of {n:,} sensors: {memory()}", flush=True)
     release_freed_memory()
     print(f"restore: freed memory released: {memory()}", flush=True)

@@ -9,10 +9,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from sensorcast.accuracy import ROLLING_WEIGHT, OnlineAccuracy
-from sensorcast.buffer import Window
 from sensorcast.metrics import Metrics
 from sensorcast.scoring import SensorScores
 
+from .slotted import slotted
 from .test_forecasts import make_meta
 
 FEATURES = ["temperature", "humidity"]
@@ -36,7 +36,7 @@ class Served:
         for sid, temps, forecast in items:
             seq = self.seq[sid] = self.seq.get(sid, 100) + 1
             values = np.column_stack([temps, np.full(len(temps), 40.0)])
-            windows.append(Window(sid, values, float(seq), 60.0, seq=seq))
+            windows.append(slotted(sid, values, float(seq), 60.0, seq=seq))
             forecasts.append([[forecast], [forecast]])
         fc = np.asarray(forecasts, dtype=np.float64)
         self.scores.score(windows, fc, np.ones((len(items), 1, 1)), accuracy=self.accuracy)

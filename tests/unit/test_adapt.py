@@ -19,6 +19,8 @@ from sensorcast.models.realdata import by_name
 from sensorcast.models.runtime import Forecaster
 from sensorcast.state import load_heads, save_heads
 
+from .slotted import slotted
+
 BUNDLE = load_bundle(DEFAULT_BUNDLE)
 META = BUNDLE.meta
 T, H = META.timesteps, META.horizon
@@ -39,7 +41,7 @@ def windows_of(
     values: np.ndarray, sid: str = "s", seq0: int = 0, cadence: float = 3600.0
 ) -> list[Window]:
     return [
-        Window(sid, values[i - T + 1 : i + 1, None], float(i), cadence, seq0 + i)
+        slotted(sid, values[i - T + 1 : i + 1, None], float(i), cadence, seq0 + i)
         for i in range(T - 1, len(values))
     ]
 
@@ -294,13 +296,13 @@ def test_a_wandering_cadence_keeps_a_head_whose_period_stays(forecaster: Forecas
     ws = windows_of(values)
     for i, w in enumerate(ws):  # an hour, then two, then 90 minutes: the day in the window
         cadence = (3600.0, 7200.0, 5400.0)[(i // 50) % 3]
-        serve(h, forecaster, [Window(w.sensor_id, w.values, w.ts, cadence, w.seq)])
+        serve(h, forecaster, [slotted(w.sensor_id, w.values, w.ts, cadence, w.seq)])
     a, slot = h._arrays, h.slots["s"]
     assert a["period"][slot] == 0 and a["updates"][slot] == len(ws) - H
     d = heads()
     for i, w in enumerate(windows_of(demand(400))):  # 30 then 40 minutes: a day of 48, of 36
         cadence = (1800.0, 2400.0)[(i // 50) % 2]
-        serve(d, forecaster, [Window(w.sensor_id, w.values, w.ts, cadence, w.seq)])
+        serve(d, forecaster, [slotted(w.sensor_id, w.values, w.ts, cadence, w.seq)])
     a, slot = d._arrays, d.slots["s"]
     assert a["period"][slot] in (36, 48) and a["updates"][slot] == len(ws) - H
 
@@ -361,7 +363,7 @@ def test_a_bundle_of_two_targets_keeps_a_ring_of_each() -> None:
         center, scale = raw[:, -1:, :], np.full((1, 1, 2), 0.1)
         x = (raw - center) / scale
         y = np.zeros((1, H, 2))
-        w = Window("s", raw[0], float(i), HALF_HOUR, i)
+        w = slotted("s", raw[0], float(i), HALF_HOUR, i)
         out = h.correct([w], x, y, center, scale, raw).y
         assert out.shape == (1, H, 2) and np.isfinite(out).all()
     a, slot = h._arrays, h.slots["s"]
@@ -373,7 +375,7 @@ def test_a_bundle_of_two_targets_keeps_a_ring_of_each() -> None:
     np.testing.assert_allclose(day_back, series[299 - 48], rtol=1e-6)
     # an older window than the ring holds (a restore of older buffers): the ring starts again
     raw = series[None, 200 - T + 1 : 201]
-    h.correct([Window("s", raw[0], 200.0, HALF_HOUR, 200)], (raw - raw[:, -1:]) / 0.1,
+    h.correct([slotted("s", raw[0], 200.0, HALF_HOUR, 200)], (raw - raw[:, -1:]) / 0.1,
               np.zeros((1, H, 2)), raw[:, -1:], np.full((1, 1, 2), 0.1), raw)  # fmt: skip
     assert a["ring_count"][slot] == T and a["ring_newest"][slot] == 200
 

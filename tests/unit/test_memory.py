@@ -16,8 +16,10 @@ from sensorcast.accuracy import OnlineAccuracy
 from sensorcast.buffer import SensorTable, Window
 from sensorcast.metrics import Metrics
 from sensorcast.scoring import SensorScores
+from sensorcast.slots import SlotIndex
 from sensorcast.state import SCORES_FILE, SNAPSHOT_FILE, load_scores, load_snapshot, save_scores
 
+from .slotted import INDEX, slotted
 from .test_scoring import meta as scoring_meta
 from .test_state import make_meta, restore_overhead
 
@@ -97,7 +99,7 @@ def test_online_accuracy_keeps_nothing_per_sensor() -> None:
     scores = _scores_of(n)  # every sensor has a forecast pending
     metrics = Metrics()
     acc = OnlineAccuracy(metrics, ["value"], ["value"], "m@1")
-    windows = [Window(f"s{i:06d}", np.full((4, 1), 1.0), 2.0, 1.0, seq=11 + i) for i in range(n)]
+    windows = [slotted(f"s{i:06d}", np.full((4, 1), 1.0), 2.0, 1.0, seq=11 + i) for i in range(n)]
     tracemalloc.start()
     try:
         for start in range(0, n, 100):
@@ -116,7 +118,7 @@ def _scores_of(n: int) -> SensorScores:
     scores = SensorScores(m, level=0.9, anomaly_level=0.99, max_sensors=n)
     for start in range(0, n, 1000):
         windows = [
-            Window(f"s{i:06d}", np.full((4, 1), float(i % 7)), 1.0, 1.0, seq=10 + i)
+            slotted(f"s{i:06d}", np.full((4, 1), float(i % 7)), 1.0, 1.0, seq=10 + i)
             for i in range(start, min(n, start + 1000))
         ]
         k = len(windows)
@@ -128,15 +130,15 @@ def test_scores_are_restored_an_array_at_a_time(tmp_path: Path) -> None:
     n = 20_000
     source = _scores_of(n)
     m = scoring_meta(horizon=3)
-    save_scores(tmp_path, source, m)
-    file_bytes = sum(a.nbytes for a in source.to_arrays().values())
+    save_scores(tmp_path, source, m, INDEX.in_order())
+    file_bytes = sum(a.nbytes for a in source.to_arrays(INDEX.in_order()).values())
     restored = SensorScores(m, level=0.9, anomaly_level=0.99, max_sensors=n)
-    restored_n, extra = restore_overhead(lambda: load_scores(tmp_path, restored, m))
+    restored_n, extra = restore_overhead(lambda: load_scores(tmp_path, restored, m, INDEX))
     assert restored_n == n
     # beyond what it kept, the restore held at most about one array of the file (reading
     # the whole file first held all of them)
     assert extra < 0.5 * file_bytes, f"{extra / 1e6:.1f} MB extra for {file_bytes / 1e6:.1f} MB"
-    a, b = source.to_arrays(), restored.to_arrays()
+    a, b = source.to_arrays(INDEX.in_order()), restored.to_arrays(INDEX.in_order())
     assert list(a) == list(b)
     for name in a:
         assert np.array_equal(a[name], b[name]), name
@@ -150,7 +152,7 @@ def test_scores_saved_before_the_guard_was_per_step_are_restored_an_array_at_a_t
     n, h = 20_000, 3
     source = _scores_of(n)
     m = scoring_meta(horizon=h)
-    save_scores(tmp_path, source, m)
+    save_scores(tmp_path, source, m, INDEX.in_order())
     path = tmp_path / SCORES_FILE
     with np.load(path) as npz:
         arrays = {k: npz[k] for k in npz.files}
@@ -161,11 +163,11 @@ def test_scores_saved_before_the_guard_was_per_step_are_restored_an_array_at_a_t
     np.savez(path, **arrays)  # type: ignore[arg-type]
     del arrays
     restored = SensorScores(m, level=0.9, anomaly_level=0.99, max_sensors=n)
-    restored_n, extra = restore_overhead(lambda: load_scores(tmp_path, restored, m))
+    restored_n, extra = restore_overhead(lambda: load_scores(tmp_path, restored, m, INDEX))
     assert restored_n == n
     # beyond what it kept, at most about one array at a time, converted (converting them
     # all at once held 2.9 MB here, reading the whole file first more)
-    a, b = source.to_arrays(), restored.to_arrays()
+    a, b = source.to_arrays(INDEX.in_order()), restored.to_arrays(INDEX.in_order())
     state_bytes = sum(x.nbytes for x in b.values())
     assert extra < 0.5 * state_bytes, f"{extra / 1e6:.1f} MB extra for {state_bytes / 1e6:.1f} MB"
     for name in ("pend_seq", "pend_f", "q_model", "qa_pers", "n_scored", "sensor_ids"):
@@ -200,11 +202,11 @@ def test_scores_keep_the_steps_still_to_be_realised_and_no_more() -> None:
         seq += int(rng.choice([1, 1, 1, 2, 3, 7]))  # windows skipped now and then
         scored += any(ring_seqs[(seq - lag) % h] == seq - lag for lag in range(1, h + 1))
         forecast = rng.normal(20.0, 5.0, size=(1, h, 1))
-        window = Window("s", np.full((4, 1), 20.0), float(seq), 1.0, seq=seq)
+        window = slotted("s", np.full((4, 1), 20.0), float(seq), 1.0, seq=seq)
         scores.score([window], forecast, np.ones((1, 1, 1)))
         made[seq] = forecast[0, :, 0].astype(np.float32)
         ring_seqs[seq % h] = seq
-        saved = scores.to_arrays()
+        saved = scores.to_arrays(INDEX.in_order())
         assert saved["n_scored"][0] == scored  # a reading scored whenever a forecast was due
         recent = np.where(ring_seqs > seq - h, ring_seqs, -1)  # older ones are never read
         assert np.array_equal(saved["pend_seq"][0], recent)
@@ -231,26 +233,38 @@ def test_per_sensor_bytes_of_buffers_and_scores() -> None:
     assert per_scores <= 440, per_scores
 
 
-def test_the_per_sensor_tables_share_their_slot_numbers() -> None:
-    """Each table maps a sensor id to an int; the same int objects serve every table."""
-    table = SensorTable(4, 1, max_sensors=5000, initial_capacity=5000)
-    scores = SensorScores(scoring_meta(horizon=3), level=0.9, anomaly_level=0.99, max_sensors=5000)
-    for i in range(3000):
-        got = table.push(f"s{i}", 1.0, (1.0,))
-        assert got is None
-        w = Window(f"s{i}", np.ones((4, 1)), 1.0, 60.0, seq=1)
-        scores.score([w], np.ones((1, 3, 1)), np.ones((1, 1, 1)))
-    shared = [table.slots[s] is scores.slots[s] for s in list(table.slots)[1000:]]
-    assert all(shared)
+def test_the_scores_keep_no_index_of_their_own() -> None:
+    """The scores keep each sensor in its table's slot: beside their arrays, one reference
+    per slot (a dict of their own from id to slot took 6.5 MB more at 100,000 sensors)."""
+    n = 3000
+    table = SensorTable(4, 1, max_sensors=n, initial_capacity=n)
+    scores = SensorScores(scoring_meta(horizon=3), level=0.9, anomaly_level=0.99, max_sensors=n)
+    for r in range(5):
+        for i in range(n):
+            w = table.push(f"s{i}", float(r), (1.0,))
+        if isinstance(w, Window):
+            scores.score([w], np.ones((1, 3, 1)), np.ones((1, 1, 1)))
+    windows = [table.push(f"s{i}", 5.0, (1.0,)) for i in range(n)]
+    tracemalloc.start()
+    try:
+        for w in windows:
+            assert isinstance(w, Window)
+            scores.score([w], np.ones((1, 3, 1)), np.ones((1, 1, 1)))
+        kept, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert kept < 40 * n, f"{kept / n:.0f} bytes a sensor beside the arrays"
+    assert len(scores) == n
 
 
 def test_a_snapshot_of_the_scores_holds_little_beside_what_it_writes() -> None:
     """The forecasts are made whole for the file a chunk of sensors at a time, from the
     cells themselves (copying the cells first held 1 MB more here)."""
     scores = _scores_of(20_000)
+    order = INDEX.in_order()  # the table's ids and slots, taken under the service's lock
     tracemalloc.start()
     try:
-        arrays = scores.to_arrays()
+        arrays = scores.to_arrays(order)
         kept, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -299,25 +313,28 @@ def test_large_blocks_freed_go_back_to_the_system() -> None:
 def test_pending_forecasts_are_restored_a_chunk_of_rows_at_a_time(tmp_path: Path) -> None:
     """Each sensor's pending forecasts whole, (n, h, h) floats, are the largest array of
     scores.npz: read a chunk of sensors at a time, never whole; and when the file holds more
-    sensors than the daemon keeps, the newest ones are read past the others' rows."""
+    sensors than the daemon's table keeps, those it keeps are read past the others' rows."""
     n, h, keep = 12_000, 6, 9_000
     m = scoring_meta(horizon=h)
     source = SensorScores(m, level=0.9, anomaly_level=0.99, max_sensors=n)
     for start in range(0, n, 1000):
         windows = [
-            Window(f"s{i:06d}", np.full((8, 1), float(i % 7)), 1.0, 1.0, seq=10 + i)
+            slotted(f"s{i:06d}", np.full((8, 1), float(i % 7)), 1.0, 1.0, seq=10 + i)
             for i in range(start, start + 1000)
         ]
         forecast = np.broadcast_to(2.0 + np.arange(h)[None, :, None], (1000, h, 1))
         source.score(windows, forecast.copy(), np.ones((1000, 1, 1)))
-    save_scores(tmp_path, source, m)
-    pend_bytes = source.to_arrays()["pend_f"].nbytes
+    save_scores(tmp_path, source, m, INDEX.in_order())
+    pend_bytes = source.to_arrays(INDEX.in_order())["pend_f"].nbytes
     restored = SensorScores(m, level=0.9, anomaly_level=0.99, max_sensors=keep)
-    restored_n, extra = restore_overhead(lambda: load_scores(tmp_path, restored, m))
+    kept = SlotIndex()  # a table that kept the newest `keep` of them, in the same slots
+    for i in range(n - keep, n):
+        kept.add(f"s{i:06d}", INDEX[f"s{i:06d}"])
+    restored_n, extra = restore_overhead(lambda: load_scores(tmp_path, restored, m, kept))
     assert restored_n == keep
     # read whole, the restore held 2.1 times the array beyond what it kept; now 1.25 (the
     # other arrays, read one at a time)
     assert extra < 1.5 * pend_bytes, f"{extra / 1e6:.2f} MB extra, pend_f {pend_bytes / 1e6:.2f} MB"
-    a, b = source.to_arrays(), restored.to_arrays()
+    a, b = source.to_arrays(INDEX.in_order()), restored.to_arrays(kept.in_order())
     for name in a:
         assert np.array_equal(a[name][n - keep :], b[name]), name

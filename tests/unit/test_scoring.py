@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sensorcast.buffer import Window
+from sensorcast.buffer import SensorTable, Window
 from sensorcast.models.bundle import BundleMeta, default_calibration
 from sensorcast.scoring import GUARD_MIN_SCORED, GUARD_WHOLE, PERS_STEPS, SensorScores
+from sensorcast.slots import SlotIndex
 
+from .slotted import INDEX, slot_of, slotted
 from .test_forecasts import make_meta
 
 T = 4
@@ -40,7 +42,7 @@ def replay(
     timestamps found."""
     h, t = scores.horizon, timesteps
     windows = [
-        Window(sid, series[i - t + 1 : i + 1, None].astype(float), float(i), 1.0, seq=1000 + i)
+        slotted(sid, series[i - t + 1 : i + 1, None].astype(float), float(i), 1.0, seq=1000 + i)
         for i in range(t - 1, len(series))
     ]
     out: tuple[list, list, list, list, list] = ([], [], [], [], [])
@@ -67,7 +69,7 @@ def test_first_forecast_is_the_last_value_with_the_bundle_calibration_interval()
     """A new sensor is served the last value until the model has won on it; without the
     guard, the model's forecast. Either way the interval is the bundle's calibration."""
     m = meta()
-    w = Window("a", np.full((T, 1), 3.0), 1.0, 1.0, seq=7)
+    w = slotted("a", np.full((T, 1), 3.0), 1.0, 1.0, seq=7)
     fc = np.full((1, 3, 1), 10.0)
     q = np.asarray(default_calibration(3, 1).quantile(0.9))
     got = scores_for(m).score([w], fc, np.full((1, 1, 1), 2.0))
@@ -133,7 +135,7 @@ def test_guard_serves_persistence_where_the_model_loses_and_returns_when_it_wins
     oracle = lambda w: np.array([truth.get(float(w[-1]), w[-1])])  # noqa: E731
     seq0 = 1000 + 400
     windows = [
-        Window("s", walk[i - T + 1 : i + 1, None], float(i), 1.0, seq=seq0 + i - 400)
+        slotted("s", walk[i - T + 1 : i + 1, None], float(i), 1.0, seq=seq0 + i - 400)
         for i in range(400, 799)
     ]
     served = []
@@ -165,7 +167,7 @@ def test_an_adapted_forecast_that_wins_by_less_than_a_tenth_is_served(adapted: b
     ahead = {float(v): walk[i + 1] for i, v in enumerate(walk[:-1])}
     s = scores_for(meta(horizon=1))
     for i in range(T - 1, len(walk) - 1):
-        w = Window("s", walk[i - T + 1 : i + 1, None], float(i), 1.0, seq=1000 + i)
+        w = slotted("s", walk[i - T + 1 : i + 1, None], float(i), 1.0, seq=1000 + i)
         fc = w.values[-1] + 0.07 * (ahead[float(w.values[-1, 0])] - w.values[-1])
         got = s.score([w], fc.reshape(1, 1, 1), np.ones((1, 1, 1)), adapted=np.array([adapted]))
     assert bool(got.persistence[0]) is not adapted
@@ -184,7 +186,7 @@ def test_a_forecast_that_wins_by_less_than_guard_whole_is_mixed_with_the_last_va
     walk = np.cumsum(rng.normal(0, 1, 1200))
     s = scores_for(meta(horizon=1))
     for i in range(T - 1, len(walk) - 1):
-        w = Window("s", walk[i - T + 1 : i + 1, None], float(i), 1.0, seq=1000 + i)
+        w = slotted("s", walk[i - T + 1 : i + 1, None], float(i), 1.0, seq=1000 + i)
         now = early if i < 600 else ratio
         fc = (w.values[-1] + (1 - now) * (walk[i + 1] - w.values[-1])).reshape(1, 1, 1)
         got = s.score([w], fc, np.ones((1, 1, 1)), adapted=np.array([True]))
@@ -213,7 +215,7 @@ def test_an_adapted_forecast_s_interval_follows_its_errors_down_faster() -> None
         s = scores_for(meta(horizon=1), guard=False)
         inside = []
         for i in range(T - 1, len(walk) - 1):
-            w = Window("s", walk[i - T + 1 : i + 1, None], float(i), 1.0, seq=1000 + i)
+            w = slotted("s", walk[i - T + 1 : i + 1, None], float(i), 1.0, seq=1000 + i)
             fc = np.full((1, 1, 1), walk[i + 1] + error[i + 1])
             got = s.score([w], fc, np.ones((1, 1, 1)), adapted=np.array([adapted]))
             if i >= 900:
@@ -249,12 +251,32 @@ def test_windows_of_one_sensor_in_one_batch_score_as_if_one_at_a_time() -> None:
     assert one[3] == many[3]
 
 
-def test_sensors_are_capped_least_recently_seen_first() -> None:
-    s = scores_for(meta(), max_sensors=3)
-    for sid in "abcd":
-        w = Window(sid, np.zeros((T, 1)), 1.0, 1.0, seq=1)
-        s.score([w], np.zeros((1, 3, 1)), np.ones((1, 1, 1)))
-    assert list(s.slots) == ["b", "c", "d"]
+def test_a_slot_its_table_gives_to_another_sensor_starts_again() -> None:
+    """The scores keep each sensor in its table's slot: when the table gives the slot of a
+    sensor it evicted to a new one, the new sensor starts from the bundle's calibration, on
+    the last value, and its snapshot holds the new sensor only."""
+    table = SensorTable(T, 1, max_sensors=1)
+    s = scores_for(meta(), max_sensors=1)
+    rng = np.random.default_rng(3)
+    walk = np.cumsum(rng.normal(0, 1, 200))
+    got = None
+    for i, v in enumerate(walk):  # "a" learns: the model (the exact next value) wins
+        w = table.push("a", float(i), (float(v),))
+        if isinstance(w, Window):
+            fc = np.full((1, 3, 1), walk[min(i + 1, len(walk) - 1)])
+            got = s.score([w], fc, np.ones((1, 1, 1)))
+    assert got is not None and not got.persistence[0]
+    for i in range(T):
+        w = table.push("b", float(i), (5.0,))  # evicts "a": "b" takes its slot
+    assert isinstance(w, Window) and w.slot == 0
+    fresh = s.score([w], np.full((1, 3, 1), 9.0), np.ones((1, 1, 1)))
+    assert fresh.persistence[0]  # a new sensor starts on the last value
+    first = scores_for(meta()).score(
+        [slotted("z", w.values, 1.0, 1.0, seq=1)], np.full((1, 3, 1), 9.0), np.ones((1, 1, 1))
+    )
+    assert np.array_equal(fresh.lower, first.lower)  # the bundle's calibration
+    assert s.to_arrays(table.slots.in_order())["sensor_ids"].tolist() == ["b"]
+    assert s.on_persistence == 1
 
 
 def test_snapshot_round_trip_keeps_each_sensors_state() -> None:
@@ -262,10 +284,10 @@ def test_snapshot_round_trip_keeps_each_sensors_state() -> None:
     series = 50 + rng.normal(0, 4, 500)
     s = scores_for(meta())
     replay(s, series, lambda w: np.full(3, 50.0))
-    arrays = s.to_arrays()
+    arrays = s.to_arrays(INDEX.in_order())
     restored = scores_for(meta())
-    assert restored.load_arrays(arrays) == 1
-    w = Window("s", series[-T:, None], 1e6, 1.0, seq=5_000_000)
+    assert restored.load_arrays(arrays, INDEX) == 1
+    w = slotted("s", series[-T:, None], 1e6, 1.0, seq=5_000_000)
     a = s.score([w], np.full((1, 3, 1), 50.0), np.ones((1, 1, 1)))
     b = restored.score([w], np.full((1, 3, 1), 50.0), np.ones((1, 1, 1)))
     assert a.upper == pytest.approx(b.upper)
@@ -277,11 +299,11 @@ def test_a_restored_sensor_s_pending_steps_take_its_saved_quantiles_as_published
     rng = np.random.default_rng(6)
     s = scores_for(meta())
     replay(s, 50 + rng.normal(0, 4, 300), lambda w: np.full(3, 50.0))
-    arrays = s.to_arrays()
+    arrays = s.to_arrays(INDEX.in_order())
     assert not any(name.startswith("pend_q_") for name in arrays)
     restored = scores_for(meta())
-    restored.load_arrays(arrays)
-    slot = restored.slots["s"]
+    restored.load_arrays(arrays, INDEX)
+    slot = INDEX["s"]
     for name in ("q_model", "q_pers"):
         q = restored._arrays[name][slot, :, 0]
         published = restored._arrays["pend_" + name][slot, :, 0]
@@ -292,10 +314,10 @@ def test_a_restored_sensor_s_pending_steps_take_its_saved_quantiles_as_published
 def test_a_corrupt_snapshot_is_refused() -> None:
     s = scores_for(meta())
     replay(s, np.arange(20.0), lambda w: np.full(3, w[-1]))
-    arrays = s.to_arrays()
+    arrays = s.to_arrays(INDEX.in_order())
     arrays["q_model"] = arrays["q_model"] * np.nan
     with pytest.raises(ValueError, match="not finite"):
-        scores_for(meta()).load_arrays(arrays)
+        scores_for(meta()).load_arrays(arrays, INDEX)
 
 
 @pytest.mark.parametrize(
@@ -322,12 +344,12 @@ def test_a_snapshot_with_what_no_scoring_makes_is_refused_in_one_line(
     m = meta()
     s = scores_for(m)
     replay(s, 50 + np.random.default_rng(7).normal(0, 4, 100), lambda w: np.full(3, 50.0))
-    save_scores(tmp_path, s, m)
+    save_scores(tmp_path, s, m, INDEX.in_order())
     with np.load(tmp_path / SCORES_FILE) as npz:
         arrays = {k: npz[k] for k in npz.files}
     arrays[name].flat[0] = bad
     np.savez(tmp_path / SCORES_FILE, **arrays)  # type: ignore[arg-type]
-    assert load_scores(tmp_path, scores_for(m), m) == 0
+    assert load_scores(tmp_path, scores_for(m), m, INDEX) == 0
     (line,) = [r.getMessage() for r in caplog.records if "unusable" in r.getMessage()]
     assert name in line
 
@@ -348,7 +370,7 @@ def test_a_jump_both_miss_does_not_hide_a_model_that_then_loses() -> None:
         stepped_in = np.ptp(w) > 40  # the step is in the window
         f = w[-1] - (1.0 if stepped_in else -0.1 * np.arange(1, h + 1)) + np.zeros(h)
         scale = np.sqrt(np.mean(np.diff(w) ** 2)).reshape(1, 1, 1)
-        window = Window("s", w[:, None], float(i), 1.0, seq=1000 + i)
+        window = slotted("s", w[:, None], float(i), 1.0, seq=1000 + i)
         pers.append(bool(s.score([window], f.reshape(1, h, 1), scale).persistence[0]))
     stepped = pers[200 - t + 1 + 5 : 200]  # windows holding the step, after a few readings
     assert not any(pers[2 * GUARD_MIN_SCORED : 200 - t + 1])  # the model won, and is served
@@ -363,7 +385,7 @@ def test_unscorable_targets_get_the_bundle_interval_and_no_guard() -> None:
     }  # fmt: skip
     s = scores_for(BundleMeta.model_validate(data))
     assert not s.scored
-    w = Window("a", np.zeros((T, 1)), 1.0, 1.0, seq=3)
+    w = slotted("a", np.zeros((T, 1)), 1.0, 1.0, seq=3)
     got = s.score([w], np.full((1, 1, 1), 400.0), np.full((1, 1, 1), 10.0))
     assert got.upper[0, 0, 0] == pytest.approx(400.0 + 10.0 * 1.645)
     assert not got.persistence[0]
@@ -518,8 +540,9 @@ def test_readings_while_a_window_refills_after_a_gap_are_checked() -> None:
     for i in range(3):
         other.push("new", float(i), (1.0,))
     assert other.refilling("new") is None  # a new sensor's first readings are not a refill
-    assert s.check_refills([Window("unknown", np.ones((t, 1)), 1.0, 1.0, 5, refill=3)]) == []
-    assert "unknown" not in s.slots
+    unknown = slotted("unknown", np.ones((t, 1)), 1.0, 1.0, 5, refill=3)
+    assert s.check_refills([unknown]) == []
+    assert s.to_arrays(([unknown.sensor_id], np.array([unknown.slot])))["sensor_ids"].size == 0
 
 
 def test_scores_saved_before_the_guard_was_per_step_are_restored(tmp_path: Path) -> None:
@@ -536,10 +559,13 @@ def test_scores_saved_before_the_guard_was_per_step_are_restored(tmp_path: Path)
     shutil.copy(DATA / "scores_0978568.npz", tmp_path / SCORES_FILE)
     m = meta(horizon=3)
     s = scores_for(m)
-    assert load_scores(tmp_path, s, m) == 3
+    table = SlotIndex()  # the sensors' table, restored first
+    for sid in ("good", "bad", "new"):
+        table.add(sid, slot_of(sid))
+    assert load_scores(tmp_path, s, m, table) == 3
     with np.load(DATA / "scores_0978568.npz") as npz:
         old = {k: npz[k] for k in npz.files}
-    got = s.to_arrays()
+    got = s.to_arrays(table.in_order())
     assert got["sensor_ids"].tolist() == ["good", "bad", "new"]
     for name in ("pend_seq", "pend_scale", "pend_rscale", "q_model",
                  "q_pers", "qa_model", "qa_pers", "n_scored", "flagged_seq"):  # fmt: skip
@@ -571,7 +597,7 @@ def test_scores_saved_before_the_guard_was_per_step_are_restored(tmp_path: Path)
     afresh = scores_for(m)
     for i in range(300, 303):  # the readings after those the snapshot holds
         values = walk[i - T + 1 : i + 1, None]
-        windows = [Window(sid, values, float(i), 1.0, seq=1000 + i) for sid in ("good", "bad")]
+        windows = [slotted(sid, values, float(i), 1.0, seq=1000 + i) for sid in ("good", "bad")]
         fc = np.stack([walk[i + 1 : i + 4] + 0.1, np.full(3, walk[i] + 5.0)])[:, :, None]
         one = np.ones((2, 1, 1))
         served = s.score(windows, fc, one)
@@ -603,7 +629,7 @@ def test_a_sensors_level_does_not_change_its_scores(level: float) -> None:
         assert np.allclose(b - level, a, rtol=0, atol=1e-6 * max(level, 1.0))
     widths = np.subtract(got_near[2], got_near[1])  # the intervals
     assert np.allclose(np.subtract(got_far[2], got_far[1]), widths, rtol=1e-4)
-    arrays_near, arrays_far = near.to_arrays(), far.to_arrays()
+    arrays_near, arrays_far = near.to_arrays(INDEX.in_order()), far.to_arrays(INDEX.in_order())
     for name in ("q_model", "q_pers", "err_model", "err_pers", "use_pers", "n_scored"):
         assert np.allclose(arrays_far[name], arrays_near[name], rtol=1e-4), name
 

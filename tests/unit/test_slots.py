@@ -85,12 +85,17 @@ def test_tables_key_every_sensor_on_the_buffers_own_string() -> None:
 
 def test_scores_restored_with_the_tables_strings_share_them() -> None:
     table = SensorTable(4, 1)
-    table.push("".join(["a", "b"]), 1.0, (1.0,))
+    for i in range(4):
+        window = table.push("".join(["a", "b"]), float(i), (1.0,))
+    assert isinstance(window, Window)
     scores = SensorScores(scoring_meta(horizon=3), level=0.9, anomaly_level=0.99, max_sensors=4)
-    scores._slot("ab")
+    scores.score([window], np.ones((1, 3, 1)), np.ones((1, 1, 1)))
     restored = SensorScores(scoring_meta(horizon=3), level=0.9, anomaly_level=0.99, max_sensors=4)
-    assert restored.load_arrays(scores.to_arrays(), table.slots.canonical) == 1
-    assert restored.slots.id_of(restored.slots["ab"]) is table.slots.id_of(table.slots["ab"])
+    again = SensorTable(4, 1)
+    again.load_arrays(table.to_arrays())
+    assert restored.load_arrays(scores.to_arrays(table.slots.in_order()), again.slots) == 1
+    slot = again.slots["ab"]
+    assert restored._owner[slot] is again.slots.id_of(slot)
 
 
 def test_what_else_keeps_a_sensor_keeps_the_buffers_string() -> None:

@@ -7,13 +7,14 @@ import logging
 import numpy as np
 import pytest
 
-from sensorcast.buffer import Window
 from sensorcast.handoff import Pending, ReadyQueue
 from sensorcast.inference import InferenceWorker, ServedBundle
 from sensorcast.metrics import Metrics
 from sensorcast.models import DEFAULT_BUNDLE
 from sensorcast.models.bundle import load_bundle
 from sensorcast.topics import TopicTemplate
+
+from .slotted import slotted
 
 
 def test_a_forecast_that_is_not_finite_is_counted_and_logged_once_a_minute(
@@ -35,7 +36,7 @@ def test_a_forecast_that_is_not_finite_is_counted_and_logged_once_a_minute(
     )
     t = bundle.meta.timesteps
     windows = [
-        Pending(Window(f"s{i}", np.full((t, 1), 20.0 + i), 1.7e9, 60.0, seq=t), 0.0)
+        Pending(slotted(f"s{i}", np.full((t, 1), 20.0 + i), 1.7e9, 60.0, seq=t), 0.0)
         for i in range(3)
     ]
     with caplog.at_level(logging.WARNING, logger="sensorcast.inference"):
