@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
     """Record until SIGINT/SIGTERM, `--duration` or `--count`; 0 after a clean stop."""
     settings = settings_from_args(args)
     setup_logging(settings.log.level, settings.log.format)
-    if args.duration < 0 or args.count < 0:
+    if not args.duration >= 0 or args.count < 0:  # `not >=`: NaN is refused too
         raise UserError("--duration and --count must be 0 (no limit) or more")
     try:
         meta = load_bundle(settings.model.path).meta

@@ -247,8 +247,9 @@ def _run(args: argparse.Namespace) -> tuple[list[Result], list[OpenLoopResult]]:
 
     bundle = Path(args.bundle) if args.bundle else DEFAULT_BUNDLE
     meta = load_bundle(bundle).meta
-    if args.sensors < 1 or args.duration <= 0 or args.rate <= 0 or not args.cadence > 0:
-        raise UserError("--sensors, --duration, --rate and --cadence must be positive")
+    finite = all(math.isfinite(v) for v in (args.duration, args.rate, args.cadence))
+    if args.sensors < 1 or not finite or not min(args.duration, args.rate, args.cadence) > 0:
+        raise UserError("--sensors, --duration, --rate and --cadence must be positive numbers")
     for flag in ("flood", "backlog"):
         k = getattr(args, flag)
         if k is not None and k < meta.timesteps:

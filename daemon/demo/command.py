@@ -105,7 +105,7 @@ def _check(args: argparse.Namespace) -> tuple[Path, BundleMeta]:
         raise UserError(f"--sensors must be between 1 and 1000, not {args.sensors}")
     if not 0.05 <= args.interval <= 60:
         raise UserError(f"--interval must be between 0.05 and 60 seconds, not {args.interval:g}")
-    if args.duration < 0:
+    if not args.duration >= 0:  # `not >=`: NaN is refused too
         raise UserError(f"--duration must be 0 (until Ctrl-C) or more, not {args.duration:g}")
     path = args.model or DEFAULT_BUNDLE
     meta = load_bundle(path).meta

@@ -59,6 +59,17 @@ def test_bench_reports_a_bad_setting_in_one_line(capsys: pytest.CaptureFixture[s
     assert err.count("\n") == 1 and "KEY=VALUE" in err
 
 
+@pytest.mark.parametrize(
+    "bad", [["--duration", "nan"], ["--rate", "nan"], ["--duration", "inf"], ["--cadence", "inf"]]
+)
+def test_bench_refuses_a_duration_or_rate_that_is_no_positive_number(
+    capsys: pytest.CaptureFixture[str], bad: list[str]
+):
+    assert bench.run(bench_args(*bad)) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "must be positive numbers" in err
+
+
 def test_bench_backlog_mode_drains_everything_on_one_connection(tmp_path: Path):
     out = tmp_path / "bench.json"
     args = bench_args(

@@ -113,6 +113,7 @@ def test_forecasts_are_on_the_demo_broker_and_sigterm_stops_it():
     [
         (["--model", "/nonexistent/bundle"], "is not a directory"),
         (["--sensors", "0"], "--sensors must be between 1 and 1000"),
+        (["--duration", "nan"], "--duration must be 0 (until Ctrl-C) or more"),
     ],
 )
 def test_demo_mistakes_are_one_line(args, message):

@@ -115,6 +115,13 @@ def test_a_sensors_glob_that_matches_no_id_is_refused_in_one_line(tmp_path, conf
     assert len(rec.stderr) == 1 and "matches no sensor id" in rec.stderr[0]
 
 
+@pytest.mark.parametrize("limit", [["--duration", "nan"], ["--count", "-1"]])
+def test_a_limit_that_is_not_a_number_of_at_least_0_is_refused(tmp_path, config, limit):
+    rec = Command("record", "--config", str(config), "--out", str(tmp_path / "r.csv"), *limit)
+    assert rec.wait(timeout=15) == 1
+    assert len(rec.stderr) == 1 and "must be 0 (no limit) or more" in rec.stderr[0]
+
+
 def test_recorder_leaves_the_daemons_session_alone(tmp_path, broker, client_factory, run_daemon):
     """Same config, same client_id as the daemon: both keep their connections and both see all."""
     settings = daemon_settings(broker.port)
