@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import re
@@ -285,6 +286,10 @@ def _check_options(args: argparse.Namespace) -> tuple[int, str]:
         (0.0 <= args.dropout < 1.0, "--dropout must be in [0, 1)"),
         (args.batch_size >= 1 and args.patience >= 0, "--batch-size must be >= 1, --patience >= 0"),
         (args.max_gap >= 1.0, "--max-gap must be at least 1 (a factor of the cadence)"),
+        (
+            args.resample is None or 0 < args.resample < math.inf,
+            "--resample must be a positive number of seconds",
+        ),
         (
             args.val_frac > 0 and args.test_frac > 0 and args.val_frac + args.test_frac < 0.9,
             "--val-frac and --test-frac must be positive and sum to less than 0.9",

@@ -119,3 +119,16 @@ def test_millisecond_times_are_converted_with_a_notice(tmp_path: Path) -> None:
     notice = "ms.csv: the times are epoch milliseconds (too large for seconds); converted"
     assert printed.splitlines()[0].startswith(notice)
     assert load_bundle(tmp_path / "ms").meta.cadence_s == 60.0
+
+
+@pytest.mark.parametrize("step", ["nan", "inf", "-60"])
+def test_a_resample_step_that_is_no_positive_number_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """It used to reach numpy's arange: a traceback (cannot compute length) for nan and inf."""
+    pytest.importorskip("tensorflow")
+    monkeypatch.setattr(train, "fit", lambda *_: pytest.fail("trained before refusing"))
+    history = Path(__file__).parents[1] / "data" / "homeassistant_history.csv"
+    with pytest.raises(UserError, match="--resample must be a positive number of seconds"):
+        run_train(history, tmp_path / "x", "--resample", step)
+    assert not (tmp_path / "x").exists()
