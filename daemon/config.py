@@ -37,7 +37,13 @@ from pydantic_settings import (
 
 from sensorcast.errors import ConfigError
 from sensorcast.globs import uncovered
-from sensorcast.topics import TopicTemplate, check_share_group, topics_overlap
+from sensorcast.topics import (
+    PLACEHOLDER,
+    TopicTemplate,
+    check_share_group,
+    status_topic,
+    topics_overlap,
+)
 
 ENV_PREFIX = "SENSORCAST_"
 CONFIG_ENV = "SENSORCAST_CONFIG"
@@ -584,12 +590,30 @@ class Settings(BaseSettings):
         """Refuse a topic the daemon publishes to that its own subscription would take in as
         readings: it would read its forecasts back (each dropped as missing its feature)."""
         inputs = info.data.get("input")
-        if isinstance(inputs, InputConfig) and topics_overlap(inputs.topic, section.topic):
-            raise ValueError(
-                f"topic {section.topic!r} is also matched by input.topic {inputs.topic!r}: "
-                "the daemon would read what it publishes back as readings"
-            )
+        if isinstance(inputs, InputConfig):
+            _refuse_read_back(inputs, f"{info.field_name}.topic", section.topic)
         return section
+
+    @field_validator("input")
+    @classmethod
+    def _check_status_not_read_back(cls, inputs: InputConfig, info: ValidationInfo) -> InputConfig:
+        """The status topic, `online` and `offline` retained, is not a reading either."""
+        mqtt = info.data.get("mqtt")
+        if isinstance(mqtt, MQTTConfig):
+            _refuse_read_back(inputs, "the status topic", status_topic(mqtt.client_id))
+        return inputs
+
+    @field_validator("homeassistant")
+    @classmethod
+    def _check_discovery_not_read_back(
+        cls, ha: HomeAssistantConfig, info: ValidationInfo
+    ) -> HomeAssistantConfig:
+        inputs = info.data.get("input")
+        if ha.discovery and isinstance(inputs, InputConfig):
+            for kind in ("sensor", "binary_sensor"):
+                config_topic = f"{ha.prefix}/{kind}/{ha.node_id}/{PLACEHOLDER}/config"
+                _refuse_read_back(inputs, "a Home Assistant discovery topic", config_topic)
+        return ha
 
     @field_validator("routes")
     @classmethod
@@ -618,6 +642,16 @@ class Settings(BaseSettings):
         return sources
 
 
+def _refuse_read_back(inputs: InputConfig, what: str, published: str) -> None:
+    """ValueError if the subscription of `input.topic` takes in the topic (template)
+    `published`, one the daemon publishes to."""
+    if topics_overlap(inputs.topic, published):
+        raise ValueError(
+            f"{what} {published!r} is also matched by input.topic {inputs.topic!r}: "
+            "the daemon would read what it publishes back as readings"
+        )
+
+
 def _describe(loc: tuple[int | str, ...]) -> str:
     """`routes[1].model (SENSORCAST_ROUTES)`: a list is one environment variable (JSON)."""
     key, env_parts = "", []
@@ -641,7 +675,7 @@ def _one_line(exc: ValidationError) -> str:
     if err["type"] == "extra_forbidden":
         return f"unknown config key {where}"
     value = err.get("input")
-    hidden = isinstance(value, (dict, list)) or "password" in where
+    hidden = isinstance(value, (dict, list, BaseModel)) or "password" in where
     shown = "" if hidden else f" = {value!r}"
     return f"invalid config {where}{shown}: {msg}"
 

@@ -49,6 +49,7 @@ from sensorcast.metrics import Metrics
 from sensorcast.mqttclient import LeanClient
 from sensorcast.netloop import NetworkLoop
 from sensorcast.recurring import RecurringProblem
+from sensorcast.topics import status_topic
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +77,6 @@ STABLE_AFTER = 10.0
 QUICK_DROPS_CLASH = 3
 """Drops within STABLE_AFTER in a row, each after a successful reconnect, that suggest a
 client id clash where the broker does not say so (MQTT 3.1.1)."""
-
-
-def status_topic(client_id: str) -> str:
-    return f"sensorcast/{client_id}/status"
 
 
 def settled(info: mqtt.MQTTMessageInfo) -> bool:

@@ -47,6 +47,11 @@ class TopicTemplate:
         return self.template.replace(PLACEHOLDER, sensor_id)
 
 
+def status_topic(client_id: str) -> str:
+    """Where a daemon with this client id publishes `online` and `offline` (retained)."""
+    return f"sensorcast/{client_id}/status"
+
+
 def topics_overlap(subscribed: str, published: str) -> bool:
     """Whether some topic of the template `published` (`{sensor_id}` any valid id) is matched
     by the subscription of the template `subscribed` (whose `+` levels match any level)."""

@@ -11,7 +11,7 @@ import pytest
 
 from sensorcast.models.bundle import load_bundle
 from sensorcast.models.preprocess import Scaler
-from sensorcast.mqttio import status_topic
+from sensorcast.topics import status_topic
 
 from ..conftest import daemon_settings
 from ..mqtt_helpers import wait_for
