@@ -167,6 +167,7 @@ def load_series(table: Table, columns: Sequence[str]) -> list[Series]:
     times = _parse_times(table)
     values = np.column_stack([_parse_column(table, c) for c in columns])
     names, sensor = _sensor_ids(table)
+    _check_unnamed_time_goes_forward(table, times, sensor)
     order = np.lexsort((times, sensor))  # by sensor, then time; stable, so file order on ties
     bounds = np.cumsum(np.bincount(sensor, minlength=len(names)))[:-1]
     out = []
@@ -175,6 +176,27 @@ def load_series(table: Table, columns: Sequence[str]) -> list[Series]:
         keep[1:] = np.diff(times[idx]) > 0
         out.append(Series(name, times[idx[keep]], values[idx[keep]], int((~keep).sum())))
     return out
+
+
+def _check_unnamed_time_goes_forward(
+    table: Table, times: Float64, sensor: NDArray[np.intp]
+) -> None:
+    """A first column taken as the time for want of a time-named one must go forward in the
+    file: else it is most likely a value (`temperature,humidity` with no time at all), and
+    sorting the rows by it would train on a shuffled series without a word."""
+    name = table.header[table.time_column]
+    if name.lower() in TIME_NAMES:
+        return  # a time column by name may come unsorted: the rows are sorted by it
+    idx = np.argsort(sensor, kind="stable")  # each sensor's rows in file order
+    back = np.flatnonzero((np.diff(times[idx]) < 0) & (np.diff(sensor[idx]) == 0))
+    if back.size:
+        line = table.lines[int(idx[back[0] + 1])]
+        raise UserError(
+            f"{table.path.name}: no column is named {', '.join(TIME_NAMES[:-1])} or "
+            f"{TIME_NAMES[-1]}, and the first, "
+            f"{name!r}, taken as the time, goes back at line {line}: name the time column "
+            "'time' (the file needs one)"
+        )
 
 
 def _sensor_ids(table: Table) -> tuple[list[str], NDArray[np.intp]]:

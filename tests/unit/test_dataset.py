@@ -79,6 +79,20 @@ def test_time_column_is_found_by_name_or_else_first(tmp_path: Path) -> None:
     assert table.time_column == 0
 
 
+def test_a_first_column_taken_as_the_time_must_go_forward(tmp_path: Path) -> None:
+    """Without a time column, `temperature` was read as epoch seconds and the rows sorted by
+    it: a model trained on humidity shuffled, without a word."""
+    path = write(tmp_path, "temperature,humidity\n20.5,40\n21.0,41\n19.5,42\n")
+    with pytest.raises(UserError, match="the first, 'temperature', taken as the time, goes back"):
+        series_of(path)
+    (s,) = series_of(write(tmp_path, "when,value\n1,5\n2,6\n3,7\n"))
+    assert s.values[:, 0].tolist() == [5.0, 6.0, 7.0]
+    (s,) = series_of(write(tmp_path, "Time,value\n3,7\n1,5\n2,6\n"))  # named: sorted
+    assert s.values[:, 0].tolist() == [5.0, 6.0, 7.0]
+    long = "when,sensor_id,value\n1,a,1\n1,b,2\n2,a,3\n2,b,4\n"  # per sensor, forward
+    assert [x.times.tolist() for x in series_of(write(tmp_path, long))] == [[1, 2], [1, 2]]
+
+
 def test_long_format_groups_sorts_and_drops_repeated_times(tmp_path: Path) -> None:
     path = write(
         tmp_path,
