@@ -506,9 +506,7 @@ def _overlap(a: str, b: str) -> bool:
 
 class HomeAssistantConfig(Section):
     discovery: bool = Field(False, description="Announce forecasts via MQTT discovery.")
-    prefix: str = Field(
-        "homeassistant", pattern=r"^[^#+]+$", description="Home Assistant's discovery prefix."
-    )
+    prefix: str = Field("homeassistant", description="Home Assistant's discovery prefix.")
     node_id: str = Field(
         "sensorcast",
         pattern=r"^[A-Za-z0-9-]{1,32}$",
@@ -520,6 +518,17 @@ class HomeAssistantConfig(Section):
         description="Per-sensor unit, device_class, name and precision, by glob on the sensor "
         "id ([[homeassistant.entities]] in TOML); the first match wins.",
     )
+
+    @field_validator("prefix")
+    @classmethod
+    def _topic_levels(cls, prefix: str) -> str:
+        """Home Assistant subscribes to `<prefix>/#`: a trailing or doubled `/` would put the
+        configs where it never looks, and `$` topics are the broker's own."""
+        if not prefix or any(c in prefix for c in "#+\0") or prefix.startswith("$"):
+            raise ValueError("a topic without wildcards (+ #) that does not start with '$'")
+        if "" in prefix.split("/"):
+            raise ValueError("no empty topic level: no leading, trailing or doubled '/'")
+        return prefix
 
 
 class LogConfig(Section):

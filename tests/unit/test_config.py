@@ -250,6 +250,27 @@ def test_discovery_topics_matter_only_with_discovery_on() -> None:
     assert s.input.topic == "+/+/+/{sensor_id}/config"
 
 
+@pytest.mark.parametrize(
+    ("prefix", "why"),
+    [
+        ("homeassistant/", "no empty topic level"),
+        ("/homeassistant", "no empty topic level"),
+        ("ha//x", "no empty topic level"),
+        ("$ha", "does not start with '$'"),
+        ("ha/+", "without wildcards"),
+        ("", "without wildcards"),
+    ],
+)
+def test_a_discovery_prefix_home_assistant_would_not_read_is_refused(prefix: str, why: str):
+    msg = config_error(None, homeassistant={"prefix": prefix})
+    assert "homeassistant.prefix (SENSORCAST_HOMEASSISTANT__PREFIX)" in msg and why in msg
+
+
+def test_a_discovery_prefix_of_several_levels_is_taken() -> None:
+    s = load_settings(None, homeassistant={"prefix": "site-1/homeassistant"})
+    assert s.homeassistant.prefix == "site-1/homeassistant"
+
+
 def test_topics_that_cannot_meet_are_accepted() -> None:
     s = load_settings(
         None,
