@@ -129,6 +129,16 @@ class HomeAssistantDiscovery:
         with self._lock:
             self._generation += 1
 
+    def announce_gateway(self) -> None:
+        """The gateway device and its connectivity entity, once after each `refresh` (start,
+        reconnect, reload), so Home Assistant has them before any sensor's window is full."""
+        with self._lock:
+            if self._gateway_generation == self._generation:
+                return
+            self._gateway_generation = self._generation
+        for topic, payload in self.gateway_messages():
+            self._publish(topic, payload, True)
+
     def announce(self, sensor_id: str, cadence: float | None) -> None:
         """Called for every full window (network thread): publishes only what changed."""
         known = self._announced.get(sensor_id)

@@ -427,6 +427,8 @@ class Service:
         self.metrics.sensors.set(sum(per_model.values()))
 
     def _housekeeping(self) -> None:
+        if self.discovery is not None and self.link.subscribed.is_set():
+            self.discovery.announce_gateway()  # at start, and again after a reconnect
         ttl = self.settings.input.sensor_ttl
         evicted = gaps = fills = 0
         gone: list[tuple[str, str]] = []

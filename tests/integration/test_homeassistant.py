@@ -26,6 +26,19 @@ def retained_configs(client_factory, expected: int) -> dict[str, dict]:
     return {t: json.loads(p) for t, p, retained in late.received() if retained and p}
 
 
+def test_the_gateway_is_announced_at_start_before_any_sensor_has_a_window(
+    broker, client_factory, run_daemon
+):
+    """It used to wait for the first sensor's full window: until then Home Assistant had no
+    sign of the daemon, not even its connectivity entity."""
+    ha = client_factory("homeassistant/#")
+    run_daemon(daemon_settings(broker.port, homeassistant={"discovery": True}))
+    wait_for(lambda: ha.received(GATEWAY), timeout=5)
+    configs = retained_configs(client_factory, 1)  # and kept for a Home Assistant to come
+    assert set(configs) == {GATEWAY}
+    assert configs[GATEWAY]["state_topic"] == "sensorcast/sc-test/status"
+
+
 def test_sensors_whose_ids_differ_only_in_punctuation_get_separate_entities(
     broker, client_factory, run_daemon
 ):

@@ -286,6 +286,22 @@ def test_announces_once_again_when_the_cadence_moves_and_after_a_reconnect():
     assert len(published.take()) == 2
 
 
+def test_the_gateway_is_announced_on_its_own_once_per_connection():
+    d, published = discovery()
+    d.announce_gateway()
+    ((topic, payload, retain),) = published.take()
+    assert (
+        topic == "homeassistant/binary_sensor/sensorcast/sensorcast_gateway_sensorcast-gw1/config"
+    )
+    assert retain and json.loads(payload)["device_class"] == "connectivity"
+    d.announce_gateway()
+    d.announce("s1", 60.0)  # the sensor's entities, not the gateway again
+    assert all("gateway" not in t for t, _, _ in published.take())
+    d.refresh()  # reconnected
+    d.announce_gateway()
+    assert len(published.take()) == 1
+
+
 def test_removal_on_eviction_and_when_a_reload_drops_a_target_or_the_anomaly_sensor():
     anomalies = TopicTemplate("anomalies/{sensor_id}", allow_wildcards=False)
     d, published = discovery(targets=["temperature", "humidity"], anomaly_topic=anomalies)
