@@ -202,6 +202,7 @@ class SensorTable:
         """Sensors the last `load_arrays` left out: their window held a value no reading has."""
         self.on_gap_reset: GapReset | None = None
         self._evicted_ids: list[tuple[str, str]] = []
+        self._freed: list[tuple[int, str]] = []
         self._free: list[int] = []
         self._epoch = 0
         self._allocate(min(initial_capacity, max_sensors))
@@ -281,7 +282,19 @@ class SensorTable:
     def evict(self, sensor_id: str) -> None:
         slot = self.slots.pop(sensor_id)
         if slot is not None:
-            self._free.append(slot)
+            self._release(slot, sensor_id)
+
+    def _release(self, slot: int, sensor_id: str) -> None:
+        self._free.append(slot)
+        if len(self._freed) < MAX_EVICTED_IDS:
+            self._freed.append((slot, sensor_id))
+
+    def take_freed(self) -> list[tuple[int, str]]:
+        """(slot, sensor id) of the slots freed since the last call (at most MAX_EVICTED_IDS):
+        the state other tables keep in them for that sensor is forgotten
+        (`SensorScores.forget`)."""
+        taken, self._freed = self._freed, []
+        return taken
 
     def move_to(self, sensor_id: str, other: SensorTable) -> bool:
         """Hand a sensor's whole state (window, times, cadence, numbering) to `other`, a
@@ -289,7 +302,7 @@ class SensorTable:
         slot = self.slots.pop(sensor_id)
         if slot is None:
             return False
-        self._free.append(slot)
+        self._release(slot, sensor_id)
         other.evict(sensor_id)
         new = other._new_slot(sensor_id)
         names = ("_data", "_base", "_pos", "_count", "_last_ts", "_cadence", "_spread", "_seen")

@@ -296,9 +296,20 @@ class SensorScores:
         self._reset(slot)
         self._owner[slot] = sensor_id
 
+    def forget(self, freed: list[tuple[int, str]]) -> None:
+        """The sensors' table freed these slots, (slot, sensor id): their state is no one's
+        (unless another sensor has taken the slot since)."""
+        with self._lock:
+            owner, use = self._owner, self._arrays["use_pers"]
+            for slot, sensor_id in freed:
+                if slot < len(owner) and owner[slot] == sensor_id:
+                    owner[slot] = None
+                    self._kept -= 1
+                    if self.guard:
+                        self.on_persistence -= int(use[slot].all())
+
     def __len__(self) -> int:
-        """Slots that have held a sensor's state (a slot its table freed counts until it is
-        taken again)."""
+        """Sensors whose state is kept."""
         return self._kept
 
     def take_switches(self) -> dict[str, int]:

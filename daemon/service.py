@@ -432,9 +432,11 @@ class Service:
         ttl = self.settings.input.sensor_ttl
         evicted = gaps = fills = 0
         gone: list[tuple[str, str]] = []
+        freed: list[tuple[Route, list[tuple[int, str]]]] = []
         with self.lock:
             for route in self.routes:
                 table = route.table
+                freed.append((route, table.take_freed()))
                 if ttl > 0:
                     table.evicted += table.evict_idle(time.time() - ttl)
                 evicted += table.evicted
@@ -447,6 +449,8 @@ class Service:
         self.metrics.gap_resets.inc(gaps)
         self.metrics.gap_fills.inc(fills)
         self.metrics.forecasts_dropped.labels("superseded").inc(self.queue.take_superseded())
+        for route, slots in freed:
+            route.lane.served.scores.forget(slots)
         on_persistence = adapted = periodic = 0
         for route in self.routes:
             route.count()

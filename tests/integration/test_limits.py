@@ -146,3 +146,20 @@ def test_stop_input_returns_only_after_the_reading_being_taken_in():
     reader.join(10)
     assert not stopper.is_alive() and taken == [True]
     assert link._handle_raw(b"sensors/b/reading", b"2", False) is False  # not acknowledged
+
+
+def test_sensors_evicted_when_idle_are_no_longer_counted_on_the_last_value(
+    broker, client_factory, run_daemon
+):
+    """`sensorcast_sensors_on_persistence` counts tracked sensors only: a sensor evicted for
+    being idle leaves it with its window."""
+    daemon = run_daemon(daemon_settings(broker.port, input={"sensor_ttl": 1.5}))
+    service = daemon.service
+    pub = client_factory()
+    for i in range(service.meta.timesteps):
+        for sid in ("a", "b"):
+            pub.publish(f"sensors/{sid}/reading", {"value": 1.0 + i % 3, "ts": T0 + i})
+    wait_for(lambda: service.metrics.value("sensorcast_forecasts_total") == 2)
+    wait_for(lambda: service.metrics.value("sensorcast_sensors_on_persistence") == 2)
+    wait_for(lambda: service.metrics.value("sensorcast_sensors") == 0, timeout=10)
+    wait_for(lambda: service.metrics.value("sensorcast_sensors_on_persistence") == 0)

@@ -191,13 +191,14 @@ def test_a_forecast_that_wins_by_less_than_guard_whole_is_mixed_with_the_last_va
         fc = (w.values[-1] + (1 - now) * (walk[i + 1] - w.values[-1])).reshape(1, 1, 1)
         got = s.score([w], fc, np.ones((1, 1, 1)), adapted=np.array([True]))
     assert not got.persistence[0]
-    err_model, err_pers = (s._arrays[k][0, 0].astype(float) for k in ("err_model", "err_pers"))
+    at = slot_of("s")
+    err_model, err_pers = (s._arrays[k][at, 0].astype(float) for k in ("err_model", "err_pers"))
     assert (err_model / err_pers).max() == pytest.approx(ratio, abs=0.002)  # short and long
     share = min(1.0, (1.0 - (err_model / err_pers).max()) / (1.0 - GUARD_WHOLE))
     assert 0.0 < share <= 1.0
     last = walk[len(walk) - 2]
     assert got.forecast[0, 0, 0] == pytest.approx(last + share * (fc[0, 0, 0] - last), abs=1e-4)
-    q_model, q_pers = (float(s._arrays[name][0, 0, 0]) for name in ("q_model", "q_pers"))
+    q_model, q_pers = (float(s._arrays[name][at, 0, 0]) for name in ("q_model", "q_pers"))
     half = (got.upper - got.lower)[0, 0, 0] / 2
     assert half == pytest.approx(share * q_model + (1 - share) * q_pers, rel=1e-4)
     assert (got.upper + got.lower)[0, 0, 0] / 2 == pytest.approx(got.forecast[0, 0, 0])
@@ -678,3 +679,21 @@ def test_readings_at_float32_s_limit_are_forecast_without_overflow(adapt: bool, 
             assert payloads[0] is not None, i
             forecasts += 1
     assert forecasts == n - m.timesteps + 1
+
+
+def test_sensors_their_table_lets_go_are_forgotten() -> None:
+    """A sensor the table evicts (at its cap, or idle) is forgotten by the scores too: the
+    count of sensors on the last value counts tracked sensors only (it counted 6 of 3
+    tracked after a reload lowered input.max_sensors from 32 to 3)."""
+    table = SensorTable(T, 1, max_sensors=32)
+    s = scores_for(meta(), max_sensors=32)
+    for i in range(T):
+        for k in range(8):
+            w = table.push(f"s{k}", float(i), (1.0,))
+            if isinstance(w, Window):
+                s.score([w], np.ones((1, 3, 1)), np.ones((1, 1, 1)))
+    assert len(s) == 8 and s.on_persistence == 8  # new sensors start on the last value
+    assert table.limit(3) == 5
+    s.forget(table.take_freed())
+    assert len(s) == 3 and s.on_persistence == 3
+    assert s.to_arrays(table.slots.in_order())["sensor_ids"].tolist() == ["s5", "s6", "s7"]
