@@ -157,6 +157,10 @@ class Window:
     """The sensor's slot in the table that made the window (-1: not made by a table). The
     scores of the table's bundle are kept in the same slots (scoring.py), so one index
     serves both."""
+    prev_ts: float = math.nan
+    """The timestamp of the reading before the newest, when it is the window's second
+    newest (no gap was filled or reset between them); else NaN. An anomaly found one
+    reading late is reported with it (scoring.py, REVERSAL)."""
 
 
 class SensorTable:
@@ -359,8 +363,9 @@ class SensorTable:
             self.slots.touch(slot)
         sensor_id = self.slots.id_of(slot)  # the table's own string: every table keys on it
         self._seen[slot] = ts if seen is None else seen
-        if last > -math.inf:
-            self._observe_interval(slot, ts - last, values, sensor_id)
+        prev_ts = math.nan
+        if last > -math.inf and not self._observe_interval(slot, ts - last, values, sensor_id):
+            prev_ts = last
         self._write(slot, values)
         self._last_ts[slot] = ts
         if self._count[slot] < self.timesteps:
@@ -379,6 +384,7 @@ class SensorTable:
             int(self._seq[slot]),
             first=first,
             slot=slot,
+            prev_ts=prev_ts,
         )
 
     def _ordered(self, slot: int) -> NDArray[np.float64]:
@@ -416,7 +422,9 @@ class SensorTable:
 
     def _observe_interval(
         self, slot: int, delta: float, values: tuple[float, ...], sensor_id: str
-    ) -> None:
+    ) -> bool:
+        """Learn the sensor's cadence from the interval `delta` before a reading; fill or
+        reset its window at a gap (True when it did)."""
         cad = self.fixed_cadence or float(self._cadence[slot])
         spread = self._spread[slot]
         if not math.isnan(cad) and delta > self.max_gap * cad * spread:
@@ -434,10 +442,10 @@ class SensorTable:
                 self.gap_resets += 1
                 if self.on_gap_reset is not None:
                     self.on_gap_reset(sensor_id, delta, cad, spread)
-            return
+            return True
         if math.isnan(cad):
             self._cadence[slot] = delta
-            return
+            return False
         if delta > cad * spread:
             up = SPREAD_UP
             if not self._full[slot]:
@@ -447,6 +455,7 @@ class SensorTable:
             self._spread[slot] = max(spread * SPREAD_DOWN, 1.0)
         if self.fixed_cadence is None:
             self._cadence[slot] = (1 - CADENCE_ALPHA) * cad + CADENCE_ALPHA * delta
+        return False
 
     def _fill(self, slot: int, missing: int, values: tuple[float, ...]) -> None:
         prev = self._data[slot, (self._pos[slot] - 1) % self.timesteps] + self._base[slot]

@@ -697,3 +697,47 @@ def test_sensors_their_table_lets_go_are_forgotten() -> None:
     s.forget(table.take_freed())
     assert len(s) == 3 and s.on_persistence == 3
     assert s.to_arrays(table.slots.in_order())["sensor_ids"].tolist() == ["s5", "s6", "s7"]
+
+
+def test_a_spike_the_check_lets_through_is_reported_when_the_sensor_comes_straight_back() -> None:
+    """A reading inside the anomaly interval (a spike where the sensor moves a lot) but whose
+    sensor came straight back to where it was is reported one reading late, with its own
+    timestamp and value, against the reading before it and REVERSAL of the interval; a step
+    that stays (a level shift) and the reading after a spike are not."""
+    from sensorcast.scoring import REVERSAL, _robust_scale
+
+    t = 8
+    m = meta(horizon=3, timesteps=t)
+    rng = np.random.default_rng(11)
+    walk = 20 + np.cumsum(rng.normal(0, 1, 500))
+
+    def run(tail: list[float]) -> tuple[SensorScores, list, float]:
+        table, s = SensorTable(t, 1), scores_for(m)
+        events = []
+        for i, v in enumerate([*walk, *tail]):
+            w = table.push("s", 1000.0 + 60 * i, (float(v),))
+            if isinstance(w, Window):
+                fc = np.full((1, 3, 1), w.values[-1, 0])  # the last value: persistence
+                scale = np.ones((1, 1, 1))
+                events += [(i, a) for a in s.score([w], fc, scale).anomalies]
+                if i == len(walk) - 1:
+                    rsc = _robust_scale(w.values[None], scale[:, 0, :])[0, 0]
+                    half = float(s._arrays["qa_pers"][w.slot][0] * s._tail[0] * rsc)
+        return s, events, half
+
+    last = float(walk[-1])
+    _, before, half = run([])
+    assert not [i for i, _ in before if i >= len(walk) - t]  # nothing flagged lately
+    spike = last + 0.8 * half  # inside the interval: the check lets it through
+    _, events, _ = run([spike, last, last + 0.1])
+    late = [(i, a) for i, a in events if i >= len(walk)]
+    assert len(late) == 1
+    i, a = late[0]
+    assert i == len(walk) + 1  # found when the sensor came back ...
+    assert a.window.ts == 1000.0 + 60 * len(walk)  # ... reported with the spike's own time
+    assert a.value[0] == pytest.approx(spike) and a.expected[0] == pytest.approx(last)
+    # (the interval's calibration has taken in the spike since: a few percent wider)
+    assert a.upper[0] - a.expected[0] == pytest.approx(REVERSAL * half, rel=0.1)
+    assert a.score > 1.0 and a.value[0] > a.upper[0]
+    _, stays, _ = run([spike, spike, spike + 0.1])  # a level shift: not a spike
+    assert not [e for e in stays if e[0] >= len(walk)]
