@@ -589,15 +589,17 @@ class SensorScores:
         none = np.zeros(m, dtype=np.bool_)
         if self.horizon < 2:
             return none, r.y, r.y, np.zeros(m)
-        a = self._arrays
         before, spike, now = r.p[:, 1], r.p[:, 0], r.y  # (m, k): the last three readings
         into, out = spike - before, now - spike
+        smaller = np.minimum(np.abs(into), np.abs(out))
+        back = np.abs(now - before) <= RETURN * smaller  # (so the steps go opposite ways)
+        if not back.any():  # most readings: no more work
+            return none, r.y, r.y, np.zeros(m)
+        a = self._arrays
         qa = a["qa_pers"][r.slots] * self._tail  # persistence's anomaly half-width, in ...
         half = REVERSAL * qa.astype(np.float64) * r.sc[:, 1]  # ... the scale before the spike
-        smaller = np.minimum(np.abs(into), np.abs(out))
-        back = (into * out < 0) & (smaller > half) & (np.abs(now - before) <= RETURN * smaller)
         late = (
-            back.any(axis=1)
+            (back & (smaller > half)).any(axis=1)
             & r.valid[:, 0]
             & r.valid[:, 1]
             & np.isfinite(r.prev_ts)
