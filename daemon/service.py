@@ -495,11 +495,17 @@ class Service:
             for route in self.routes:
                 where = route.spec.state_dir(Path(state_dir))
                 served = route.lane.served
+                # the scores and heads first, the buffers after: the forecasts they keep
+                # pending are then of readings the buffers have, each under the number
+                # the buffers gave it (scores written after the buffers could hold
+                # forecasts of readings a restart numbers again, and score them against
+                # the wrong readings)
                 with self.lock:
-                    save_snapshot(where, route.table, route.meta)
                     order = route.table.slots.in_order()
                 save_scores(where, served.scores, route.meta, order)
                 save_heads(where, served.heads)
+                with self.lock:
+                    save_snapshot(where, route.table, route.meta)
             release_freed_memory()
         except Exception as exc:  # a full disk or a read-only directory must not stop us
             self.metrics.snapshot_failures.inc()

@@ -8,6 +8,7 @@ import tracemalloc
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from sensorcast.buffer import SensorTable, Window
 from sensorcast.drops import Drop
 from sensorcast.models.bundle import BundleMeta
-from sensorcast.state import SNAPSHOT_FILE, load_snapshot, save_snapshot
+from sensorcast.state import SCORES_FILE, SNAPSHOT_FILE, load_snapshot, save_snapshot
 
 TIMESTEPS = 4
 
@@ -169,7 +170,32 @@ def test_a_snapshot_that_keeps_failing_is_logged_once_naming_its_file(
         for _ in range(5):
             service.snapshot()
     (line,) = [r.getMessage() for r in caplog.records if "cannot write snapshot" in r.getMessage()]
-    assert f"{tmp_path / SNAPSHOT_FILE}" in line and ".state-" not in line
+    assert f"{tmp_path / SCORES_FILE}" in line and ".state-" not in line  # the first written
+
+
+def test_the_scores_are_written_before_the_buffers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The forecasts the scores and heads keep pending must be of readings the buffers hold,
+    under the numbers the buffers gave them: written after the buffers, the scores could keep
+    forecasts of readings that a restart numbers again (the worker scores windows while the
+    snapshot is written), and score them against the wrong readings."""
+    import sensorcast.service as service_module
+    from sensorcast.config import load_settings
+    from sensorcast.service import Service
+
+    written: list[str] = []
+    for name in ("save_snapshot", "save_scores", "save_heads"):
+        real = getattr(service_module, name)
+
+        def record(*args: object, _name: str = name, _real: Any = real) -> object:
+            written.append(_name)
+            return _real(*args)
+
+        monkeypatch.setattr(service_module, name, record)
+    settings = load_settings(None, mqtt={"host": "127.0.0.1", "port": 1}, state={"dir": tmp_path})
+    Service(settings).snapshot()
+    assert written == ["save_scores", "save_heads", "save_snapshot"]
 
 
 def test_missing_snapshot_gives_zero(tmp_path: Path) -> None:
