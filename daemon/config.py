@@ -7,6 +7,7 @@ names the key, its environment form, the value and what is allowed.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -14,7 +15,7 @@ import ssl
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -689,6 +690,50 @@ def _one_line(exc: ValidationError) -> str:
     return f"invalid config {where}{shown}: {msg}"
 
 
+def _not_json_env(section: str) -> str:
+    """`input.fields (SENSORCAST_INPUT__FIELDS)`: the key and variable under the top-level key
+    `section` whose value pydantic-settings could not read as the JSON its type needs (its
+    error names only the top-level key)."""
+    head = (ENV_PREFIX + section).upper()
+    for name, value in sorted(os.environ.items()):
+        upper = name.upper()
+        if not section or not (upper == head or upper.startswith(head + "__")):
+            continue
+        path = upper[len(ENV_PREFIX) :].lower().split("__")
+        if _structured(path) and not _is_json(value):
+            return f"{'.'.join(path)} ({name})"
+    return f"{section or 'config'} ({head}...)"
+
+
+def _structured(path: list[str]) -> bool:
+    """Whether the setting at `path` is a table, list or mapping (given as JSON in the
+    environment)."""
+    annotation: Any = Settings
+    for key in path:
+        model = _model_of(annotation)
+        if model is None or key not in model.model_fields:
+            return False
+        annotation = model.model_fields[key].annotation
+    return _model_of(annotation) is not None or any(
+        get_origin(a) in (dict, list) for a in (annotation, *get_args(annotation))
+    )
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    for a in (annotation, *get_args(annotation)):  # X | None
+        if isinstance(a, type) and issubclass(a, BaseModel):
+            return a
+    return None
+
+
+def _is_json(value: str) -> bool:
+    try:
+        json.loads(value)
+    except ValueError:
+        return False
+    return True
+
+
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Build the settings from all sources; raise `ConfigError` with one line on any problem."""
     path = config_file or os.environ.get(CONFIG_ENV) or None
@@ -714,11 +759,11 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         raise ConfigError(_one_line(exc)) from None
     except SettingsError as exc:  # an environment value that should have been JSON
         field = re.search(r'field "([^"]+)"', str(exc))
-        key = field.group(1) if field else "config"
+        where = _not_json_env(field.group(1) if field else "")
         raise ConfigError(
-            f"invalid config {key} ({ENV_PREFIX}{key.upper()}...): a table or mapping given in "
-            f"the environment must be JSON, e.g. "
-            f'{ENV_PREFIX}INPUT__FIELDS=\'{{"value": "AM2301.Temperature"}}\''
+            f"invalid config {where}: a table or mapping given in the environment must be "
+            f"JSON, e.g. {ENV_PREFIX}INPUT__FIELDS="
+            f'\'{{"value": "AM2301.Temperature"}}\''
         ) from None
     finally:
         _toml_file.reset(token)

@@ -357,18 +357,22 @@ def test_directory_as_config_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "value"),
+    ("name", "value", "where"),
     [
-        ("SENSORCAST_INPUT__FIELDS", "value=AM2301.Temperature"),
-        ("SENSORCAST_MQTT", "{not json"),
+        ("SENSORCAST_INPUT__FIELDS", "value=AM2301.Temperature", "input.fields"),
+        ("SENSORCAST_MQTT", "{not json", "mqtt"),
+        ("SENSORCAST_MQTT__TLS", "on", "mqtt.tls"),
+        ("SENSORCAST_ROUTES", "sensors=kitchen-*", "routes"),
     ],
 )
 def test_non_json_env_for_structured_key_is_a_config_error(
-    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, where: str
 ) -> None:
+    """The error names the key and the variable that was not JSON, not just its section."""
+    monkeypatch.setenv("SENSORCAST_INPUT__TOPIC", "sensors/+/reading")  # not JSON, and fine
     monkeypatch.setenv(name, value)
     msg = config_error()
-    assert name in msg
+    assert msg.startswith(f"invalid config {where} ({name}): "), msg
 
 
 # --- protocol ---------------------------------------------------------------------
