@@ -47,15 +47,21 @@ WHY = {
     "input.fields)",
     Drop.NOT_FINITE: "a value is NaN or infinite",
     Drop.OVERFLOW: "a value is beyond float32's range",
-    Drop.BAD_TS: "ts is neither epoch seconds from 0 to 253402300799 (epoch milliseconds "
+    Drop.BAD_TS: "{ts} is neither epoch seconds from 0 to 253402300799 (epoch milliseconds "
     "are larger) nor an ISO-8601 string",
-    Drop.FUTURE_TS: "ts is more than input.max_future_s ahead of this machine's clock",
-    Drop.RETAINED_NO_TS: "a retained message without ts: its time is unknown",
+    Drop.FUTURE_TS: "{ts} is more than input.max_future_s ahead of this machine's clock",
+    Drop.RETAINED_NO_TS: "a retained message without {ts}: its time is unknown",
     Drop.BAD_SENSOR_ID: "the sensor id in the topic is not 1 to 64 of A-Z a-z 0-9 _ . : -",
-    Drop.STALE: "ts is not after the sensor's last reading (a repeat, or out of order)",
+    Drop.STALE: "{ts} is not after the sensor's last reading (a repeat, or out of order)",
     Drop.NO_ROUTE: "the sensor matches no route and model.fallback is false",
 }
-"""What each reason means, in the log line: enough to fix the sender without the docs."""
+"""What each reason means, in the log line: enough to fix the sender without the docs.
+`{ts}` stands for the timestamp's field (`input.ts_field`); see `why`."""
+
+
+def why(reason: Drop, ts_field: str = "ts") -> str:
+    """`WHY[reason]`, naming the timestamp by the field the payloads carry it in."""
+    return WHY[reason].replace("{ts}", ts_field)
 
 
 class Quota:
@@ -79,7 +85,13 @@ class Quota:
 
 
 class DropLog(Quota):
-    """Logs dropped input at most once per `interval` seconds per reason, with counts."""
+    """Logs dropped input at most once per `interval` seconds per reason, with counts.
+
+    `ts_field`: the payloads' timestamp field (`input.ts_field`), as the log lines name it."""
+
+    def __init__(self, interval: float, ts_field: str = "ts") -> None:
+        super().__init__(interval)
+        self.ts_field = ts_field
 
     def __call__(self, reason: Drop, topic: str) -> None:
         more = self.take(reason)
@@ -87,5 +99,9 @@ class DropLog(Quota):
             return
         extra = f" (and {more} more since the last report)" if more else ""
         log.warning(
-            "dropped a reading on %r: %s (%s)%s", topic[:200], reason.value, WHY[reason], extra
+            "dropped a reading on %r: %s (%s)%s",
+            topic[:200],
+            reason.value,
+            why(reason, self.ts_field),
+            extra,
         )

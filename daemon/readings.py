@@ -172,6 +172,7 @@ class PayloadParser:
             raise ValueError(f"input.fields names features the model does not have: {unknown}")
         self.features = list(features)
         self._paths = [tuple(mapping.get(f, f).split(".")) for f in features]
+        self.ts_field = ts_field
         self._ts_path = tuple(ts_field.split("."))
         self._max_bytes = max_bytes
         self._bare_ok = len(features) == 1

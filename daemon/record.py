@@ -150,7 +150,7 @@ class Recorder:
         self._last: OrderedDict[str, float] = OrderedDict()
         self._lines: list[str] = []
         self._lock = threading.Lock()
-        self._drop_log = DropLog(drop_interval)
+        self._drop_log = DropLog(drop_interval, parser.ts_field)
 
     def on_message(self, topic: str, payload: bytes, retained: bool = False) -> None:
         """Parse one message like the daemon does; never raises into the network loop."""

@@ -503,6 +503,34 @@ def test_a_drop_says_in_its_log_line_what_was_wrong(caplog: pytest.LogCaptureFix
     assert "epoch milliseconds" in caplog.text
 
 
+def test_a_timestamp_drop_names_the_configured_timestamp_field(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With input.ts_field = "Time" the sender's payloads have no `ts`: the log line names
+    the field they do carry, for a bad, a future, a missing (retained) or a stale time."""
+    from sensorcast.record import Recorder
+
+    parser = PayloadParser(["value"], ts_field="Time", max_future=300)
+    recorder = Recorder(TOPICS, parser, max_sensors=10, count=0, drop_interval=0.0)
+    payloads = [
+        (b'{"value": 1, "Time": null}', False, "bad_ts (Time is neither epoch seconds"),
+        (b'{"value": 1, "Time": 4000000000}', False, "future_ts (Time is more than"),
+        (b'{"value": 1}', True, "retained_no_ts (a retained message without Time:"),
+        (b'{"value": 1, "Time": 1700000000}', False, ""),
+        (b'{"value": 1, "Time": 1700000000}', False, "stale (Time is not after"),
+    ]
+    for payload, retained, logged in payloads:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="sensorcast.readings"):
+            recorder.on_message("sensors/a/reading", payload, retained)
+        assert logged in caplog.text
+        assert "(ts " not in caplog.text and "without ts" not in caplog.text
+    assert recorder.recorded == 1
+    with caplog.at_level(logging.WARNING, logger="sensorcast.readings"):
+        DropLog(0.0, ts_field="meta.time")(Drop.BAD_TS, "sensors/a/reading")
+    assert "bad_ts (meta.time is neither epoch seconds" in caplog.text
+
+
 def test_every_drop_reason_is_explained() -> None:
     assert set(WHY) == set(Drop)
     assert all(text and "\n" not in text for text in WHY.values())
