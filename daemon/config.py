@@ -402,6 +402,28 @@ class MetricsConfig(Section):
     port: int | None = Field(None, ge=1, le=65535, description="Prometheus port on 127.0.0.1.")
     host: str = Field("127.0.0.1", description="Address the metrics endpoint binds.")
 
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, host: str, info: ValidationInfo) -> str:
+        """With a port, the host must be an address of this machine (or a name for one), so
+        `check-config` refuses what `run` could not bind; a port another process holds is
+        not checked here (it may be freed)."""
+        if info.data.get("port") is None:
+            return host
+        if not host:
+            raise ValueError("must be an address of this machine, e.g. 127.0.0.1")
+        try:
+            family, kind, _, _, addr = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+            with socket.socket(family, kind) as probe:
+                probe.bind(addr)  # port 0: any free one, released at once
+        except (OSError, UnicodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise ValueError(
+                f"not an address of this machine to serve metrics on ({reason}); an address "
+                "or host name without port or scheme, e.g. 127.0.0.1"
+            ) from None
+        return host
+
 
 _DEVICE_CLASS_NAMES = (
     "apparent_power aqi area atmospheric_pressure battery blood_glucose_concentration "

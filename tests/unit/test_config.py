@@ -201,6 +201,19 @@ def test_invalid_values_name_key_and_env_form(overrides: dict[str, Any], where: 
     assert where in msg
 
 
+@pytest.mark.parametrize("host", ["", "127.0.0.1:9108", "http://127.0.0.1", "192.0.2.1"])
+def test_a_metrics_host_run_could_not_bind_is_a_config_error(host: str) -> None:
+    """Empty, with a port or a scheme, or not this machine's: `run` could not serve metrics
+    there, so `check-config` refuses it (exit 78) rather than passing it."""
+    msg = config_error(None, metrics={"port": 9108, "host": host})
+    assert msg.startswith(f"invalid config metrics.host (SENSORCAST_METRICS__HOST) = {host!r}: ")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "0.0.0.0"])
+def test_a_metrics_host_of_this_machine_is_taken(host: str) -> None:
+    assert load_settings(None, metrics={"port": 9108, "host": host}).metrics.host == host
+
+
 @pytest.mark.parametrize(
     ("overrides", "where"),
     [
