@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -237,8 +238,24 @@ def run(args: argparse.Namespace) -> int:
         if len(result) > 1:
             data["routes"] = [dataclasses.asdict(r) for r in result]
         data["open_loop"] = [dataclasses.asdict(r) for r in open_loop]
-        Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
+        try:
+            Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
+        except OSError as exc:
+            print(f"sensorcast bench: error: --json {args.json}: {exc.strerror}", file=sys.stderr)
+            return 1
     return 0
+
+
+def _check_writable(path: Path) -> None:
+    """UserError if the results could not be written to `path`: said before the run, not
+    after minutes of measuring."""
+    where = path.parent
+    if path.is_dir():
+        raise UserError(f"--json {path}: is a directory")
+    if not where.is_dir():
+        raise UserError(f"--json {path}: directory {where} does not exist")
+    if not os.access(path if path.exists() else where, os.W_OK):
+        raise UserError(f"--json {path}: not writable")
 
 
 def _run(args: argparse.Namespace) -> tuple[list[Result], list[OpenLoopResult]]:
@@ -254,6 +271,8 @@ def _run(args: argparse.Namespace) -> tuple[list[Result], list[OpenLoopResult]]:
         k = getattr(args, flag)
         if k is not None and k < meta.timesteps:
             raise UserError(f"--{flag} {k}: at least {meta.timesteps} readings per sensor")
+    if args.json:
+        _check_writable(Path(args.json))
     closed_loop = not (args.no_throughput and args.no_latency)
     overrides = _overrides(args.set)
     wd = workdir()

@@ -59,6 +59,20 @@ def test_bench_reports_a_bad_setting_in_one_line(capsys: pytest.CaptureFixture[s
     assert err.count("\n") == 1 and "KEY=VALUE" in err
 
 
+@pytest.mark.parametrize("where", ["missing/bench.json", "."])
+def test_bench_refuses_a_json_file_it_could_not_write_before_measuring(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+):
+    """A --json path in a missing directory, or a directory, is one line at once (it was a
+    traceback, after the whole run)."""
+    args = bench_args("--sensors", "3", "--duration", "1", "--json", str(tmp_path / where))
+    assert bench.run(args) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "--json" in captured.err, captured.err
+    assert "bench:" not in captured.err.replace("sensorcast bench: error:", "")  # nothing ran
+    assert not captured.out
+
+
 @pytest.mark.parametrize(
     "bad", [["--duration", "nan"], ["--rate", "nan"], ["--duration", "inf"], ["--cadence", "inf"]]
 )
