@@ -741,6 +741,21 @@ def _structured(path: list[str]) -> bool:
     )
 
 
+def is_setting(key: str) -> bool:
+    """Whether the dotted `key` (`mqtt.protocol`, `input.fields.value`) names a setting: the
+    environment ignores a variable of the prefix that names none, so a tool that passes
+    settings on as variables checks them with this first."""
+    annotation: Any = Settings
+    for part in key.lower().split("."):
+        model = _model_of(annotation)
+        if model is None:  # under a mapping (input.fields.<feature>) any key is one
+            return any(get_origin(a) is dict for a in (annotation, *get_args(annotation)))
+        if part not in model.model_fields:
+            return False
+        annotation = model.model_fields[part].annotation
+    return True
+
+
 def _model_of(annotation: Any) -> type[BaseModel] | None:
     for a in (annotation, *get_args(annotation)):  # X | None
         if isinstance(a, type) and issubclass(a, BaseModel):

@@ -25,6 +25,7 @@ from pathlib import Path
 from sensorcast.bench.measure import Load, Result, measure, prefill_snapshot
 from sensorcast.bench.openloop import OpenLoopResult, format_open_loop, run_open_loop
 from sensorcast.bench.systems import Target, sensorcast_target, workdir
+from sensorcast.config import is_setting
 from sensorcast.errors import UserError
 from sensorcast.sandbox import Mosquitto
 
@@ -207,6 +208,11 @@ def _overrides(pairs: Sequence[str]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise UserError(f"--set {pair!r}: expected KEY=VALUE, e.g. mqtt.protocol=3.1.1")
+        if not is_setting(key.strip()):
+            raise UserError(
+                f"--set {pair!r}: {key.strip()} is not a setting (sensorcast check-config "
+                "prints them all)"
+            )
         env["SENSORCAST_" + key.strip().upper().replace(".", "__")] = value
     return env
 

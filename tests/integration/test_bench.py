@@ -73,6 +73,23 @@ def test_bench_refuses_a_json_file_it_could_not_write_before_measuring(
     assert not captured.out
 
 
+@pytest.mark.parametrize("key", ["nosuch", "input.max_sensor", "mqtt.tls.cafile", "log..level"])
+def test_bench_refuses_a_set_key_that_is_no_setting(capsys: pytest.CaptureFixture[str], key: str):
+    """The daemon takes --set as environment variables, which ignore a name that is no
+    setting: a misspelt key measured the defaults and said nothing."""
+    assert bench.run(bench_args("--duration", "1", "--set", f"{key}=1")) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{key} is not a setting" in err, err
+
+
+def test_bench_set_takes_nested_keys_and_mapping_entries() -> None:
+    assert bench._overrides(["mqtt.tls.ca_file=/x", "input.fields.value=a.b", "routes=[]"]) == {
+        "SENSORCAST_MQTT__TLS__CA_FILE": "/x",
+        "SENSORCAST_INPUT__FIELDS__VALUE": "a.b",
+        "SENSORCAST_ROUTES": "[]",
+    }
+
+
 @pytest.mark.parametrize(
     "bad", [["--duration", "nan"], ["--rate", "nan"], ["--duration", "inf"], ["--cadence", "inf"]]
 )
