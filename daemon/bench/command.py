@@ -280,6 +280,10 @@ def _run(args: argparse.Namespace) -> tuple[list[Result], list[OpenLoopResult]]:
     if args.json:
         _check_writable(Path(args.json))
     closed_loop = not (args.no_throughput and args.no_latency)
+    if not closed_loop and args.flood is None and args.backlog is None:
+        raise UserError(
+            "nothing to measure: --no-throughput and --no-latency without --flood K or --backlog K"
+        )
     overrides = _overrides(args.set)
     wd = workdir()
     broker: Mosquitto | None = None

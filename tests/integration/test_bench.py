@@ -90,6 +90,13 @@ def test_bench_set_takes_nested_keys_and_mapping_entries() -> None:
     }
 
 
+def test_bench_with_nothing_to_measure_says_so(capsys: pytest.CaptureFixture[str]):
+    """--no-throughput --no-latency and no open-loop run: it printed nothing, exit 0."""
+    assert bench.run(bench_args("--no-throughput", "--no-latency")) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nothing to measure" in err, err
+
+
 @pytest.mark.parametrize(
     "bad", [["--duration", "nan"], ["--rate", "nan"], ["--duration", "inf"], ["--cadence", "inf"]]
 )
