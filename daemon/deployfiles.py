@@ -23,6 +23,8 @@ ALIASES = {
 }
 """Short names for the files; any file's own name works too."""
 UNIT_EXEC = "/opt/sensorcast/bin/sensorcast"
+HIDDEN_FROM_UNIT = (Path("/home"), Path("/root"), Path("/run/user"))
+"""What the units' ProtectHome=yes makes inaccessible to the service."""
 
 
 def files() -> dict[str, Traversable]:
@@ -46,6 +48,23 @@ def text(name: str) -> str:
     if file_name.endswith(".service"):
         content = content.replace(UNIT_EXEC, str(_executable()))
     return content
+
+
+def unit_warning(name: str) -> str | None:
+    """Why a printed unit would not start from this install, if it would not: an ExecStart
+    under /home, /root or /run/user, which the unit's ProtectHome=yes hides from the
+    service (a virtualenv in a checkout, e.g. `./dev demo`'s .venv)."""
+    if not ALIASES.get(name, name).endswith(".service"):
+        return None
+    exe = _executable()
+    hidden = next((d for d in HIDDEN_FROM_UNIT if exe.is_relative_to(d)), None)
+    if hidden is None:
+        return None
+    return (
+        f"warning: ExecStart={exe} is under {hidden}, which the unit's ProtectHome=yes hides "
+        f"from the service, so it would not start; install sensorcast outside it, e.g. in "
+        f"{Path(UNIT_EXEC).parents[1]} (README, 'Install on a gateway')"
+    )
 
 
 def _executable() -> Path:
@@ -75,4 +94,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{alias or '-':<11} {name}")
         return 0
     sys.stdout.write(text(args.name))
+    warning = unit_warning(args.name)
+    if warning:
+        print(f"sensorcast deploy: {warning}", file=sys.stderr)
     return 0

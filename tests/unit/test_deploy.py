@@ -41,6 +41,40 @@ def test_the_installed_package_prints_its_deploy_files():
     assert deploy().returncode == 2  # an argument error
 
 
+@pytest.mark.parametrize(
+    ("install", "name", "warned"),
+    [
+        ("/home/ann/sensorcast/.venv", "unit", True),
+        ("/root/venv", "group", True),
+        ("/opt/sensorcast", "unit", False),
+        ("/home/ann/sensorcast/.venv", "config", False),
+    ],
+)
+def test_a_unit_printed_from_an_install_its_protecthome_hides_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    install: str,
+    name: str,
+    warned: bool,
+):
+    """The units have ProtectHome=yes: one whose ExecStart is in a home directory (`./dev
+    demo`'s .venv in a checkout) would not start, so printing it says so on stderr."""
+    import argparse
+
+    from sensorcast import deployfiles
+
+    exe = Path(install) / "bin" / "sensorcast"
+    monkeypatch.setattr(deployfiles, "_executable", lambda: exe)
+    assert deployfiles.run(argparse.Namespace(list=False, name=name)) == 0
+    out, err = capsys.readouterr()
+    if name != "config":
+        assert f"ExecStart={exe} run" in out and "ProtectHome=yes" in out
+    if warned:
+        assert err.count("\n") == 1 and f"ExecStart={exe} is under" in err
+    else:
+        assert not err
+
+
 def test_the_example_config_is_valid_with_its_home_assistant_section_on(tmp_path: Path):
     text = (DEPLOY / "sensorcast.toml").read_text()
     uncommented = re.sub(
