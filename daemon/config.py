@@ -828,15 +828,20 @@ def effective_config(settings: Settings) -> dict[str, Any]:
 def config_warnings(settings: Settings) -> list[str]:
     """Settings that validate but will not do what was meant, one line each, for
     `check-config` and the daemon's start."""
-    found = [
-        f"environment variable {name} is not a setting and is ignored (nested keys take two "
-        f"underscores: {ENV_PREFIX}MQTT__HOST)"
-        for name in sorted(os.environ)
-        if name.startswith(ENV_PREFIX)
-        and "__" not in name
-        and name not in (CONFIG_ENV, *NOT_SETTINGS)
-        and name[len(ENV_PREFIX) :].lower() not in Settings.model_fields
-    ]
+    found = []
+    for name in sorted(os.environ):  # the environment source matches names in any case
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in (CONFIG_ENV, *NOT_SETTINGS):
+            continue
+        section = upper[len(ENV_PREFIX) :].split("__")[0].lower()
+        if section in Settings.model_fields:
+            continue  # a misspelt key inside a section is an error, naming it
+        why = (
+            f"nested keys take two underscores: {ENV_PREFIX}MQTT__HOST"
+            if "__" not in name
+            else f"{section!r} is no section: {', '.join(Settings.model_fields)}"
+        )
+        found.append(f"environment variable {name} is not a setting and is ignored ({why})")
     if settings.mqtt.password is not None and settings.mqtt.username is None:
         found.append(
             "mqtt.username (SENSORCAST_MQTT__USERNAME) is not set, so the broker password "

@@ -610,6 +610,20 @@ def test_a_variable_of_the_prefix_that_is_no_setting_is_warned_about(
     assert "SENSORCAST_MQTT_HOST is not a setting" in warning and "MQTT__HOST" in warning
 
 
+@pytest.mark.parametrize(
+    "name", ["SENSORCAST_METRIC__PORT", "SENSORCAST_MQQT__HOST", "sensorcast_metric__port"]
+)
+def test_a_variable_of_the_prefix_with_a_misspelt_section_is_warned_about(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """pydantic-settings ignores a nested variable whose section is none of the settings' (a
+    misspelt key inside a section is an error): metrics stayed off without a word."""
+    monkeypatch.setenv(name, "9108")
+    (warning,) = config_warnings(load_settings(None))
+    assert f"{name} is not a setting and is ignored" in warning
+    assert "is no section: mqtt, input," in warning
+
+
 def test_check_config_warns_in_one_line_of_a_password_without_a_user_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
