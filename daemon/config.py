@@ -842,6 +842,14 @@ def config_warnings(settings: Settings) -> list[str]:
             else f"{section!r} is no section: {', '.join(Settings.model_fields)}"
         )
         found.append(f"environment variable {name} is not a setting and is ignored ({why})")
+    tls = settings.mqtt.tls
+    files = [k for k in ("ca_file", "cert_file", "key_file") if getattr(tls, k) is not None]
+    if files and not tls.enabled:
+        named = ", ".join(f"mqtt.tls.{k}" for k in files)
+        found.append(
+            f"{named} set, but mqtt.tls.enabled (SENSORCAST_MQTT__TLS__ENABLED) is false, so the "
+            "connection to the broker is plaintext: set mqtt.tls.enabled = true for TLS"
+        )
     if settings.mqtt.password is not None and settings.mqtt.username is None:
         found.append(
             "mqtt.username (SENSORCAST_MQTT__USERNAME) is not set, so the broker password "

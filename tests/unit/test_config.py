@@ -624,6 +624,16 @@ def test_a_variable_of_the_prefix_with_a_misspelt_section_is_warned_about(
     assert "is no section: mqtt, input," in warning
 
 
+def test_tls_files_without_tls_enabled_are_warned_about(pki: PKI) -> None:
+    """A CA file set and mqtt.tls.enabled left false connected in plaintext without a word."""
+    ca = pki.ca_crt
+    (warning,) = config_warnings(load_settings(None, mqtt={"tls": {"ca_file": str(ca)}}))
+    assert warning.startswith("mqtt.tls.ca_file set, but mqtt.tls.enabled")
+    assert "plaintext" in warning
+    on = load_settings(None, mqtt={"tls": {"ca_file": str(ca), "enabled": True}})
+    assert config_warnings(on) == []
+
+
 def test_check_config_warns_in_one_line_of_a_password_without_a_user_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
