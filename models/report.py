@@ -242,6 +242,8 @@ def format_bundle(meta: BundleMeta) -> str:
     fields = [
         ("name", meta.name),
         ("model id", meta.model_id),
+        ("content hash", meta.content_hash),
+        ("schema", f"version {meta.schema_version}"),
         ("created", meta.created),
         (
             "architecture",

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from sensorcast.models import report
+from sensorcast.models.bundle import load_bundle
 
 from .test_bundle import make_bundle
 
@@ -84,6 +85,9 @@ def test_inspect_prints_identity_settings_and_metrics(
         "moving average of the window (20 steps)",
     )
     assert all(part in out for part in expected), out
+    meta = load_bundle(root).meta  # what SPEC section 6 lists of bundle.json, shown as well
+    assert f"content hash   {meta.content_hash}\n" in out
+    assert f"schema         version {meta.schema_version}\n" in out
 
 
 def test_season_by_autocorrelation_when_the_cadence_gives_none() -> None:
