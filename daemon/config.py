@@ -7,6 +7,7 @@ names the key, its environment form, the value and what is allowed.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -186,6 +187,30 @@ class MQTTConfig(Section):
     )
     reconnect_min: float = Field(0.5, gt=0, description="First reconnect delay, seconds.")
     reconnect_max: float = Field(30.0, gt=0, description="Cap on the reconnect delay, seconds.")
+
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, host: str) -> str:
+        """A name or address no broker can have is refused: the daemon would retry it forever
+        (a name that does not resolve yet is taken: DNS may come up after the daemon)."""
+        if "://" in host:
+            raise ValueError(
+                "a host name or address, without a scheme (TLS is mqtt.tls.enabled, the port "
+                "mqtt.port)"
+            )
+        if host.startswith("[") and host.endswith("]"):
+            raise ValueError("an IPv6 address without brackets, e.g. ::1")
+        if ":" in host:
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                raise ValueError(
+                    "a host name or address, without a port (the port is mqtt.port, "
+                    "SENSORCAST_MQTT__PORT)"
+                ) from None
+        elif any(c.isspace() or c in "/[]@" for c in host):
+            raise ValueError("a host name or address: no spaces, '/', '[', ']' or '@'")
+        return host
 
     @model_validator(mode="before")
     @classmethod

@@ -201,6 +201,30 @@ def test_invalid_values_name_key_and_env_form(overrides: dict[str, Any], where: 
     assert where in msg
 
 
+@pytest.mark.parametrize(
+    ("host", "why"),
+    [
+        ("127.0.0.1:1883", "without a port"),
+        ("broker.lan:8883", "without a port"),
+        ("mqtt://broker.lan", "without a scheme"),
+        ("mqtts://broker.lan:8883", "without a scheme"),
+        (" broker.lan", "no spaces"),
+        ("[::1]", "without brackets"),
+    ],
+)
+def test_a_broker_host_no_broker_can_have_is_a_config_error(host: str, why: str) -> None:
+    """The daemon retried such a host forever ('broker mqtt://127.0.0.1:1883:1883
+    unreachable'); check-config passed it."""
+    msg = config_error(None, mqtt={"host": host})
+    assert msg.startswith(f"invalid config mqtt.host (SENSORCAST_MQTT__HOST) = {host!r}: ")
+    assert why in msg
+
+
+@pytest.mark.parametrize("host", ["localhost", "broker.lan", "10.0.0.5", "::1", "fe80::1%eth0"])
+def test_a_broker_host_name_or_address_is_taken(host: str) -> None:
+    assert load_settings(None, mqtt={"host": host}).mqtt.host == host
+
+
 @pytest.mark.parametrize("host", ["", "127.0.0.1:9108", "http://127.0.0.1", "192.0.2.1"])
 def test_a_metrics_host_run_could_not_bind_is_a_config_error(host: str) -> None:
     """Empty, with a port or a scheme, or not this machine's: `run` could not serve metrics
