@@ -49,7 +49,8 @@ WHY = {
     Drop.OVERFLOW: "a value is beyond float32's range",
     Drop.BAD_TS: "{ts} is neither epoch seconds from 0 to 253402300799 (epoch milliseconds "
     "are larger) nor an ISO-8601 string",
-    Drop.FUTURE_TS: "{ts} is more than input.max_future_s ahead of this machine's clock",
+    Drop.FUTURE_TS: "{ts} is more than input.max_future_s ahead of this machine's clock; an "
+    "ISO-8601 time without a zone is taken as UTC, so a device's local time needs its offset",
     Drop.RETAINED_NO_TS: "a retained message without {ts}: its time is unknown",
     Drop.BAD_SENSOR_ID: "the sensor id in the topic is not 1 to 64 of A-Z a-z 0-9 _ . : -",
     Drop.STALE: "{ts} is not after the sensor's last reading (a repeat, or out of order)",

@@ -10,7 +10,14 @@ import time
 import pytest
 
 from sensorcast.drops import WHY, Drop, DropLog
-from sensorcast.readings import FLOAT32_MAX, MAX_TS, PayloadParser, Reading, read_message
+from sensorcast.readings import (
+    FLOAT32_MAX,
+    MAX_TS,
+    PayloadParser,
+    Reading,
+    read_message,
+    read_payload,
+)
 from sensorcast.topics import TopicTemplate
 
 TS = 1_700_000_000.0  # 2023-11-14T22:13:20Z
@@ -529,6 +536,18 @@ def test_a_timestamp_drop_names_the_configured_timestamp_field(
     with caplog.at_level(logging.WARNING, logger="sensorcast.readings"):
         DropLog(0.0, ts_field="meta.time")(Drop.BAD_TS, "sensors/a/reading")
     assert "bad_ts (meta.time is neither epoch seconds" in caplog.text
+
+
+def test_a_future_local_time_without_a_zone_is_explained(caplog: pytest.LogCaptureFixture) -> None:
+    """Tasmota's Time is the device's local time without a zone: east of UTC every reading is
+    hours ahead. The drop's log line says why, so the sender can be fixed."""
+    parser = PayloadParser(["value"], ts_field="Time", max_future=300)
+    local = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + 3600))  # UTC+1
+    payload = f'{{"value": 1, "Time": "{local}"}}'.encode()
+    assert read_payload("a", parser, payload, time.time()) is Drop.FUTURE_TS
+    with caplog.at_level(logging.WARNING, logger="sensorcast.readings"):
+        DropLog(0.0, ts_field="Time")(Drop.FUTURE_TS, "tele/plug/SENSOR")
+    assert "without a zone is taken as UTC" in caplog.text and "offset" in caplog.text
 
 
 def test_every_drop_reason_is_explained() -> None:
