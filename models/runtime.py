@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from sensorcast.models import install_hint
 from sensorcast.models.bundle import Bundle, BundleError, BundleMeta
 from sensorcast.models.preprocess import ScaleContext, Scaler
 
@@ -127,7 +128,7 @@ class KerasBackend:
             import keras
         except ImportError:
             raise BundleError(
-                "the keras backend needs TensorFlow: pip install 'sensorcast[train]'"
+                f"the keras backend needs TensorFlow, the [train] extra: {install_hint('train')}"
             ) from None
         if not bundle.keras_path.is_file():
             raise BundleError(f"model bundle {bundle.path} has no model.keras")

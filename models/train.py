@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sensorcast.errors import UserError
-from sensorcast.models import dataset, export, report
+from sensorcast.models import dataset, export, install_hint, report
 from sensorcast.models.build import ModelShape, build_network
 from sensorcast.models.bundle import (
     MAX_COLUMNS,
@@ -154,7 +154,9 @@ def run(args: argparse.Namespace) -> int:
         with native_info_held() if args.quiet else contextlib.nullcontext():
             import tensorflow  # noqa: F401  (needed right after; fail early with one clear line)
     except ImportError:
-        raise UserError("training needs TensorFlow: pip install 'sensorcast[train]'") from None
+        raise UserError(
+            f"training needs TensorFlow, the [train] extra: {install_hint('train')}"
+        ) from None
     horizon, name = _check_options(args)
     export.check_out_dir(Path(args.out))
     table, spec, prep = load_data(args, horizon)

@@ -12,6 +12,7 @@ import threading
 from typing import Any, Protocol
 
 from sensorcast.errors import UserError
+from sensorcast.models import install_hint
 from sensorcast.sandbox import Mosquitto, find_mosquitto
 
 
@@ -36,7 +37,7 @@ class EmbeddedBroker:
             from amqtt.broker import Broker
         except ImportError:
             raise UserError(
-                "the embedded broker needs the [demo] extra: pip install 'sensorcast[demo]'"
+                f"the embedded broker needs the [demo] extra: {install_hint('demo')}"
             ) from None
         logging.getLogger("amqtt").setLevel(logging.ERROR)
         self._loop = asyncio.new_event_loop()

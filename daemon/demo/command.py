@@ -37,7 +37,7 @@ from sensorcast.demo.fleet import FleetPublisher, make_fleet
 from sensorcast.demo.scoreboard import Scoreboard, ScoreboardClient
 from sensorcast.errors import UserError
 from sensorcast.logs import setup_logging
-from sensorcast.models import DEFAULT_BUNDLE
+from sensorcast.models import DEFAULT_BUNDLE, install_hint
 from sensorcast.models.bundle import BundleMeta, load_bundle
 from sensorcast.models.runtime import native_info_held
 from sensorcast.sandbox import ServiceThread
@@ -239,9 +239,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         from rich.console import Console
     except ImportError:  # the gateway runtime has no demo dependencies
-        raise UserError(
-            "sensorcast demo needs the [demo] extra: pip install 'sensorcast[demo]'"
-        ) from None
+        raise UserError(f"sensorcast demo needs the [demo] extra: {install_hint('demo')}") from None
     from sensorcast.demo.view import summary
 
     path, meta = _check(args)

@@ -9,6 +9,8 @@ import pytest
 
 from sensorcast.cli import EXIT_FAILURE, main
 
+from ..install_helpers import assert_installs_from_the_source
+
 
 @pytest.fixture
 def without_rich(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,3 +37,18 @@ def test_running_the_demo_without_the_extra_says_so_in_one_line(
     assert main(["demo", "--duration", "1"]) == EXIT_FAILURE
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "needs the [demo] extra" in err
+    assert_installs_from_the_source(err, "demo")
+
+
+def test_the_install_hint_without_a_recorded_source_says_where_to_look(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    from importlib import metadata
+
+    from sensorcast.models import install_hint
+
+    monkeypatch.setattr(metadata, "distributions", lambda **kwargs: iter(()))
+    hint = install_hint("train")
+    assert hint.endswith(
+        "'/path/to/sensorcast[train]' (the checkout or wheel sensorcast came from)"
+    )
