@@ -28,7 +28,7 @@ from sensorcast.events import SensorEvents
 from sensorcast.inference import Lane, ServedBundle
 from sensorcast.metrics import Metrics
 from sensorcast.models.bundle import Bundle, BundleError, BundleMeta, load_bundle
-from sensorcast.models.runtime import Forecaster
+from sensorcast.models.runtime import BackendUnavailable, Forecaster
 from sensorcast.readings import PayloadParser
 
 DEFAULT = "default"
@@ -158,6 +158,11 @@ def load_models(settings: Settings) -> list[LoadedModel]:
             room = None if spec.index is None else ROUTE_INITIAL_SENSORS
             served = make_served(bundle, settings, shared.get(same), room)
             shared[same] = served.forecaster
+        except BackendUnavailable as exc:
+            raise ConfigError(
+                f"invalid config model.backend (SENSORCAST_MODEL__BACKEND) = "
+                f"{settings.model.backend!r}: {exc}"
+            ) from None
         except BundleError as exc:
             raise ConfigError(f"invalid {spec.where}: {exc}") from None
         loaded.append(LoadedModel(spec, bundle, served, _parser(bundle.meta, settings, specs)))

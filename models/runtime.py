@@ -120,6 +120,11 @@ class LiteRTBackend:
         return out
 
 
+class BackendUnavailable(BundleError):
+    """The configured backend cannot run on this install (its library is missing): a problem
+    of `model.backend`, not of the bundle."""
+
+
 class KerasBackend:
     """Serves `model.keras` with TensorFlow (needs the `[train]` extra)."""
 
@@ -127,7 +132,7 @@ class KerasBackend:
         try:
             import keras
         except ImportError:
-            raise BundleError(
+            raise BackendUnavailable(
                 f"the keras backend needs TensorFlow, the [train] extra: {install_hint('train')}"
             ) from None
         if not bundle.keras_path.is_file():

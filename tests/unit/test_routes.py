@@ -508,3 +508,20 @@ def test_readings_refilling_a_window_after_a_gap_are_checked_by_their_routes_sco
     forecasts = [p for topic, p in published if topic.startswith("forecasts/")]
     assert {p["model"] for p in forecasts if p["sensor_id"] == "hall"} == {default}
     assert [p["ts"] for p in forecasts if p["ts"] > gap_at] == [ts[-1], ts[-1]]  # none refilling
+
+
+def test_the_keras_backend_without_tensorflow_names_model_backend(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A gateway install has no TensorFlow: `model.backend = "keras"` is the key to change,
+    not `model.path` (whose bundle is fine), in the one line check-config and run print."""
+    monkeypatch.setitem(sys.modules, "keras", None)  # import keras fails, as without [train]
+    settings = load_settings(None, model={"backend": "keras"})
+    with pytest.raises(ConfigError) as info:
+        load_models(settings)
+    message = str(info.value)
+    assert message.startswith(
+        "invalid config model.backend (SENSORCAST_MODEL__BACKEND) = 'keras': the keras backend "
+        "needs TensorFlow, the [train] extra: "
+    ), message
+    assert "model.path" not in message and "\n" not in message
