@@ -875,6 +875,13 @@ def config_warnings(settings: Settings) -> list[str]:
             f"{named} set, but mqtt.tls.enabled (SENSORCAST_MQTT__TLS__ENABLED) is false, so the "
             "connection to the broker is plaintext: set mqtt.tls.enabled = true for TLS"
         )
+    globs = [r.sensors for r in settings.routes]
+    if globs and settings.model.fallback and uncovered("*", globs) is None:
+        found.append(
+            "the routes match every sensor id, so model.path (the default route) serves no "
+            "sensor, yet its bundle is loaded and kept: set [model] fallback = false "
+            "(SENSORCAST_MODEL__FALLBACK=false)"
+        )
     if settings.mqtt.password is not None and settings.mqtt.username is None:
         found.append(
             "mqtt.username (SENSORCAST_MQTT__USERNAME) is not set, so the broker password "

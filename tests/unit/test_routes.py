@@ -525,3 +525,23 @@ def test_the_keras_backend_without_tensorflow_names_model_backend(
         "needs TensorFlow, the [train] extra: "
     ), message
     assert "model.path" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("globs", "warned"),
+    [(["*"], True), (["[a-m]*", "[!a-m]*"], True), (["boiler-*"], False)],
+)
+def test_routes_that_leave_the_default_route_nothing_are_warned_about(
+    bundles: dict[str, Path], globs: list[str], warned: bool
+) -> None:
+    """A route for every id: model.path's bundle serves no sensor, yet check-config listed it
+    for '*' and the daemon loaded it. Without fallback there is nothing to warn about."""
+    from sensorcast.config import config_warnings
+
+    routes = [{"sensors": g, "model": str(bundles["boiler"])} for g in globs]
+    found = [w for w in config_warnings(load_settings(None, routes=routes)) if "fallback" in w]
+    assert bool(found) is warned, found
+    if warned:
+        assert found[0].startswith("the routes match every sensor id, so model.path")
+    off = load_settings(None, routes=routes, model={"fallback": False})
+    assert not [w for w in config_warnings(off) if "fallback" in w]
