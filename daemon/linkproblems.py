@@ -67,6 +67,13 @@ def describe_failure(
             hint = "check mqtt.tls"
         text = reason.lower().replace("_", " ")
         return logging.ERROR, f"TLS with {endpoint} failed: {text}: {hint}; retrying"
+    if isinstance(exc, ConnectionResetError) and endpoint.startswith("mqtts://"):
+        # a plaintext listener resets a TLS ClientHello (mosquitto does), before any alert
+        return logging.WARNING, (
+            f"broker {endpoint} reset the connection during the TLS handshake: is mqtt.port a "
+            "TLS listener? (mqtt.tls.enabled is true, and TLS never falls back to plaintext); "
+            "retrying"
+        )
     if exc is None and closed is not None:
         return logging.WARNING, (
             f"broker {endpoint} closed the connection before accepting it ({closed}): check "

@@ -99,6 +99,20 @@ def test_a_client_certificate_the_broker_refuses_is_named_once(pki, tmp_path, da
         broker.close()
 
 
+def test_tls_to_a_plaintext_listener_asks_whether_the_port_is_a_tls_one(
+    pki, tmp_path, broker, daemon_proc
+):
+    """mosquitto resets a TLS handshake on its plaintext listener: that was 'broker ...
+    unreachable (Connection reset by peer)', as if the broker were down."""
+    daemon = daemon_proc(tls_config(tmp_path / "c.toml", broker.port, pki.ca_crt))
+    wait_for(lambda: daemon.logged("reset the connection"), timeout=20)
+    (named,) = lines_with(daemon, "reset the connection")
+    assert "during the TLS handshake: is mqtt.port a TLS listener?" in named, named
+    assert not lines_with(daemon, "unreachable")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+
+
 def test_a_wrong_password_is_said_once_then_quiet(tmp_path, daemon_proc):
     passwords = tmp_path / "passwd"
     subprocess.run(
