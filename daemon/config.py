@@ -244,6 +244,20 @@ class MQTTConfig(Section):
         return self
 
 
+def _dotted_path(path: str) -> str:
+    """A JSON path as input.fields and input.ts_field take it: keys joined by '.', none empty
+    (an empty one is a typo that no payload matches: every reading would be dropped)."""
+    if "" in path.split("."):
+        raise ValueError(
+            "a dotted path such as AM2301.Temperature, without an empty level (a leading, "
+            "trailing or doubled '.')"
+        )
+    return path
+
+
+DottedPath = Annotated[str, Field(min_length=1), AfterValidator(_dotted_path)]
+
+
 class InputConfig(Section):
     topic: str = Field("sensors/{sensor_id}/reading", description="Reading topic template.")
     max_sensors: int = Field(100_000, ge=1, description="Cap on tracked sensors (LRU eviction).")
@@ -257,11 +271,11 @@ class InputConfig(Section):
         description="Drop readings whose ts is more than this many seconds ahead of their "
         "arrival (0: no limit).",
     )
-    fields: dict[str, Annotated[str, Field(min_length=1)]] = Field(
+    fields: dict[str, DottedPath] = Field(
         default_factory=dict,
         description="Feature name -> dotted path in the JSON payload (e.g. AM2301.Temperature).",
     )
-    ts_field: str = Field("ts", min_length=1, description="Dotted path of the reading timestamp.")
+    ts_field: DottedPath = Field("ts", description="Dotted path of the reading timestamp.")
     max_gap: float = Field(
         3.0,
         gt=1.0,

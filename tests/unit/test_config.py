@@ -225,6 +225,28 @@ def test_a_broker_host_name_or_address_is_taken(host: str) -> None:
     assert load_settings(None, mqtt={"host": host}).mqtt.host == host
 
 
+@pytest.mark.parametrize(
+    ("inputs", "where"),
+    [
+        ({"fields": {"value": "AM2301..Temperature"}}, "input.fields.value"),
+        ({"fields": {"value": ".Temperature"}}, "input.fields.value"),
+        ({"ts_field": "Time."}, "input.ts_field"),
+    ],
+)
+def test_a_dotted_path_with_an_empty_level_is_a_config_error(
+    inputs: dict[str, Any], where: str
+) -> None:
+    """No payload has such a path (a typo): every reading was dropped as missing its feature."""
+    msg = config_error(None, input=inputs)
+    assert msg.startswith(f"invalid config {where} ("), msg
+    assert "without an empty level" in msg
+
+
+def test_dotted_paths_are_taken() -> None:
+    cfg = load_settings(None, input={"fields": {"value": "AM2301.Temperature"}, "ts_field": "Time"})
+    assert cfg.input.fields == {"value": "AM2301.Temperature"} and cfg.input.ts_field == "Time"
+
+
 @pytest.mark.parametrize("host", ["", "127.0.0.1:9108", "http://127.0.0.1", "192.0.2.1"])
 def test_a_metrics_host_run_could_not_bind_is_a_config_error(host: str) -> None:
     """Empty, with a port or a scheme, or not this machine's: `run` could not serve metrics
