@@ -752,17 +752,18 @@ def _one_line(exc: ValidationError) -> str:
 
 
 def _not_json_env(section: str) -> str:
-    """`input.fields (SENSORCAST_INPUT__FIELDS)`: the key and variable under the top-level key
-    `section` whose value pydantic-settings could not read as the JSON its type needs (its
-    error names only the top-level key)."""
+    """`input.fields (SENSORCAST_INPUT__FIELDS): not JSON (...)`: the key and variable under
+    the top-level key `section` whose value pydantic-settings could not read as the JSON its
+    type needs (its error names only the top-level key), and where the JSON breaks."""
     head = (ENV_PREFIX + section).upper()
     for name, value in sorted(os.environ.items()):
         upper = name.upper()
         if not section or not (upper == head or upper.startswith(head + "__")):
             continue
         path = upper[len(ENV_PREFIX) :].lower().split("__")
-        if _structured(path) and not _is_json(value):
-            return f"{'.'.join(path)} ({name})"
+        why = _json_problem(value) if _structured(path) else None
+        if why is not None:
+            return f"{'.'.join(path)} ({name}): not JSON ({why})"
     return f"{section or 'config'} ({head}...)"
 
 
@@ -802,12 +803,15 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _is_json(value: str) -> bool:
+def _json_problem(value: str) -> str | None:
+    """Why `value` is not JSON (what and at which character), or None if it is."""
     try:
         json.loads(value)
-    except ValueError:
-        return False
-    return True
+    except json.JSONDecodeError as exc:
+        return f"{exc.msg} at character {exc.pos + 1}"
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        return str(exc)
+    return None
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
@@ -837,8 +841,8 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         field = re.search(r'field "([^"]+)"', str(exc))
         where = _not_json_env(field.group(1) if field else "")
         raise ConfigError(
-            f"invalid config {where}: a table or mapping given in the environment must be "
-            f"JSON, e.g. {ENV_PREFIX}INPUT__FIELDS="
+            f"invalid config {where}: a table, list or mapping given in the environment "
+            f"must be JSON, e.g. {ENV_PREFIX}INPUT__FIELDS="
             f'\'{{"value": "AM2301.Temperature"}}\''
         ) from None
     finally:

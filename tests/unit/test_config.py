@@ -431,7 +431,18 @@ def test_non_json_env_for_structured_key_is_a_config_error(
     monkeypatch.setenv("SENSORCAST_INPUT__TOPIC", "sensors/+/reading")  # not JSON, and fine
     monkeypatch.setenv(name, value)
     msg = config_error()
-    assert msg.startswith(f"invalid config {where} ({name}): "), msg
+    assert msg.startswith(f"invalid config {where} ({name}): not JSON ("), msg
+
+
+def test_a_variable_that_is_almost_json_says_where_it_breaks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An escape JSON has not (a glob's backslash): the message points at the character."""
+    monkeypatch.setenv("SENSORCAST_ROUTES", '[{"sensors": "x\\*", "model": "m"}]')
+    msg = config_error()
+    assert msg.startswith(
+        "invalid config routes (SENSORCAST_ROUTES): not JSON (Invalid \\escape at character 16)"
+    ), msg
 
 
 # --- protocol ---------------------------------------------------------------------
