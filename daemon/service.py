@@ -150,7 +150,7 @@ class Service:
         """With a share group: notices sensors whose readings the broker splits."""
         self.should_exit = threading.Event()
         self._reload_requested = threading.Event()
-        self._drop_log = DropLog(settings.log.drop_interval)
+        self._drop_log = DropLog(settings.log.drop_interval, settings.input.ts_field)
         self._snapshot_problem = RecurringProblem()
         self._held_seconds = 0.0
         self._set_model_info()
@@ -605,6 +605,7 @@ class Service:
         self.worker.max_wait = cfg.inference.max_wait_ms / 1000
         self.link.retain_forecasts = cfg.output.retain
         self._drop_log.interval = cfg.log.drop_interval
+        self._drop_log.ts_field = cfg.input.ts_field
         self.events.interval, self.events.burst = cfg.log.event_interval, cfg.log.event_burst
         self.events.timesteps = self.meta.timesteps
         if self.discovery is not None:

@@ -538,6 +538,25 @@ def test_a_timestamp_drop_names_the_configured_timestamp_field(
     assert "bad_ts (meta.time is neither epoch seconds" in caplog.text
 
 
+def test_the_daemon_names_the_configured_time_field_in_its_drop_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`sensorcast run` with input.ts_field = "Time": its drop line names Time, not ts."""
+    from sensorcast.config import load_settings
+    from sensorcast.service import Service
+
+    settings = load_settings(
+        None,
+        mqtt={"host": "127.0.0.1", "port": 1},
+        input={"ts_field": "Time"},
+        log={"drop_interval": 0},
+    )
+    service = Service(settings)
+    with caplog.at_level(logging.WARNING, logger="sensorcast.readings"):
+        service.on_message("sensors/a/reading", b'{"value": 1, "Time": null}')
+    assert "bad_ts (Time is neither epoch seconds" in caplog.text
+
+
 def test_a_future_local_time_without_a_zone_is_explained(caplog: pytest.LogCaptureFixture) -> None:
     """Tasmota's Time is the device's local time without a zone: east of UTC every reading is
     hours ahead. The drop's log line says why, so the sender can be fixed."""
