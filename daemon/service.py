@@ -355,25 +355,27 @@ class Service:
             load_scores(where, served.scores, route.meta, route.table.slots)
             load_heads(where, served.heads, route.table.slots.canonical)
         with self.lock:
-            self._rehome(self.routes)
+            self._rehome([(r, r.table, r.meta) for r in self.routes])
         release_freed_memory()
 
-    def _rehome(self, tables_of: Iterable[Route]) -> None:
-        """Move every sensor buffered in `tables_of` to the route that serves it now: its
-        window goes along when both bundles take the same shape, else it starts over
-        (logged, counted). Under the lock."""
+    def _rehome(self, tables: Iterable[tuple[Route, SensorTable, BundleMeta]]) -> None:
+        """Move every sensor buffered in `tables` (a route, a table of it and that table's
+        bundle: a route whose model changed shape on this reload gives its table of before)
+        to the route that serves it now: its window goes along when both bundles take the
+        same shape, else it starts over (logged, counted). A sensor its own route still
+        serves stays (in a table of before, it starts over there). Under the lock."""
         moved = restarted = 0
-        for route in tables_of:
-            for sensor_id in list(route.table.slots):
+        for route, table, meta in tables:
+            for sensor_id in list(table.slots):
                 target = self.router.match(sensor_id)
                 if target is route:
                     continue
                 self.router.forget(sensor_id)
-                if target is not None and same_shape(route.meta, target.meta):
-                    route.table.move_to(sensor_id, target.table)
+                if target is not None and same_shape(meta, target.meta):
+                    table.move_to(sensor_id, target.table)
                     moved += 1
                 else:
-                    route.table.evict(sensor_id)
+                    table.evict(sensor_id)
                     if target is not None:
                         restarted += 1
                     if self.discovery is not None and target is None:
@@ -537,13 +539,17 @@ class Service:
         with self.lock:
             apply_keys(self.settings, settings, live)
             routes, notes = [], []
+            replaced: list[tuple[Route, SensorTable, BundleMeta]] = []
             for model in models:
                 route = old_routes.pop(model.spec.key, None)
                 if route is None:
                     route = self._new_route(model)
                     notes.append(f"{model.spec.describe()}: new")
                 else:
+                    table, meta = route.table, route.meta
                     notes.append(self._reserve(route, model))
+                    if route.table is not table:  # its model takes another shape
+                        replaced.append((route, table, meta))
                 routes.append(route)
             removed = list(old_routes.values())
             for route in removed:
@@ -551,7 +557,8 @@ class Service:
             self.router = Router(routes, max_cached=2 * self.settings.input.max_sensors)
             self.worker.lane = self.router.default.lane
             if [r.spec.key for r in routes] != old_order:
-                self._rehome([*routes, *removed])
+                kept = [(r, r.table, r.meta) for r in [*routes, *removed]]
+                self._rehome([*kept, *replaced])
             self._apply_live()
             self._count_sensors()
         served_now = {r.meta.model_id for r in routes}

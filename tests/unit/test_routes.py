@@ -326,6 +326,33 @@ def test_a_reload_keeps_unchanged_routes_buffers_and_moves_sensors_between_route
     assert [r.meta.name for r in service.routes] == names
 
 
+def test_a_sensor_keeps_its_window_when_a_reload_moves_it_off_a_route_whose_model_changed(
+    bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    """A route's model takes another shape on a reload (its buffers start over), and a new
+    route ahead of it takes one of its sensors with a bundle of the sensor's shape: the
+    sensor moves there with its window (the route's buffers were reset before the sensors
+    were moved, so it started over, and uncounted)."""
+    other = rewritten(tmp_path / "co2-other", name="co2x", features=["co2"], targets=["co2"])
+    routes = [{"sensors": "*-co2", "model": str(bundles["co2"])}]
+    current: dict[str, Any] = {"routes": routes}
+
+    def settings() -> Any:
+        return load_settings(None, mqtt={"host": "127.0.0.1", "port": 1}, **current)
+
+    service = Service(settings(), reload_settings=settings)
+    feed(service, "room-co2", 5)
+    current["routes"] = [
+        {"sensors": "room-*", "model": str(bundles["co2"])},
+        {"sensors": "*-co2", "model": str(other)},
+    ]
+    assert service.reload()
+    room, co2 = service.routes[0], service.routes[1]
+    assert co2.meta.features == ["co2"] and len(co2.table) == 0
+    assert list(room.table.slots) == ["room-co2"]  # moved, window and all
+    assert room.table.last_ts("room-co2") == 1.7e9 + 60 * 4
+
+
 # --- the pieces -------------------------------------------------------------------
 
 
