@@ -496,12 +496,11 @@ class SensorScores:
             step = np.exp(by * ((r > published) - alpha))
             a[q_name][slots] = bounded(np.where(v3, q * step, q), Q_FLOOR, Q_CEIL)
         if self.anomalies:
-            prev_ts = np.array([windows[i].prev_ts for i in rows.tolist()], dtype=np.float64)
-            scored = _Round(slots, seqs, cells, valid, y, f, p, rsc, rate[:, :, 0], prev_ts)
-            for i, expected, half, value, score, late in self._anomalies(scored):
+            scored = _Round(slots, seqs, cells, valid, y, f, p, rsc, rate[:, :, 0], windows, rows)
+            for i, expected, half, value, score, ts in self._anomalies(scored):
                 window = windows[int(rows[i])]
-                if late:  # the reading before the window's newest
-                    window = replace(window, ts=float(prev_ts[i]))
+                if ts is not None:  # the reading before the window's newest
+                    window = replace(window, ts=ts)
                 anomalies.append(
                     Anomaly(window, expected, expected - half, expected + half, value, score)
                 )
@@ -516,14 +515,9 @@ class SensorScores:
             self._guard(slots, valid, r_model * sc, r_pers * sc, leave)
         a["n_scored"][slots] = n_scored + valid.any(axis=1)
 
-    def _anomalies(
-        self, r: _Round
-    ) -> list[
-        tuple[int, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], float, bool]
-    ]:
-        """Readings outside the one-step interval served for them, as (row, expected,
-        half-width, value, score, late); then calibrate that interval with them. `late`: the
-        reading before the row's newest, a spike found one reading late (`_reversals`).
+    def _anomalies(self, r: _Round) -> list[_Found]:
+        """Readings outside the one-step interval served for them (`_Found`); then calibrate
+        that interval with them.
 
         A reading right after an anomaly is checked against the forecast made before the
         anomaly (two steps ahead, its interval widened by the step's own calibration), as the
@@ -534,13 +528,7 @@ class SensorScores:
         value, with persistence's own interval. Only clean one-step comparisons (from windows
         that hold no anomaly) calibrate the interval."""
         a, rows, h = self._arrays, np.arange(len(r.slots)), self.horizon
-        late, late_expected, late_half, late_score = self._reversals(r)
-        late_rows = np.flatnonzero(late)
-        a["flagged_seq"][r.slots[late_rows]] = r.seqs[late_rows] - 1
-        found = [
-            (int(i), late_expected[i], late_half[i], r.p[i, 0], float(late_score[i]), True)
-            for i in late_rows
-        ]
+        late, found = self._reversals(r)
         since = r.seqs - a["flagged_seq"][r.slots]
         after = since == 1
         held = (since >= 2) & (since <= self.timesteps)  # the anomaly is in the window
@@ -567,7 +555,7 @@ class SensorScores:
         # the reading after a spike found late came back to where the sensor was: not checked
         hit = np.flatnonzero(usable & (worst > 1.0) & ~shift & ~late)
         a["flagged_seq"][r.slots[hit]] = r.seqs[hit]
-        found += [(int(i), expected[i], half[i], r.y[i], float(worst[i]), False) for i in hit]
+        found += [(int(i), expected[i], half[i], r.y[i], float(worst[i]), None) for i in hit]
         clean_pers = r.valid[:, 0] & ~after
         alpha = 1.0 - ANOMALY_BASE
         for name, forecast, clean in (
@@ -580,35 +568,35 @@ class SensorScores:
             a[name][r.slots] = bounded(np.where(clean, grown, q), Q_FLOOR, Q_CEIL)
         return found
 
-    def _reversals(
-        self, r: _Round
-    ) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    def _reversals(self, r: _Round) -> tuple[NDArray[np.bool_], list[_Found]]:
         """Rows whose reading before the newest was a spike the check let through (REVERSAL),
-        and for it: expected (the reading before it), half-width and score."""
-        m = len(r.slots)
-        none = np.zeros(m, dtype=np.bool_)
+        each reported (against the reading before it, with its own timestamp) and flagged."""
+        none = np.zeros(len(r.slots), dtype=np.bool_)
         if self.horizon < 2:
-            return none, r.y, r.y, np.zeros(m)
+            return none, []
         before, spike, now = r.p[:, 1], r.p[:, 0], r.y  # (m, k): the last three readings
         into, out = spike - before, now - spike
         smaller = np.minimum(np.abs(into), np.abs(out))
         back = np.abs(now - before) <= RETURN * smaller  # (so the steps go opposite ways)
         if not back.any():  # most readings: no more work
-            return none, r.y, r.y, np.zeros(m)
+            return none, []
         a = self._arrays
         qa = a["qa_pers"][r.slots] * self._tail  # persistence's anomaly half-width, in ...
         half = REVERSAL * qa.astype(np.float64) * r.sc[:, 1]  # ... the scale before the spike
+        prev_ts = np.array([r.windows[i].prev_ts for i in r.rows.tolist()], dtype=np.float64)
         late = (
             (back & (smaller > half)).any(axis=1)
             & r.valid[:, 0]
             & r.valid[:, 1]
-            & np.isfinite(r.prev_ts)
+            & np.isfinite(prev_ts)
             & (a["flagged_seq"][r.slots] < r.seqs - 2)  # neither it nor the one before it
         )
-        if not late.any():
-            return none, r.y, r.y, np.zeros(m)
+        rows = np.flatnonzero(late)
+        a["flagged_seq"][r.slots[rows]] = r.seqs[rows] - 1
         score = (np.abs(into) / half).max(axis=1)
-        return late, before, half, score
+        return late, [
+            (int(i), before[i], half[i], spike[i], float(score[i]), float(prev_ts[i])) for i in rows
+        ]
 
     def _guard(
         self,
@@ -754,12 +742,20 @@ class SensorScores:
         time: the steps still to be realised, as their sensors' slots, the chunk (a slice of
         `idx`), their index (sensor, ring place, step) in the chunk's whole forecasts, as a
         snapshot holds them, and their cells."""
-        steps = self.horizon if name == "pend_f" else self._pers_steps
         for lo in range(0, len(idx), LOAD_CHUNK):
             part = slice(lo, lo + LOAD_CHUNK)
-            cells, live = self._pending(self._ring_seqs(idx[part]))
-            rows, ring, step = np.nonzero(live[:, :, :steps])
-            yield idx[part][rows], part, (rows, ring, step), cells[rows, ring, step]
+            rows, ring, step, cells = self._live_steps(name, idx[part])
+            yield idx[part][rows], part, (rows, ring, step), cells
+
+    def _live_steps(
+        self, name: str, slots: NDArray[np.intp]
+    ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp], NDArray[np.int64]]:
+        """The steps still to be realised of `name` (`pend_f` or `pend_pers`) of the sensors in
+        `slots`: (sensor, ring place, step) of each in their whole forecasts, and its cell."""
+        steps = self.horizon if name == "pend_f" else self._pers_steps
+        cells, live = self._pending(self._ring_seqs(slots))
+        rows, ring, step = np.nonzero(live[:, :, :steps])
+        return rows, ring, step, cells[rows, ring, step]
 
     def _ring_made(self, newest: NDArray[np.int64]) -> NDArray[np.int64]:
         """(n, h): the reading number whose forecast belongs in each ring place, given each
@@ -890,14 +886,12 @@ class SensorScores:
         `rows` of `whole` for the sensors in slots `idx`, in their cells (`_row_chunks`). A
         `legacy` snapshot's forecasts are whole numbers: kept as offsets from their last."""
         a = self._arrays
-        steps = self.horizon if name == "pend_f" else self._pers_steps
         for slots, chunk in self._row_chunks(whole, rows, idx):
-            cells, live = self._pending(self._ring_seqs(slots))
-            r, ring, step = np.nonzero(live[:, :, :steps])
+            r, ring, step, cells = self._live_steps(name, slots)
             got = chunk[r, ring, step]
             if legacy and name == "pend_f":
                 got = got - (a["pend_anchor"][slots[r]] + a["pend_last"][slots[r], ring])
-            a[name][slots[r], cells[r, ring, step]] = got
+            a[name][slots[r], cells] = got
 
 
 @dataclass(frozen=True)
@@ -915,8 +909,16 @@ class _Round:
     sc: NDArray[np.float64]
     """The robust (anomaly) scale."""
     rate: NDArray[np.float64]
-    prev_ts: NDArray[np.float64]
-    """Per window, the timestamp of its second newest reading (`Window.prev_ts`)."""
+    windows: list[Window]
+    rows: NDArray[np.intp]
+    """The round's windows: `windows[rows[i]]` for each row i."""
+
+
+_Found = tuple[
+    int, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], float, float | None
+]
+"""An anomaly: (row, expected, half-width, value, score, ts), `ts` None for the row's newest
+reading, else that of the reading before it (a spike found one reading late, `_reversals`)."""
 
 
 class _Overlay(Mapping[str, NDArray[Any]]):
