@@ -767,15 +767,31 @@ def _not_json_env(section: str) -> str:
     return f"{section or 'config'} ({head}...)"
 
 
+_UNDER_MAPPING = object()
+"""`_setting_at` past a mapping's key (input.fields.<feature>: any key is one)."""
+
+
+def _setting_at(path: list[str]) -> Any:
+    """The annotation of the setting at `path`; None if it names none; `_UNDER_MAPPING` for
+    a path that goes on below a mapping setting."""
+    annotation: Any = Settings
+    for part in path:
+        model = _model_of(annotation)
+        if model is None:
+            mapping = any(get_origin(a) is dict for a in (annotation, *get_args(annotation)))
+            return _UNDER_MAPPING if mapping else None
+        if part not in model.model_fields:
+            return None
+        annotation = model.model_fields[part].annotation
+    return annotation
+
+
 def _structured(path: list[str]) -> bool:
     """Whether the setting at `path` is a table, list or mapping (given as JSON in the
     environment)."""
-    annotation: Any = Settings
-    for key in path:
-        model = _model_of(annotation)
-        if model is None or key not in model.model_fields:
-            return False
-        annotation = model.model_fields[key].annotation
+    annotation = _setting_at(path)
+    if annotation is None or annotation is _UNDER_MAPPING:
+        return False
     return _model_of(annotation) is not None or any(
         get_origin(a) in (dict, list) for a in (annotation, *get_args(annotation))
     )
@@ -785,15 +801,7 @@ def is_setting(key: str) -> bool:
     """Whether the dotted `key` (`mqtt.protocol`, `input.fields.value`) names a setting: the
     environment ignores a variable of the prefix that names none, so a tool that passes
     settings on as variables checks them with this first."""
-    annotation: Any = Settings
-    for part in key.lower().split("."):
-        model = _model_of(annotation)
-        if model is None:  # under a mapping (input.fields.<feature>) any key is one
-            return any(get_origin(a) is dict for a in (annotation, *get_args(annotation)))
-        if part not in model.model_fields:
-            return False
-        annotation = model.model_fields[part].annotation
-    return True
+    return _setting_at(key.lower().split(".")) is not None
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:
