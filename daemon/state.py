@@ -113,10 +113,7 @@ def load_scores(directory: Path, scores: SensorScores, meta: BundleMeta, index: 
     # each sensor's pending forecasts whole, the largest array (14 MB at 100,000 sensors),
     # and their reading numbers (5 MB)
     streamed = ("pend_f", "pend_seq")
-
-    def restore(arrays: Mapping[str, NDArray[Any]]) -> int:
-        return scores.load_arrays(arrays, index)
-
+    restore = functools.partial(scores.load_arrays, index=index)
     return _load_state(path, header, "scores", "model or level", restore, streamed)
 
 
@@ -174,10 +171,7 @@ def load_heads(
     path = directory / HEADS_FILE
     header = _heads_header(heads)
     streamed = ("cov", "weights", "pend_phi", "ring")  # 6 of the 6.3 kB of a head
-
-    def restore(arrays: Mapping[str, NDArray[Any]]) -> int:
-        return heads.load_arrays(arrays, canonical)
-
+    restore = functools.partial(heads.load_arrays, canonical=canonical)
     n = _load_state(path, header, "adapted heads", "regressor layout", restore, streamed)
     if n:
         log.info("restored the adapted heads of %d sensors from %s", n, path)
