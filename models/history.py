@@ -110,12 +110,14 @@ def read_homeassistant(path: Path, resample: float | None = None) -> Table:
     lines: list[int] = []
     for entity, points in numeric.items():
         times = np.array([t for t, _, _ in points])
-        grid = np.arange(np.ceil(times[0] / step) * step, times[-1] + step / 2, step)
-        if len(out) + grid.size > MAX_ROWS:
+        start = np.ceil(times[0] / step) * step
+        # counted before the grid is made: a fine step over months would not fit in memory
+        if len(out) + max(0.0, (times[-1] - start) / step) >= MAX_ROWS:
             raise UserError(
                 f"{path.name}: resampling every {step:g}s makes over {MAX_ROWS:,} rows; "
                 "choose a coarser --resample"
             )
+        grid = np.arange(start, times[-1] + step / 2, step)
         latest = np.searchsorted(times, grid, side="right") - 1  # the state holding at t
         for t, i in zip(grid.tolist(), latest.tolist(), strict=True):
             value = points[i][1]

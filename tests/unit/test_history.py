@@ -47,6 +47,13 @@ def test_home_assistant_export_becomes_one_regular_series_per_numeric_entity():
     assert np.diff(coarse[0].times).min() == 1920
 
 
+def test_a_resample_step_too_fine_for_memory_is_refused_before_the_grid_is_made():
+    """The grid used to be allocated before its size was checked: at 1e-9 s over the
+    export's days, a numpy MemoryError traceback (1.36 PiB); a little coarser, gigabytes."""
+    with pytest.raises(UserError, match="resampling every 1e-09s makes over 5,000,000 rows"):
+        read_csv(HA, resample=1e-9)
+
+
 def test_influx_annotated_csv_becomes_one_series_per_measurement_and_tag_set():
     table = read_csv(INFLUX)
     assert table.header == ["time", "sensor_id", "temperature", "humidity"]
