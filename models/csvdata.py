@@ -84,6 +84,12 @@ def read_csv(path: str | Path, fmt: str = "auto", resample: float | None = None)
     kind = history.detect(p) if fmt == "auto" else fmt
     if kind == "homeassistant":
         return history.read_homeassistant(p, resample)
+    if resample is not None:  # ignored, it would leave the user believing the data resampled
+        what = "an InfluxDB annotated CSV" if kind == "influx" else "a sensor CSV"
+        raise UserError(
+            f"--resample applies to Home Assistant history exports; {p.name} is {what}, "
+            "trained on its own times"
+        )
     if kind == "influx":
         return history.read_influx(p)
     return _read_plain(p)

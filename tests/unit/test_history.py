@@ -54,6 +54,17 @@ def test_a_resample_step_too_fine_for_memory_is_refused_before_the_grid_is_made(
         read_csv(HA, resample=1e-9)
 
 
+@pytest.mark.parametrize(
+    ("data", "what"),
+    [(DATA_DIR / "room_occupancy.csv", "a sensor CSV"), (INFLUX, "an InfluxDB annotated CSV")],
+)
+def test_resample_on_data_that_is_not_a_home_assistant_export_is_refused(data: Path, what: str):
+    """`--resample` used to be ignored there without a word: the bundle was trained on the
+    file's own times while the user believed it resampled."""
+    with pytest.raises(UserError, match=f"applies to Home Assistant history exports; .* is {what}"):
+        read_csv(data, resample=60)
+
+
 def test_influx_annotated_csv_becomes_one_series_per_measurement_and_tag_set():
     table = read_csv(INFLUX)
     assert table.header == ["time", "sensor_id", "temperature", "humidity"]
