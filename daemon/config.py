@@ -61,6 +61,9 @@ SECRET_MAX = 65536
 """Largest password file read (a device such as /dev/zero is not read without end)."""
 SESSION_EXPIRY_MAX = 0xFFFF_FFFF
 """MQTT 5 carries the session expiry in four bytes; this value means it never expires."""
+RECONNECT_MAX = 86_400.0
+"""Longest reconnect delay, seconds: beyond what a wait can take (about 292 years) the network
+thread died with a traceback, and an infinite one made the delay NaN, no wait at all."""
 _toml_file: ContextVar[Path | None] = ContextVar("sensorcast_toml_file", default=None)
 
 
@@ -185,8 +188,12 @@ class MQTTConfig(Section):
         le=SESSION_EXPIRY_MAX,
         description="Seconds the broker keeps the session while disconnected (v5).",
     )
-    reconnect_min: float = Field(0.5, gt=0, description="First reconnect delay, seconds.")
-    reconnect_max: float = Field(30.0, gt=0, description="Cap on the reconnect delay, seconds.")
+    reconnect_min: float = Field(
+        0.5, gt=0, le=RECONNECT_MAX, description="First reconnect delay, seconds."
+    )
+    reconnect_max: float = Field(
+        30.0, gt=0, le=RECONNECT_MAX, description="Cap on the reconnect delay, seconds."
+    )
 
     @field_validator("host")
     @classmethod

@@ -179,6 +179,15 @@ def test_env_error_names_key_and_env_form(monkeypatch: pytest.MonkeyPatch) -> No
             "mqtt.session_expiry (SENSORCAST_MQTT__SESSION_EXPIRY)",
         ),
         ({"mqtt": {"reconnect_min": 5, "reconnect_max": 1}}, "mqtt (SENSORCAST_MQTT)"),
+        # a delay no wait can take killed the network thread at the first failed connect
+        (
+            {"mqtt": {"reconnect_min": 1e300, "reconnect_max": 1e300}},
+            "mqtt.reconnect_min (SENSORCAST_MQTT__RECONNECT_MIN)",
+        ),
+        (
+            {"mqtt": {"reconnect_max": float("inf")}},
+            "mqtt.reconnect_max (SENSORCAST_MQTT__RECONNECT_MAX)",
+        ),
         ({"input": {"topic": "sensors/reading"}}, "input.topic (SENSORCAST_INPUT__TOPIC)"),
         ({"input": {"topic": "a/#/{sensor_id}"}}, "input.topic (SENSORCAST_INPUT__TOPIC)"),
         ({"input": {"max_sensors": 0}}, "input.max_sensors (SENSORCAST_INPUT__MAX_SENSORS)"),
