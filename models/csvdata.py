@@ -128,7 +128,7 @@ def _read_plain(p: Path) -> Table:
         raise UserError(f"{p} has repeated column names: {', '.join(header)}")
     lower = [h.lower() for h in header]
     time_col = next((lower.index(n) for n in lower if n in TIME_NAMES), 0)
-    sensor_col = header.index(SENSOR_COLUMN) if SENSOR_COLUMN in header else None
+    sensor_col = lower.index(SENSOR_COLUMN) if SENSOR_COLUMN in lower else None  # any case
     unit = _epoch_unit(next((r[time_col] for r in rows if r[time_col]), ""))
     return Table(p, header, time_col, sensor_col, rows, lines, unit)
 

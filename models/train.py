@@ -209,6 +209,12 @@ def load_data(
                               args.val_frac, args.test_frac)  # fmt: skip
     _check_bundle_shape(spec)
     series = dataset.load_series(table, spec.columns)
+    repeated = sum(s.duplicates for s in series)
+    if repeated:  # shown even with --quiet: rows of the data are not trained on
+        hint = "; a file of several sensors needs a sensor_id column"
+        several = "" if table.sensor_column is not None else hint
+        print(f"{table.path.name}: left out {repeated} of {len(table.rows)} rows, whose time "
+              f"repeats an earlier row's of the same series{several}", flush=True)  # fmt: skip
     unknown = set(args.sensor_metrics or []) - {s.name for s in series}
     if unknown:
         raise UserError(f"--sensor-metrics: no sensor_id {sorted(unknown)[0]!r} in the data")

@@ -107,6 +107,15 @@ def test_long_format_groups_sorts_and_drops_repeated_times(tmp_path: Path) -> No
     assert (b.name, b.times.tolist(), b.values[:, 0].tolist()) == ("b", [1, 2, 3], [99, 21, 30])
 
 
+def test_the_sensor_id_column_is_found_in_any_case(tmp_path: Path) -> None:
+    """As the time column is: `Sensor_ID` used to be a text column left out of the
+    features, so two sensors made one series, half their rows dropped as repeated times."""
+    path = write(tmp_path, "Time,Sensor_ID,value\n1,a,10\n1,b,20\n2,a,11\n2,b,21\n")
+    a, b = series_of(path)
+    assert (a.name, a.values[:, 0].tolist(), a.duplicates) == ("a", [10.0, 11.0], 0)
+    assert (b.name, b.values[:, 0].tolist(), b.duplicates) == ("b", [20.0, 21.0], 0)
+
+
 def test_wide_format_is_one_series_named_after_the_file(tmp_path: Path) -> None:
     (s,) = series_of(write(tmp_path, "time,a,b\n1,1,\n2,2,5\n", name="boiler.csv"))
     assert s.name == "boiler"

@@ -121,6 +121,35 @@ def test_millisecond_times_are_converted_with_a_notice(tmp_path: Path) -> None:
     assert load_bundle(tmp_path / "ms").meta.cadence_s == 60.0
 
 
+class Trained(Exception):
+    """Raised in place of training, once the data has been read and windowed."""
+
+
+@pytest.mark.train
+def test_rows_left_out_for_a_repeated_time_are_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two sensors in a file without a sensor_id column: half the rows used to be dropped as
+    repeated times of one series, said nowhere but in bundle.json."""
+    pytest.importorskip("tensorflow")
+    rows = "".join(f"{i // 2 * 60},{'ab'[i % 2]},{i % 7}\n" for i in range(600))
+    (data := tmp_path / "two.csv").write_text("time,device,value\n" + rows)
+
+    def no_training(*_: object) -> None:
+        raise Trained
+
+    monkeypatch.setattr(train, "fit", no_training)
+    parser = argparse.ArgumentParser()
+    train.configure_parser(parser)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), pytest.raises(Trained):
+        train.run(parser.parse_args([str(data), "--out", str(tmp_path / "x"), *TINY]))
+    assert printed.getvalue().splitlines()[0] == (  # --quiet, yet the notice is shown
+        "two.csv: left out 300 of 600 rows, whose time repeats an earlier row's of the same "
+        "series; a file of several sensors needs a sensor_id column"
+    )
+
+
 @pytest.mark.parametrize("step", ["nan", "inf", "-60"])
 def test_a_resample_step_that_is_no_positive_number_is_refused_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
