@@ -419,8 +419,17 @@ class InferenceConfig(Section):
 
 
 class StateConfig(Section):
-    dir: Path | None = Field(None, description="Directory for buffer snapshots (off when unset).")
+    dir: Path | None = Field(
+        None, description="Directory for buffer snapshots (off when unset or empty)."
+    )
     interval: float = Field(60.0, gt=0, description="Seconds between periodic snapshots.")
+
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """`SENSORCAST_STATE__DIR=` (an env file turning snapshots off) is no directory: it
+        used to become `.`, snapshots written wherever the process happened to run."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("dir")
     @classmethod

@@ -394,6 +394,13 @@ def test_a_state_dir_that_is_a_dangling_link_is_refused(tmp_path: Path) -> None:
     assert "state.dir (SENSORCAST_STATE__DIR)" in msg and "does not exist" in msg
 
 
+def test_an_empty_state_dir_means_no_snapshots(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It used to be `.`: snapshots in the working directory (`/` under systemd)."""
+    assert load_settings(state={"dir": ""}).state.dir is None
+    monkeypatch.setenv("SENSORCAST_STATE__DIR", "")
+    assert load_settings().state.dir is None
+
+
 def test_missing_file_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "nope.toml"
     msg = config_error(path)
