@@ -46,8 +46,18 @@ def text(name: str) -> str:
         raise UserError(f"no deploy file {name!r}; choose one of: {', '.join(names)}")
     content = shipped[file_name].read_text(encoding="utf-8")
     if file_name.endswith(".service"):
-        content = content.replace(UNIT_EXEC, str(_executable()))
+        content = content.replace(UNIT_EXEC, unit_word(_executable()))
     return content
+
+
+def unit_word(path: Path) -> str:
+    """`path` as the executable word of a unit's command line: `%` doubled (systemd expands
+    specifiers there), quoted when it holds a space, a quote or a backslash (systemd splits
+    the line at spaces: `/srv/my gateway/bin/sensorcast` ran `/srv/my`)."""
+    text = str(path).replace("%", "%%")
+    if any(c.isspace() or c in "\"'\\" for c in text):
+        text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
 
 
 def unit_warning(name: str) -> str | None:

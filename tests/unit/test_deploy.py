@@ -75,6 +75,33 @@ def test_a_unit_printed_from_an_install_its_protecthome_hides_says_so(
         assert not err
 
 
+@pytest.mark.parametrize("name", ["unit", "group"])
+def test_a_unit_printed_from_an_install_whose_path_has_a_space_starts_that_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str
+):
+    """ExecStart took the path as it was: systemd splits it at the space (and expands `%`),
+    so the unit ran `/srv/iot` and failed; now the path is one quoted word."""
+    from sensorcast import deployfiles
+
+    exe = tmp_path / "iot gateway 100%" / "bin" / "sensorcast"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    monkeypatch.setattr(deployfiles, "_executable", lambda: exe)
+    text = deployfiles.text(name)
+    quoted = '"' + str(exe).replace("%", "%%") + '"'
+    assert f"ExecStart={quoted} run --config" in text
+    if shutil.which("systemd-analyze") is None:
+        return
+    unit = tmp_path / ("sensorcast.service" if name == "unit" else "sensorcast@0.service")
+    unit.write_text(text)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "not executable" not in result.stderr
+
+
 def test_the_example_config_is_valid_with_its_home_assistant_section_on(tmp_path: Path):
     text = (DEPLOY / "sensorcast.toml").read_text()
     uncommented = re.sub(
