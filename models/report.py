@@ -272,7 +272,17 @@ def format_bundle(meta: BundleMeta) -> str:
     ]
     width = max(len(k) for k, _ in fields)
     lines = [f"{k:<{width}}  {v}" for k, v in fields]
-    return "\n".join([*lines, "", format_metrics(meta.metrics)])
+    return "\n".join([*lines, "", _shown_metrics(meta.metrics)])
+
+
+def _shown_metrics(metrics: dict[str, Any]) -> str:
+    """The metrics table, or one line where it cannot be made: metrics are not part of the
+    content hash, so a bundle.json edited by hand (or by other software) may hold anything
+    there while its model still serves."""
+    try:
+        return format_metrics(metrics)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError):
+        return "metrics: malformed (not as sensorcast train writes them); not shown"
 
 
 def run_inspect(path: str | Path) -> int:

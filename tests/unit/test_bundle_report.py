@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,46 @@ def test_inspect_prints_identity_settings_and_metrics(
     meta = load_bundle(root).meta  # what SPEC section 6 lists of bundle.json, shown as well
     assert f"content hash   {meta.content_hash}\n" in out
     assert f"schema         version {meta.schema_version}\n" in out
+
+
+GOOD_METRICS = {
+    "n_test": 26,
+    "targets": {"value": {"model": {"mae": 0.12, "rmse": 0.14},
+                          "persistence": {"mae": 0.13, "rmse": 0.15},
+                          "baseline": {"mae": 0.55, "rmse": 0.61}, "skill": 0.97}},
+    "steps": {"value": {"validation": {"model": [0.11], "persistence": [0.12], "baseline": [0.5]},
+                        "test": {"model": [0.12], "persistence": [0.13], "baseline": [0.55]}}},
+    "coverage": {"levels": [0.5, 0.9], "targets": {"value": [[0.46], [0.92]]}},
+}  # fmt: skip
+"""Metrics shaped as `sensorcast train` writes them."""
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("coverage", "levels"), ["0.9"]),
+        (("coverage", "targets", "value"), [0.46, 0.92]),
+        (("steps", "value", "test", "model"), 0.12),
+        (("steps", "value", "validation"), [0.11]),
+        (("steps", "value", "validation", "persistence"), [[0.12]]),
+    ],
+)
+def test_inspect_of_a_bundle_with_malformed_metrics_says_so_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], path: tuple[str, ...], value: object
+) -> None:
+    """Metrics are outside the content hash, so an edited bundle.json still loads and
+    serves: `inspect` used to end in a traceback from the table's formatting."""
+    assert report.run_inspect(make_bundle(tmp_path / "good", metrics=GOOD_METRICS)) == 0
+    assert "value           1       0.11       0.12" in capsys.readouterr().out
+    metrics = json.loads(json.dumps(GOOD_METRICS))
+    parent = metrics
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = value
+    assert report.run_inspect(make_bundle(tmp_path / "bad", metrics=metrics)) == 0
+    out = capsys.readouterr().out
+    assert "tiny@" in out
+    assert out.endswith("\nmetrics: malformed (not as sensorcast train writes them); not shown\n")
 
 
 def test_season_by_autocorrelation_when_the_cadence_gives_none() -> None:
