@@ -7,6 +7,7 @@ names the key, its environment form, the value and what is allowed.
 
 from __future__ import annotations
 
+import codecs
 import ipaddress
 import json
 import os
@@ -850,6 +851,11 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         except OSError as exc:
             raise ConfigError(f"config file {toml} cannot be read: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
+            if toml.read_bytes().startswith(codecs.BOM_UTF8):  # invisible in most editors
+                raise ConfigError(
+                    f"config file {toml} starts with a byte order mark (BOM), which TOML "
+                    "does not allow: save it as UTF-8 without BOM"
+                ) from None
             raise ConfigError(f"config file {toml} is not valid TOML: {exc}") from None
         except UnicodeDecodeError as exc:  # TOML is UTF-8; a Latin-1 "°C" in a comment is not
             raise ConfigError(

@@ -388,6 +388,18 @@ def test_a_file_that_is_not_utf8_is_one_line_naming_the_file(tmp_path: Path) -> 
     assert str(path) in msg and "not UTF-8" in msg and "0xb0" in msg and "\n" not in msg
 
 
+def test_a_file_saved_with_a_byte_order_mark_is_told_so(tmp_path: Path) -> None:
+    """Some Windows editors save UTF-8 with a BOM, which TOML refuses: the error used to be
+    'Invalid statement (at line 1, column 1)' on a line that looks right."""
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf[mqtt]\nport = 1884\n")
+    msg = config_error(path)
+    assert msg == (
+        f"config file {path} starts with a byte order mark (BOM), which TOML does not "
+        "allow: save it as UTF-8 without BOM"
+    )
+
+
 def test_a_state_dir_that_is_a_dangling_link_is_refused(tmp_path: Path) -> None:
     (tmp_path / "state").symlink_to(tmp_path / "gone")
     msg = config_error(None, state={"dir": tmp_path / "state"})
