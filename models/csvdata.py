@@ -124,8 +124,14 @@ def _read_plain(p: Path) -> Table:
         raise UserError(f"cannot read {p}: {exc.strerror}") from None
     if not rows:
         raise UserError(f"{p} has a header but no data rows")
-    if len(set(header)) != len(header):
-        raise UserError(f"{p} has repeated column names: {', '.join(header)}")
+    named = [h for h in header if h]  # unnamed columns: a spreadsheet's trailing commas
+    if len(set(named)) != len(named):
+        raise UserError(f"{p} has repeated column names: {', '.join(named)}")
+    if len(header) == 1 and (sep := next((c for c in ";\t|" if c in header[0]), None)):
+        raise UserError(
+            f"{p} has one column, {header[0]!r}: its values are separated by {sep!r}, and "
+            "sensorcast reads comma-separated values (export it with ',' between values)"
+        )
     lower = [h.lower() for h in header]
     time_col = next((lower.index(n) for n in lower if n in TIME_NAMES), 0)
     sensor_col = lower.index(SENSOR_COLUMN) if SENSOR_COLUMN in lower else None  # any case

@@ -116,6 +116,25 @@ def test_the_sensor_id_column_is_found_in_any_case(tmp_path: Path) -> None:
     assert (b.name, b.values[:, 0].tolist(), b.duplicates) == ("b", [20.0, 21.0], 0)
 
 
+def test_spreadsheet_exports_trailing_commas_are_unnamed_empty_columns(tmp_path: Path) -> None:
+    """Two trailing commas used to be refused as 'repeated column names: time, value, , '."""
+    (s,) = series_of(write(tmp_path, "time,value,,\n1,5,,\n2,6,,\n"))
+    assert s.values[:, 0].tolist() == [5.0, 6.0]
+    with pytest.raises(UserError, match=r"repeated column names: time, value, value$"):
+        series_of(write(tmp_path, "time,value,value,\n1,5,5,\n"))
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_a_file_separated_by_another_character_is_told_so(tmp_path: Path, sep: str) -> None:
+    """It used to be 'has no numeric value columns', the header read as one column."""
+    path = write(tmp_path, f"time{sep}value\n1{sep}5\n2{sep}6\n")
+    with pytest.raises(UserError) as caught:
+        series_of(path)
+    assert f"has one column, {f'time{sep}value'!r}: its values are separated by {sep!r}" in str(
+        caught.value
+    )
+
+
 def test_wide_format_is_one_series_named_after_the_file(tmp_path: Path) -> None:
     (s,) = series_of(write(tmp_path, "time,a,b\n1,1,\n2,2,5\n", name="boiler.csv"))
     assert s.name == "boiler"
