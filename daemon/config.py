@@ -542,6 +542,13 @@ class EntityRule(Presentation):
         min_length=1, description="Glob on the sensor id, e.g. 'boiler-*'; the first match wins."
     )
 
+    @field_validator("sensors")
+    @classmethod
+    def _check_glob(cls, glob: str) -> str:
+        """As a route's: a rule no sensor id can match (a space, an unclosed '[') is a typo
+        that would leave the sensors it was meant for without their unit, silently."""
+        return check_glob(glob)
+
 
 class RouteConfig(Presentation):
     """One entry of `routes` (SPEC 3a): the sensors it serves, the bundle that serves them
@@ -555,9 +562,14 @@ class RouteConfig(Presentation):
     @field_validator("sensors")
     @classmethod
     def _check_glob(cls, glob: str) -> str:
-        if uncovered(glob) is None:
-            raise ValueError(f"matches no sensor id ({GLOB_HELP})")
-        return glob
+        return check_glob(glob)
+
+
+def check_glob(glob: str) -> str:
+    """`glob`, or ValueError if no sensor id can match it."""
+    if uncovered(glob) is None:
+        raise ValueError(f"matches no sensor id ({GLOB_HELP})")
+    return glob
 
 
 def check_routes(routes: list[RouteConfig]) -> None:

@@ -344,6 +344,11 @@ def test_presentation_rules_and_their_configuration_errors():
         load_settings(None, homeassistant={"entities": [{"sensors": "*", "name": "{room}"}]})
     with pytest.raises(ConfigError, match="node_id"):
         load_settings(None, homeassistant={"node_id": "has_underscore"})
+    for typo in ("boiler *", "[boiler-*", "boiler/*"):  # used to be taken, and matched nothing
+        with pytest.raises(
+            ConfigError, match=r"homeassistant.entities\[0\].sensors .* no sensor id"
+        ):
+            load_settings(None, homeassistant={"entities": [{"sensors": typo, "unit": "°C"}]})
 
 
 def test_with_anomalies_off_an_anomaly_sensor_an_earlier_run_announced_is_removed_once():
