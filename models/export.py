@@ -39,6 +39,12 @@ def check_out_dir(out: Path) -> None:
     """Refuse an output path that is a file or a directory holding more than a bundle."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
+    # said now, not after the whole training run: what would refuse the bundle's directory
+    above = next(p for p in (out, *out.absolute().parents) if os.path.lexists(p))
+    if above != out and not above.is_dir():
+        raise UserError(f"--out {out} cannot be made: {above} is not a directory")
+    if above != out and not os.access(above, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out} cannot be made: {above} is not writable")
     if out.is_dir():
         unrelated = sorted(p.name for p in out.iterdir() if p.name not in BUNDLE_FILES)
         if unrelated:

@@ -111,6 +111,19 @@ def test_what_the_bundle_cannot_hold_is_refused_before_training(
 
 
 @pytest.mark.train
+def test_an_out_directory_that_cannot_be_made_is_refused_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--out notes.txt/bundle` used to be found out only when the bundle was written, after
+    the whole training run."""
+    pytest.importorskip("tensorflow")
+    monkeypatch.setattr(train, "fit", lambda *_: pytest.fail("trained before refusing"))
+    (notes := tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(UserError, match=f"cannot be made: {notes} is not a directory$"):
+        run_train(minute_csv(tmp_path, [str(i % 7) for i in range(300)]), notes / "sub" / "b")
+
+
+@pytest.mark.train
 def test_millisecond_times_are_converted_with_a_notice(tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")
     rows = "".join(f"{1_700_000_000_000 + i * 60_000},{i % 7}\n" for i in range(300))
