@@ -69,7 +69,9 @@ _toml_file: ContextVar[Path | None] = ContextVar("sensorcast_toml_file", default
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # inf or nan is no setting: a gap of `inf` printed as `Infinity` by check-config, which
+    # is not JSON, and no number of seconds, sensors or levels means "without end"
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod

@@ -15,6 +15,7 @@ import logging
 import math
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -29,7 +30,7 @@ from sensorcast.discovery import (
     presentation_lookup,
 )
 from sensorcast.drops import Drop, DropLog
-from sensorcast.errors import UserError
+from sensorcast.errors import ConfigError, UserError
 from sensorcast.events import SensorEvents
 from sensorcast.handoff import ReadyQueue
 from sensorcast.inference import InferenceWorker, ServedBundle
@@ -88,6 +89,19 @@ def _room(model: LoadedModel) -> int | None:
 def _one_line(exc: BaseException) -> str:
     text = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
     return " ".join(text.split())[:500]
+
+
+def _usable_state_dir(path: Path) -> None:
+    """Make `state.dir` and write in it, or refuse it (exit 78): one the daemon cannot write
+    was taken, and every snapshot then failed, an error a minute for as long as it ran."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"state.dir {path} cannot be written: {exc.strerror or exc}"
+        ) from None
 
 
 class Service:
@@ -320,6 +334,7 @@ class Service:
                 ) from None
         state_dir = self.settings.state.dir
         if state_dir is not None:
+            _usable_state_dir(state_dir)
             self._restore(state_dir)
         self._count_sensors()
         self.worker.start()

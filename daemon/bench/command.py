@@ -273,6 +273,10 @@ def _run(args: argparse.Namespace) -> tuple[list[Result], list[OpenLoopResult]]:
     finite = all(math.isfinite(v) for v in (args.duration, args.rate, args.cadence))
     if args.sensors < 1 or not finite or not min(args.duration, args.rate, args.cadence) > 0:
         raise UserError("--sensors, --duration, --rate and --cadence must be positive numbers")
+    if not (math.isfinite(args.queue_ms) and args.queue_ms > 0):
+        raise UserError("--queue-ms must be a positive number")
+    if not (math.isfinite(args.max_wait_ms) and args.max_wait_ms >= 0):
+        raise UserError("--max-wait-ms must be a number of 0 or more")
     for flag in ("flood", "backlog"):
         k = getattr(args, flag)
         if k is not None and k < meta.timesteps:

@@ -108,6 +108,17 @@ def test_bench_refuses_a_duration_or_rate_that_is_no_positive_number(
     assert err.count("\n") == 1 and "must be positive numbers" in err
 
 
+@pytest.mark.parametrize(
+    "bad", [["--queue-ms", "nan"], ["--queue-ms", "-5"], ["--max-wait-ms", "inf"]]
+)
+def test_bench_refuses_work_in_flight_or_a_wait_that_is_no_number(
+    capsys: pytest.CaptureFixture[str], bad: list[str]
+):
+    assert bench.run(bench_args(*bad)) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and bad[0] in err, err
+
+
 def test_bench_backlog_mode_drains_everything_on_one_connection(tmp_path: Path):
     out = tmp_path / "bench.json"
     args = bench_args(

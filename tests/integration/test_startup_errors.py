@@ -98,6 +98,16 @@ def test_a_state_dir_under_a_file_stops_run_and_check_config(tmp_path: Path) -> 
     assert "state.dir (SENSORCAST_STATE__DIR)" in one_line(run) == one_line(check)
 
 
+def test_a_state_dir_that_cannot_be_written_stops_run_with_one_line() -> None:
+    """It was taken, and every snapshot then failed (an error a minute for as long as the
+    daemon ran). /proc takes no directory, even from root."""
+    result = sensorcast("run", env={"SENSORCAST_STATE__DIR": "/proc/sensorcast-state"})
+    assert result.returncode == 78
+    assert one_line(result).startswith(
+        "sensorcast: config error: state.dir /proc/sensorcast-state cannot be written: "
+    )
+
+
 def test_a_taken_metrics_port_is_one_line_and_exit_1() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

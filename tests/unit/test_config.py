@@ -203,6 +203,9 @@ def test_env_error_names_key_and_env_form(monkeypatch: pytest.MonkeyPatch) -> No
         ({"anomaly": {"level": 1.5}}, "anomaly.level (SENSORCAST_ANOMALY__LEVEL)"),
         ({"anomaly": {"level": -0.1}}, "anomaly.level (SENSORCAST_ANOMALY__LEVEL)"),
         ({"anomaly": {"topic": "a/#"}}, "anomaly.topic (SENSORCAST_ANOMALY__TOPIC)"),
+        ({"input": {"max_gap": "inf"}}, "input.max_gap (SENSORCAST_INPUT__MAX_GAP)"),
+        ({"state": {"interval": float("inf")}}, "state.interval (SENSORCAST_STATE__INTERVAL)"),
+        ({"inference": {"max_wait_ms": "nan"}}, "inference.max_wait_ms"),
     ],
 )
 def test_invalid_values_name_key_and_env_form(overrides: dict[str, Any], where: str) -> None:
