@@ -71,15 +71,19 @@ def _int_to_float(value: int) -> float:
         raise _Reject(Drop.OVERFLOW) from None
 
 
+def from_iso(text: str) -> datetime:
+    """`datetime.fromisoformat`, with RFC 3339's lowercase zone letter (`...00z`), which it
+    refuses; readings, CSV files and history exports all read times with it."""
+    return datetime.fromisoformat(text[:-1] + "Z" if text[-1:] == "z" else text)
+
+
 def parse_ts(value: Any) -> float:
     """Epoch seconds from a number or an ISO-8601 string (naive means UTC)."""
     if type(value) is float and 0.0 <= value <= MAX_TS:
         return value  # the common case
     if isinstance(value, str):
-        if value[-1:] == "z":  # RFC 3339 allows a lowercase zone letter; fromisoformat does not
-            value = value[:-1] + "Z"
         try:
-            dt = datetime.fromisoformat(value)
+            dt = from_iso(value)
         except ValueError:
             raise _Reject(Drop.BAD_TS) from None
         if dt.tzinfo is None:

@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 
 from sensorcast.errors import UserError
 from sensorcast.models.bundle import FEATURE_PATTERN
+from sensorcast.readings import from_iso
 
 TIME_NAMES = ("time", "date", "timestamp", "ts")
 SENSOR_COLUMN = "sensor_id"
@@ -309,7 +310,7 @@ def _parse_epoch(text: str) -> float:
 
 
 def _parse_iso(text: str) -> float:
-    stamp = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    stamp = from_iso(text)
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=UTC)
     return stamp.timestamp()

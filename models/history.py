@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +28,7 @@ import numpy as np
 
 from sensorcast.errors import UserError
 from sensorcast.models.csvdata import SENSOR_COLUMN, Table
+from sensorcast.readings import from_iso
 
 Format = Literal["auto", "csv", "homeassistant", "influx"]
 FORMATS: tuple[Format, ...] = ("auto", "csv", "homeassistant", "influx")
@@ -71,7 +72,7 @@ def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
 
 def _time(path: Path, line: int, text: str) -> float:
     try:
-        stamp = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        stamp = from_iso(text)
     except ValueError:
         raise UserError(f"{path.name} line {line}: cannot read time {text!r} (ISO-8601)") from None
     return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
