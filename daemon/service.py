@@ -99,9 +99,7 @@ def _usable_state_dir(path: Path) -> None:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as exc:
-        raise ConfigError(
-            f"state.dir {path} cannot be written: {exc.strerror or exc}"
-        ) from None
+        raise ConfigError(f"state.dir {path} cannot be written: {exc.strerror or exc}") from None
 
 
 class Service:
