@@ -9,6 +9,13 @@ packet carries no MQTT 5 properties. `LeanClient` takes those packets apart
 with a few slices when they carry no properties, and hands anything else
 (properties present, QoS 2, an error reason code) to paho's own handlers, so
 behaviour is paho's in every case the fast path does not cover.
+
+An incoming PUBLISH larger than `max_payload` is not held whole: paho would read
+all of it (up to the 256 MB MQTT allows) into memory, three times over at its
+peak, before the parser drops it as too large. Beyond its variable header and
+`max_payload + 1` bytes of payload, its bytes are read and discarded as they
+arrive, so the reading is still dropped and counted as `too_large`, and
+acknowledged, at a bounded cost.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ OnRaw = Callable[[bytes, bytes, bool], bool]
 _PUBACK = 0x40
 WRITE_JOIN = 1 << 16
 """Most bytes of queued packets joined into one `send`."""
+RECV_CHUNK = 1 << 16
+"""Most bytes of an oversized PUBLISH read at once (see `max_payload`)."""
 
 
 class LeanClient(mqtt.Client):
@@ -43,6 +52,47 @@ class LeanClient(mqtt.Client):
     paho's own signal for this, `on_socket_register_write`, fires only when its
     `_registered_write` flag is clear, and a publish racing the loop's write can leave
     the flag set, so later packets would wait for the loop's next timeout."""
+    max_payload: int | None = None
+    """Payload bytes of an incoming PUBLISH kept beyond its variable header; the rest is read
+    and discarded, so the payload handed on is longer than this but bounded (None: all)."""
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        """paho's read, bounded for the body of an oversized PUBLISH: what was read of it
+        beyond `max_payload + 1` payload bytes is cut before each further read."""
+        limit = self.max_payload
+        packet = self._in_packet
+        if (
+            limit is not None
+            and packet["have_remaining"]
+            and packet["command"] & 0xF0 == PUBLISH
+            and packet["remaining_length"] > limit
+        ):
+            body = packet["packet"]
+            start = self._payload_start(body, (packet["command"] & 0x06) >> 1)
+            if start is not None and len(body) > start + limit + 1:
+                del body[start + limit + 1 :]
+            bufsize = min(bufsize, RECV_CHUNK)
+        return super()._sock_recv(bufsize)
+
+    def _payload_start(self, body: bytearray, qos: int) -> int | None:
+        """Where a PUBLISH's payload starts in the bytes read of it so far; None while its
+        variable header (topic, packet id, MQTT 5 properties) is not all there."""
+        if len(body) < 2:
+            return None
+        at = 2 + ((body[0] << 8) | body[1]) + (2 if qos else 0)
+        if self._protocol == MQTTProtocolVersion.MQTTv5:
+            length = shift = 0
+            while True:  # the properties' length: a variable byte integer
+                if at >= len(body) or shift > 21:
+                    return None
+                byte = body[at]
+                at += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            at += length
+        return at if at <= len(body) else None
 
     def _packet_queue(
         self, command: int, packet: Any, mid: int, qos: int, info: Any = None

@@ -205,6 +205,12 @@ class MQTTLink:
             )
             loop.start()
 
+    def limit_payload(self, max_bytes: int) -> None:
+        """Readings are not held whole beyond `max_bytes` of payload (`input.max_payload_bytes`,
+        which drops them): a huge one costs a bounded amount of memory."""
+        if isinstance(self.client, LeanClient):
+            self.client.max_payload = max_bytes
+
     def publish(self, topic: str, payload: bytes, retain: bool | None = None) -> bool:
         """Queue a forecast (at the configured QoS); False if the bounded queue is full.
 

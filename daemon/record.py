@@ -238,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
         client_id=settings.mqtt.client_id[: 64 - len(CLIENT_SUFFIX)] + CLIENT_SUFFIX,
         persistent=False,
     )
+    link.limit_payload(cfg.max_payload_bytes)
     stop = recorder.done
     try:
         with capture_signals(lambda sig: stop.set()):

@@ -140,6 +140,7 @@ class Service:
             may_read=self.queue.accepting,
         )
         self.queue.on_room = self.link.wake
+        self.link.limit_payload(settings.input.max_payload_bytes)
         default = self.router.default
         self.worker = InferenceWorker(
             self.queue,
@@ -624,6 +625,7 @@ class Service:
         self.worker.max_batch = cfg.inference.max_batch
         self.worker.max_wait = cfg.inference.max_wait_ms / 1000
         self.link.retain_forecasts = cfg.output.retain
+        self.link.limit_payload(cfg.input.max_payload_bytes)
         self._drop_log.interval = cfg.log.drop_interval
         self._drop_log.ts_field = cfg.input.ts_field
         self.events.interval, self.events.burst = cfg.log.event_interval, cfg.log.event_burst

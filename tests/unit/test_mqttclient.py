@@ -5,14 +5,16 @@ one write, through a real mosquitto."""
 from __future__ import annotations
 
 import socket
+import threading
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from sensorcast.config import load_settings
 from sensorcast.metrics import Metrics
-from sensorcast.mqttclient import LeanClient
+from sensorcast.mqttclient import RECV_CHUNK, LeanClient
 from sensorcast.mqttio import MQTTLink
 from sensorcast.sandbox import Mosquitto, free_port
 from tests.mqtt_helpers import wait_for
@@ -111,6 +113,51 @@ def test_a_disconnect_is_written_after_what_was_queued_before_it() -> None:
     peer.setblocking(False)
     assert read_all(peer) == expected + b"\xe0\x00"
     assert client._sock is None  # paho closed it, as after its own DISCONNECT
+
+
+def publish_packet(topic: bytes, payload: bytes, mid: int, properties: bytes | None) -> bytes:
+    """An incoming PUBLISH at QoS 1; `properties` (MQTT 5) with their length byte."""
+    body = len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big")
+    body += (properties or b"") + payload
+    length, n = b"", len(body)
+    while True:  # the remaining length, a variable byte integer
+        n, digit = n >> 7, n & 0x7F
+        length += bytes([digit | (0x80 if n else 0)])
+        if not n:
+            break
+    return b"\x32" + length + body
+
+
+@pytest.mark.parametrize("v5", [False, True])
+def test_a_huge_reading_is_handed_on_cut_short_and_acknowledged(v5: bool) -> None:
+    """A 20 MB payload is never held whole: what is kept stays near `max_payload`, the
+    payload handed on is still longer than it (dropped as too large), and it is acked."""
+    ours, peer = socket.socketpair()
+    client = queued_client(ours)
+    client.max_payload = 1000
+    got: list[bytes] = []
+    if v5:  # a user property: paho's own handler decodes it
+        client._protocol = mqtt.MQTTv5
+        client.on_message = lambda c, u, msg: got.append(msg.payload)
+        user = b"\x26\x00\x01k\x00\x01v"
+        properties = bytes([len(user)]) + user
+    else:
+        client.manual_ack_set(True)
+        client.on_raw_message = lambda topic, payload, retained: got.append(payload) or True
+        properties = None
+    packet = publish_packet(b"sensors/big/reading", b"7" * 20_000_000, 9, properties)
+    sender = threading.Thread(target=peer.sendall, args=(packet,))
+    sender.start()
+    held = 0
+    while not got:
+        rc = client._packet_read()
+        assert rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN)
+        held = max(held, len(client._in_packet["packet"]))
+    sender.join()
+    assert 1000 < len(got[0]) <= 1001 + RECV_CHUNK
+    assert held <= 1100 + RECV_CHUNK
+    assert bytes(client._out_packet[0]["packet"]).startswith(b"\x40")  # the PUBACK
+    assert int.from_bytes(bytes(client._out_packet[0]["packet"])[2:4], "big") == 9
 
 
 def test_a_batch_of_forecasts_is_one_write_and_arrives_whole(broker: Mosquitto) -> None:
