@@ -87,7 +87,8 @@ class SensorEvents:
             max_gap,
             cadence,
             irregular,
-            self.timesteps if timesteps is None else timesteps,
+            # the reading that found the gap starts the new window: it is full this many later
+            (self.timesteps if timesteps is None else timesteps) - 1,
             gap_s=gap,
             cadence_s=cadence,
             spread=spread,

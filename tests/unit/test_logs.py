@@ -115,14 +115,14 @@ def test_sensor_events_are_bounded_and_summed_up(caplog: pytest.LogCaptureFixtur
     assert lines[:3] == [f"sensor s{i}: first reading" for i in range(3)]
     assert lines[3] == (
         "sensor s1: window reset: 4s since the last reading, more than 3 x its cadence of "
-        "0.2s; forecasts resume after 20 more readings"
+        "0.2s; forecasts resume after 19 more readings"
     )
     assert lines[4] == "sensor s1: window full (20 readings), forecasting with default@1"
     assert len(lines) == 5
     events.gap_reset("s2", gap=900.0, cadence=60.0, max_gap=3.0, spread=4.6)  # on change
     assert caplog.records[-1].getMessage() == (
         "sensor s2: window reset: 900s since the last reading, more than 3 x its cadence of "
-        "60s x its spread of 4.6; forecasts resume after 20 more readings"
+        "60s x its spread of 4.6; forecasts resume after 19 more readings"
     )
     events.flush(now=1e12)  # the interval is over: what was held back is summed up
     assert caplog.records[-1].getMessage().startswith("... and 7 more new sensors in 60s")
