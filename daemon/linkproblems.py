@@ -45,11 +45,13 @@ class PahoLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 
 def describe_failure(
-    exc: OSError | None, endpoint: str, host: str, closed: Any = None
+    exc: OSError | None, endpoint: str, host: str, closed: Any = None, v5: bool = False
 ) -> tuple[int, str]:
     """Log level and line for a connection attempt that failed before the broker accepted
     it: a TLS certificate either side refused, or the network. `closed`: paho's reason when
-    the connection was made and then lost without an error of its own."""
+    the connection was made and then lost without an error of its own. `v5`: the attempt
+    was MQTT 5, which a broker of 3.1.1 only may leave unanswered instead of refusing it
+    (amqtt 0.12 does with a will or a session expiry, as both of the daemon's connects have)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         return logging.ERROR, (
             f"TLS handshake with {endpoint} failed: certificate verify failed "
@@ -75,9 +77,10 @@ def describe_failure(
             "retrying"
         )
     if exc is None and closed is not None:
+        protocol = f", and that it speaks MQTT 5 (if not, {PROTOCOL_HINT})" if v5 else ""
         return logging.WARNING, (
             f"broker {endpoint} closed the connection before accepting it ({closed}): check "
-            "that mqtt.port and mqtt.tls match the broker's listener; retrying"
+            f"that mqtt.port and mqtt.tls match the broker's listener{protocol}; retrying"
         )
     detail = f" ({exc.strerror or exc})" if exc is not None else ""
     return logging.WARNING, f"broker {endpoint} unreachable{detail}; retrying with backoff"

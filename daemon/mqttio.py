@@ -389,7 +389,7 @@ class MQTTLink:
         elif self._v5 and reason.value in UNSUPPORTED_PROTOCOL:
             log.error("broker %s does not speak MQTT 5: %s", self.endpoint, PROTOCOL_HINT)
         elif lasted is None:  # lost before the broker accepted it: a TLS alert, say
-            self._report(*describe_failure(socket_error, *self._where, closed=reason))
+            self._report(*describe_failure(socket_error, *self._where, closed=reason, v5=self._v5))
         elif lasted < STABLE_AFTER and self._taken_over(reason):
             log.error(
                 "connection to %s dropped %.1fs after connecting (%s): another client uses "

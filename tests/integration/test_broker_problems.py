@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from sensorcast.models import DEFAULT_BUNDLE
 from sensorcast.models.bundle import load_bundle
 from sensorcast.mqttio import status_topic
@@ -170,3 +172,26 @@ def test_a_client_id_clash_on_mqtt_3_1_1_is_still_recognised(tmp_path, broker, d
     clash = "mqtt.client_id 'sc-twin311'"
     wait_for(lambda: first.logged(clash) or second.logged(clash), timeout=30)
     assert first.proc.poll() is None and second.proc.poll() is None  # neither dies
+
+
+def test_a_broker_of_mqtt_3_1_1_only_that_leaves_the_connect_unanswered_is_named(
+    tmp_path, daemon_proc
+):
+    """amqtt 0.12 (the demo's embedded broker) refuses a bare MQTT 5 connect, but leaves
+    one with a will or a session expiry, as both of the daemon's are, unanswered: after the
+    keepalive the line blamed only the port and TLS, not mqtt.protocol."""
+    pytest.importorskip("amqtt")
+    from sensorcast.demo.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker()
+    try:
+        config = write_config(tmp_path / "c.toml", broker.port, DEFAULT_BUNDLE, "sc-v5")
+        config.write_text(config.read_text().replace("[model]", "keepalive = 5\n[model]"))
+        daemon = daemon_proc(config)
+        hint = "set mqtt.protocol (SENSORCAST_MQTT__PROTOCOL) to 3.1.1 for this broker"
+        wait_for(lambda: daemon.logged("before accepting it"), timeout=30)
+        assert all(hint in line for line in lines_with(daemon, "before accepting it"))
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
+    finally:
+        broker.close()
