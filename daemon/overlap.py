@@ -43,6 +43,10 @@ CHUNK = 20_000
 """Sensors per report message (480 kB: under NATS's default 1 MB max_payload)."""
 MAX_PENDING = 1_000
 """Peer report messages kept between two periods; more are dropped (a flood, not a group)."""
+MAX_REPORT = len(MAGIC) + CHUNK * RECORD.itemsize
+"""Bytes of the longest report a member sends; a longer payload is not a report."""
+MAX_PENDING_BYTES = 64 << 20
+"""Bytes of peer reports kept between two periods (24 bytes a sensor: 2.8 million sensors)."""
 
 Publish = Callable[[str, bytes], object]
 
@@ -99,6 +103,7 @@ class SplitDetector:
         self._current: dict[str, list[float]] = {}
         self._previous: dict[str, list[float]] = {}
         self._reports: list[tuple[str, bytes]] = []
+        self._report_bytes = 0
         self._strikes: dict[str, dict[int, int]] = {}
         """Per member: sensors overlapping in its consecutive reports, and how many."""
         self._heard: dict[str, int] = {}
@@ -120,10 +125,16 @@ class SplitDetector:
                 span[1] = ts
 
     def receive(self, topic: str, payload: bytes, retained: bool = False) -> None:
-        """A report from the group's topic (our own included, and ignored later)."""
+        """A report from the group's topic (our own included, and ignored later). What is
+        kept until the period closes is bounded in messages and bytes: the topic is open to
+        any client the broker lets publish there."""
+        if len(payload) > MAX_REPORT:
+            return
         with self._lock:
-            if len(self._reports) < MAX_PENDING:
+            size = self._report_bytes + len(payload)
+            if len(self._reports) < MAX_PENDING and size <= MAX_PENDING_BYTES:
                 self._reports.append((topic, payload))
+                self._report_bytes = size
 
     def tick(self, now: float | None = None) -> bool:
         """Close the period when it is due: publish our report, judge peers'. True if it did."""
@@ -135,6 +146,7 @@ class SplitDetector:
         self._next = now + self.period
         with self._lock:
             reports, self._reports = self._reports, []
+            self._report_bytes = 0
             done, self._current = self._current, {}
         older, self._previous = self._previous, done
         for payload in encode({sid: (s[0], s[1]) for sid, s in done.items()}):
@@ -225,6 +237,7 @@ class GroupWatch:
             client_id=f"{cfg.client_id[:58]}-group",
             persistent=False,
         )
+        self.link.limit_payload(MAX_REPORT)  # a longer one is not held whole, and dropped
 
     def _publish(self, topic: str, payload: bytes) -> object:
         return self.link.publish(topic, payload, retain=False)

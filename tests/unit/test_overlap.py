@@ -12,6 +12,9 @@ from sensorcast.overlap import (
     CONFIRM,
     FORGET,
     MAGIC,
+    MAX_PENDING_BYTES,
+    MAX_REPORT,
+    RECORD,
     SplitDetector,
     decode,
     encode,
@@ -197,3 +200,25 @@ def test_an_idle_member_still_reports() -> None:
     assert encode({}) == [MAGIC]
     records = decode(MAGIC)
     assert records is not None and len(records) == 0
+
+
+def test_what_is_kept_of_reports_is_bounded_in_bytes() -> None:
+    """The report topic is open to any client the broker lets publish there: a payload
+    longer than any report is not one, and what waits for the period is bounded."""
+    bus = Bus("a", "b")
+    a = bus.members["a"]
+    topic = "sensorcast/group/g/seen/b"
+    for p in range(CONFIRM + 1):  # too long: otherwise a report that overlaps every period
+        a.seen("s", T0 + 4 * p)
+        a.seen("s", T0 + 4 * p + 3)
+        records = np.zeros(CHUNK + 1, dtype=RECORD)
+        records[0] = (sensor_hash("s"), T0 + 4 * p + 1, T0 + 4 * p + 2)
+        a.receive(topic, MAGIC + records.tobytes())
+        bus.now += 1.0
+        assert a.tick(bus.now)
+    assert not a.split and not a.peers
+    full = MAGIC + np.zeros(CHUNK, dtype=RECORD).tobytes()
+    assert len(full) == MAX_REPORT
+    for _ in range(MAX_PENDING_BYTES // MAX_REPORT + 50):
+        a.receive(topic, full)
+    assert sum(len(payload) for _, payload in a._reports) <= MAX_PENDING_BYTES
