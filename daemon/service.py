@@ -608,7 +608,9 @@ class Service:
         if same_shape(old, new):
             return f"{model.spec.describe()}: now {new.model_id}, buffers kept"
         route.table = make_table(new, self.settings.input, self.events, _room(model))
-        self.queue.clear(route.lane)
+        # its windows waiting for the worker will not be forecast: counted as the worker
+        # counts one it meets after a reload (a window of another bundle's shape)
+        self.metrics.forecasts_dropped.labels("shape").inc(self.queue.clear(route.lane))
         return (
             f"{model.spec.describe()}: now {new.model_id}, buffers reset "
             "(timesteps or features changed)"

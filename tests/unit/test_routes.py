@@ -353,6 +353,26 @@ def test_a_sensor_keeps_its_window_when_a_reload_moves_it_off_a_route_whose_mode
     assert room.table.last_ts("room-co2") == 1.7e9 + 60 * 4
 
 
+def test_windows_waiting_when_a_reload_changes_their_models_shape_are_counted(
+    bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    """A reload that gives a route a model of another shape drops the windows waiting for
+    the worker (they no longer fit): they were not forecast, so they are counted."""
+    other = rewritten(tmp_path / "co2-only", name="co2x", features=["co2"], targets=["co2"])
+    current: dict[str, Any] = {"routes": [{"sensors": "boiler-*", "model": str(bundles["boiler"])}]}
+
+    def settings() -> Any:
+        return load_settings(None, mqtt={"host": "127.0.0.1", "port": 1}, **current)
+
+    service = Service(settings(), reload_settings=settings)
+    feed(service, "boiler-1", service.meta.timesteps + 2)  # three windows wait
+    assert len(service.queue) == 3
+    current["routes"] = [{"sensors": "boiler-*", "model": str(other)}]
+    assert service.reload()
+    assert len(service.queue) == 0
+    assert service.metrics.value("sensorcast_forecasts_dropped_total", reason="shape") == 3
+
+
 # --- the pieces -------------------------------------------------------------------
 
 
