@@ -65,7 +65,9 @@ class Metrics:
         self.evicted = Counter("sensorcast_sensors_evicted", "Sensors evicted", registry=r)
         self.gap_resets = Counter("sensorcast_gap_resets", "Windows reset by a gap", registry=r)
         self.gap_fills = Counter(
-            "sensorcast_gap_fills", "Gaps filled by repeating the last reading", registry=r
+            "sensorcast_gap_fills",
+            "Gaps filled linearly up to the new reading (input.gap_fill = interpolate)",
+            registry=r,
         )
         self.connected = Gauge("sensorcast_broker_connected", "1 while connected", registry=r)
         self.snapshot_failures = Counter(

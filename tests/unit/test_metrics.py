@@ -74,3 +74,14 @@ def test_process_build_and_every_reason_label_from_the_start():
         assert f'sensorcast_dropped_total{{reason="{reason.value}"}} 0.0' in text
     for reason in FORECAST_DROPS:
         assert f'sensorcast_forecasts_dropped_total{{reason="{reason}"}} 0.0' in text
+
+
+def test_the_gap_fill_counter_says_how_gaps_are_filled():
+    """input.gap_fill = "interpolate" fills a gap linearly (test_buffer); the counter's HELP
+    said it repeated the last reading."""
+    help_line = next(
+        line
+        for line in exposition(Metrics()).splitlines()
+        if line.startswith("# HELP sensorcast_gap_fills_total")
+    )
+    assert "linearly" in help_line and "repeating" not in help_line
