@@ -21,6 +21,7 @@ acknowledged, at a bounded cost.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,7 @@ OnRaw = Callable[[bytes, bytes, bool], bool]
 _PUBACK = 0x40
 WRITE_JOIN = 1 << 16
 """Most bytes of queued packets joined into one `send`."""
+_paho_recv = mqtt.Client._sock_recv
 RECV_CHUNK = 1 << 16
 """Most bytes of an oversized PUBLISH read at once (see `max_payload`)."""
 
@@ -52,27 +54,29 @@ class LeanClient(mqtt.Client):
     paho's own signal for this, `on_socket_register_write`, fires only when its
     `_registered_write` flag is clear, and a publish racing the loop's write can leave
     the flag set, so later packets would wait for the loop's next timeout."""
-    max_payload: int | None = None
+    max_payload: float = math.inf
     """Payload bytes of an incoming PUBLISH kept beyond its variable header; the rest is read
-    and discarded, so the payload handed on is longer than this but bounded (None: all)."""
+    and discarded, so the payload handed on is longer than this but bounded (inf: all)."""
 
     def _sock_recv(self, bufsize: int) -> bytes:
-        """paho's read, bounded for the body of an oversized PUBLISH: what was read of it
-        beyond `max_payload + 1` payload bytes is cut before each further read."""
-        limit = self.max_payload
+        """paho's read, bounded for the body of an oversized PUBLISH. paho asks for what is
+        left of a packet's body, so only such a packet asks for more than `max_payload`: a
+        reading's reads pay one comparison."""
+        if bufsize > self.max_payload:
+            bufsize = self._bounded_read(bufsize)
+        return _paho_recv(self, bufsize)
+
+    def _bounded_read(self, bufsize: int) -> int:
+        """Cut what was read of an oversized PUBLISH beyond `max_payload + 1` payload bytes;
+        the size of the next read."""
         packet = self._in_packet
-        if (
-            limit is not None
-            and packet["have_remaining"]
-            and packet["command"] & 0xF0 == PUBLISH
-            and packet["remaining_length"] > limit
-        ):
+        if packet["command"] & 0xF0 == PUBLISH:
             body = packet["packet"]
             start = self._payload_start(body, (packet["command"] & 0x06) >> 1)
-            if start is not None and len(body) > start + limit + 1:
-                del body[start + limit + 1 :]
-            bufsize = min(bufsize, RECV_CHUNK)
-        return super()._sock_recv(bufsize)
+            keep = None if start is None else start + int(self.max_payload) + 1
+            if keep is not None and len(body) > keep:
+                del body[keep:]
+        return min(bufsize, RECV_CHUNK)
 
     def _payload_start(self, body: bytearray, qos: int) -> int | None:
         """Where a PUBLISH's payload starts in the bytes read of it so far; None while its
