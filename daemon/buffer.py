@@ -278,7 +278,9 @@ class SensorTable:
         self.max_sensors = max_sensors
         n = 0
         while len(self.slots) > max_sensors:
-            self.evict(self.slots.oldest()[0])
+            oldest, _ = self.slots.oldest()
+            self.evict(oldest)
+            self._note_evicted(oldest, "max_sensors")  # said, and its entities taken away
             n += 1
         self.evicted += n
         return n

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
+from pathlib import Path
+
+from sensorcast.models import DEFAULT_BUNDLE
+from sensorcast.models.bundle import load_bundle
+from sensorcast.mqttio import status_topic
 
 from ..conftest import daemon_settings
 from ..mqtt_helpers import wait_for
+from .conftest import write_config
 
 GATEWAY = "homeassistant/binary_sensor/sensorcast/sensorcast_gateway_sc-test/config"
 
@@ -89,3 +96,34 @@ def test_an_evicted_sensor_leaves_home_assistant(broker, client_factory, run_dae
     assert topic not in configs
     assert "homeassistant/binary_sensor/sensorcast/old_anomaly/config" not in configs
     assert "homeassistant/sensor/sensorcast/new_forecast_value/config" in configs
+
+
+def test_sensors_a_reload_evicts_for_a_lower_cap_leave_home_assistant(
+    tmp_path, broker, client_factory, daemon_proc
+):
+    """A lower `input.max_sensors` on reload evicted the least recently seen silently: no
+    line said so and their entities stayed in Home Assistant."""
+
+    def config(max_sensors: int) -> Path:
+        return write_config(
+            tmp_path / "c.toml", broker.port, DEFAULT_BUNDLE, "sc-cap",
+            f"[input]\nmax_sensors = {max_sensors}\n[homeassistant]\ndiscovery = true\n",
+        )  # fmt: skip
+
+    ha = client_factory("homeassistant/sensor/#", status_topic("sc-cap"))
+    daemon = daemon_proc(config(10))
+    wait_for(lambda: ha.received(status_topic("sc-cap")), timeout=20)
+    pub = client_factory()
+    t = load_bundle(DEFAULT_BUNDLE).meta.timesteps
+    for sid in ("a", "b", "c", "d"):
+        feed(pub, sid, t)
+    wait_for(lambda: len(ha.received("homeassistant/sensor/")) == 4, timeout=20)
+    config(2)
+    daemon.signal(signal.SIGHUP)
+    for sid in ("a", "b"):
+        assert wait_for(lambda sid=sid: daemon.logged(f"sensor {sid}: evicted"), timeout=10)
+        topic = f"homeassistant/sensor/sensorcast/{sid}_forecast_value/config"
+        assert wait_for(lambda topic=topic: [m for m in ha.received(topic) if m[1] == b""])
+    assert not daemon.logged("sensor c: evicted") and not daemon.logged("sensor d: evicted")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0

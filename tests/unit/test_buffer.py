@@ -397,6 +397,8 @@ def test_limit_evicts_the_least_recently_seen_beyond_a_lower_cap() -> None:
     assert t.limit(2) == 3
     assert list(t.slots) == ["e", "a"]
     assert t.evicted == 3
+    # said, as every eviction is (a log line, the sensor's Home Assistant entities removed)
+    assert t.take_evicted() == [(sid, "max_sensors") for sid in "bcd"]
     t.push("f", 11.0, (1.0,))
     assert list(t.slots) == ["a", "f"]
 
