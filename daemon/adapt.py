@@ -354,6 +354,16 @@ class SensorHeads:
     def __len__(self) -> int:
         return len(self.slots)
 
+    def forget(self, freed: list[tuple[int, str]]) -> None:
+        """The sensors' table freed these (slot, sensor id): their heads are free again (one
+        that comes back starts a new head, as its scores start again). Kept until another
+        sensor needed the room, they were counted as adapted sensors no longer tracked."""
+        with self._lock:
+            for _, sensor_id in freed:
+                slot = self.slots.pop(sensor_id)
+                if slot is not None:
+                    self._free.append(slot)
+
     def with_period(self) -> int:
         """Heads that learn from the readings one period back (see the module's docstring)."""
         with self._lock:

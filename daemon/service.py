@@ -467,6 +467,8 @@ class Service:
         self.metrics.forecasts_dropped.labels("superseded").inc(self.queue.take_superseded())
         for route, slots in freed:
             route.lane.served.scores.forget(slots)
+            if route.lane.served.heads is not None:
+                route.lane.served.heads.forget(slots)
         on_persistence = adapted = periodic = 0
         for route in self.routes:
             route.count()

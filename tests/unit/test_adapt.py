@@ -186,6 +186,20 @@ def test_beyond_the_cap_sensors_seen_lately_keep_their_heads(forecaster: Forecas
     assert list(h.slots) == ["b", "c"]
 
 
+def test_heads_of_sensors_their_table_lets_go_are_free_again(forecaster: Forecaster) -> None:
+    """Kept until another sensor needed the room, they were counted as adapted sensors no
+    longer tracked (4 adapted of 2 tracked after a reload lowered input.max_sensors)."""
+    values = temperatures(T + 2)
+    h = heads(max_sensors=4)
+    for sid in "abcd":
+        serve(h, forecaster, windows_of(values, sid))
+    h.forget([(0, "a"), (7, "c"), (3, "x")])  # (the table's slot, the sensor id)
+    assert len(h) == 2 and list(h.slots) == ["b", "d"]
+    late = windows_of(values, "e")  # the cap's room is there: a new sensor gets a head
+    serve(h, forecaster, late)
+    assert list(h.slots) == ["b", "d", "e"]
+
+
 def restored_alike(tmp_path: Path, f: Forecaster, ws: list[Window], cut: int) -> list[Window]:
     """Serve `ws[:cut]`, save the heads, restore them into new heads: both forecast the rest
     alike. Returns the rest."""
