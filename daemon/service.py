@@ -263,7 +263,8 @@ class Service:
         sensor_id = self.input.sensor_id(topic)
         if sensor_id is None:
             return self._drop(Drop.BAD_SENSOR_ID, topic)
-        route = self.router.route(sensor_id)
+        routes = self.router
+        route = routes.route(sensor_id)
         if route is None:
             return self._drop(Drop.NO_ROUTE, topic)
         message = read_payload(sensor_id, route.parser, payload, received, retained)
@@ -272,14 +273,18 @@ class Service:
             return self._drop(message, topic)
         _, ts, reading = message
         with self.lock:
-            table = route.table
-            new = sensor_id not in table.slots
-            result = table.push(sensor_id, ts, reading.values, received)
-            if result is None and self.anomaly_topic is not None:
-                result = table.refilling(sensor_id)  # checked, not forecast from
-            if self.group is not None and not isinstance(result, Drop):
-                # the group's detector keeps every sensor's id: the buffers' string, not a copy
-                sensor_id = table.slots.canonical(sensor_id)
+            moved = self.router is not routes  # a reload swapped the routes while it was read
+            if not moved:
+                table = route.table
+                new = sensor_id not in table.slots
+                result = table.push(sensor_id, ts, reading.values, received)
+                if result is None and self.anomaly_topic is not None:
+                    result = table.refilling(sensor_id)  # checked, not forecast from
+                if self.group is not None and not isinstance(result, Drop):
+                    # the group's detector keeps every sensor's id: the buffers' string
+                    sensor_id = table.slots.canonical(sensor_id)
+        if moved:  # read it again for the route that serves the sensor now (its parser)
+            return self._ingest(topic, payload, received, retained)
         if isinstance(result, Drop):
             route.dropped(result)
             return self._drop(result, topic)

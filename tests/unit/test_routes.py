@@ -13,11 +13,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from sensorcast import service as service_module
 from sensorcast.buffer import SensorTable, Window
 from sensorcast.config import load_settings
 from sensorcast.errors import ConfigError
 from sensorcast.globs import uncovered
 from sensorcast.handoff import ReadyQueue
+from sensorcast.readings import read_payload
 from sensorcast.routes import load_models
 from sensorcast.service import Service
 
@@ -371,6 +373,38 @@ def test_windows_waiting_when_a_reload_changes_their_models_shape_are_counted(
     assert service.reload()
     assert len(service.queue) == 0
     assert service.metrics.value("sensorcast_forecasts_dropped_total", reason="shape") == 3
+
+
+def test_a_reading_read_while_a_reload_swaps_the_routes_goes_to_the_route_serving_it_now(
+    bundles: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The route is chosen and the payload read before the buffers' lock is taken: a reload
+    in between put the reading into the buffers of a route no longer served (lost)."""
+    current: dict[str, Any] = {"routes": [{"sensors": "boiler-*", "model": str(bundles["boiler"])}]}
+
+    def settings() -> Any:
+        return load_settings(None, mqtt={"host": "127.0.0.1", "port": 1}, **current)
+
+    service = Service(settings(), reload_settings=settings)
+    feed(service, "boiler-1", 3)
+    old = service.routes[0]
+    reads = []
+
+    def read_during_a_reload(*args: Any) -> Any:
+        if not reads:  # the reload lands as the first read is under way
+            current["routes"] = [{"sensors": "hall-*", "model": str(bundles["boiler"])}]
+            assert service.reload()
+        reads.append(args[1])  # the parser it was read with
+        return read_payload(*args)
+
+    monkeypatch.setattr(service_module, "read_payload", read_during_a_reload)
+    payload = json.dumps({"value": 20.0, "ts": 1.7e9 + 180}).encode()
+    service._ingest("sensors/boiler-1/reading", payload, 1.7e9 + 181)
+    now = service.router.route("boiler-1")
+    assert now is not None and now is not old and now.meta.name == "default"
+    assert now.table.last_ts("boiler-1") == 1.7e9 + 180  # moved there with its window
+    assert reads == [old.parser, now.parser]
+    assert "boiler-1" not in old.table.slots
 
 
 # --- the pieces -------------------------------------------------------------------
