@@ -522,11 +522,13 @@ class SensorScores:
         A reading right after an anomaly is checked against the forecast made before the
         anomaly (two steps ahead, its interval widened by the step's own calibration), as the
         forecast made from the anomalous reading would flag it too; with a horizon of one
-        step it is not checked. Later, while the anomaly is still in the window a forecast
-        was made from, that forecast is not trusted (the model reacts to the outlier in its
-        input for as long as the window holds it): the reading is checked against the last
-        value, with persistence's own interval. Only clean one-step comparisons (from windows
-        that hold no anomaly) calibrate the interval."""
+        step it is not checked. It is not reported when it stays with the anomaly (a level
+        shift) or carries on the way it went (a climb): that is the same event, and a reading
+        that carries it on is checked as the anomaly's latest reading. Later, while the
+        anomaly is still in the window a forecast was made from, that forecast is not trusted
+        (the model reacts to the outlier in its input for as long as the window holds it):
+        the reading is checked against the last value, with persistence's own interval. Only
+        clean one-step comparisons (from windows that hold no anomaly) calibrate the interval."""
         a, rows, h = self._arrays, np.arange(len(r.slots)), self.horizon
         late, found = self._reversals(r)
         since = r.seqs - a["flagged_seq"][r.slots]
@@ -552,8 +554,15 @@ class SensorScores:
         # already reported: a light switched on is one event, not two
         held_level = np.abs(r.y - r.p[:, 0]) <= (a["qa_pers"][r.slots] * self._tail) * r.sc[:, 0]
         shift = after & r.valid[:, 0] & held_level.all(axis=1)
+        # one that carries on the way the anomaly went (beyond what was expected, on the side
+        # the anomaly went: the sunrise of an irradiance sensor, a pump ramping up) is the
+        # same event too, which goes on: the reading after it is checked as the one after an
+        # anomaly
+        same_side = ((r.y - expected) * (r.p[:, 0] - expected) > 0).all(axis=1)
+        carried = after & r.valid[:, 0] & (worst > 1.0) & same_side & ~shift
+        a["flagged_seq"][r.slots[carried]] = r.seqs[carried]
         # the reading after a spike found late came back to where the sensor was: not checked
-        hit = np.flatnonzero(usable & (worst > 1.0) & ~shift & ~late)
+        hit = np.flatnonzero(usable & (worst > 1.0) & ~shift & ~carried & ~late)
         a["flagged_seq"][r.slots[hit]] = r.seqs[hit]
         found += [(int(i), expected[i], half[i], r.y[i], float(worst[i]), None) for i in hit]
         clean_pers = r.valid[:, 0] & ~after

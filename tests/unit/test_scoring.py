@@ -509,6 +509,27 @@ def test_a_level_shift_is_one_anomaly_and_a_spike_still_is_one(horizon: int) -> 
     assert not extra & {int(i) + 1 for i in shifts}, "the reading after a shift was reported"
 
 
+@pytest.mark.parametrize("horizon", [2, 3])
+def test_a_ramp_is_one_anomaly(horizon: int) -> None:
+    """A sensor that climbs fast for a few readings, then holds (an irradiance sensor at
+    sunrise, a pump ramping up): each reading of the climb is beyond what was forecast
+    before it began, on the side the climb goes. It is one event, reported at its first
+    reading; each reading of the climb was reported (a third of an irradiance sensor's
+    clean readings flagged were those)."""
+    rng = np.random.default_rng(12)
+    t, n = 20, 1600
+    series = 20 + rng.normal(0, 1, n)
+    starts = np.arange(300, n - 10, 200)
+    for i in starts:
+        series[i : i + 5] += 15.0 * np.arange(1, 6)
+        series[i + 5 :] += 75.0
+    s = scores_for(meta(horizon=horizon, timesteps=t))
+    *_, found = replay(s, series, lambda w: np.full(horizon, w[-4:].mean()), timesteps=t)
+    found_set = {int(ts) for ts in found}
+    assert all(int(i) in found_set for i in starts)
+    assert not found_set & {int(i) + k for i in starts for k in range(1, 8)}
+
+
 def test_readings_while_a_window_refills_after_a_gap_are_checked() -> None:
     """A gap resets the window: for `timesteps - 1` readings no forecast is made. Those
     readings are still checked (against the reading before each), a spike among them is an
