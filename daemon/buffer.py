@@ -161,6 +161,9 @@ class Window:
     """The timestamp of the reading before the newest, when it is the window's second
     newest (no gap was filled or reset between them); else NaN. An anomaly found one
     reading late is reported with it (scoring.py, REVERSAL)."""
+    spread: float = 1.0
+    """The sensor's spread (SPREAD_LEVEL) when the window was made: a silence longer than
+    `max_gap` x `cadence` x `spread` resets the window (Home Assistant's `expire_after`)."""
 
 
 class SensorTable:
@@ -387,6 +390,7 @@ class SensorTable:
             first=first,
             slot=slot,
             prev_ts=prev_ts,
+            spread=float(self._spread[slot]),
         )
 
     def _ordered(self, slot: int) -> NDArray[np.float64]:

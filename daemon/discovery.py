@@ -9,10 +9,12 @@ gateway itself is a device with a connectivity entity fed by the status topic.
   host name) and the sensor id escaped one-to-one (`_` -> `__`, `.` -> `_d`,
   `:` -> `_c`), so `living-room.temp` and `living-room_temp` never collide and
   renaming the host changes nothing.
-- Configs are retained and carry `origin`. `expire_after` is `max_gap` cadences:
-  by then the daemon would start the sensor's window over, so the forecast is
-  stale. Home Assistant restores an MQTT sensor's state across its own restart
-  while `expire_after` has not run out (RestoreSensor in its mqtt/sensor.py).
+- Configs are retained and carry `origin`. `expire_after` is `max_gap` cadences
+  times the sensor's spread (buffer.py: 1 for a sensor reporting regularly, about 4.6
+  for one reporting on change): by then the daemon would start the sensor's window
+  over, so the forecast is stale. Home Assistant restores an MQTT sensor's state
+  across its own restart while `expire_after` has not run out (RestoreSensor in its
+  mqtt/sensor.py).
 - An evicted sensor's configs are removed (an empty retained payload); so are
   configs a reload no longer produces (a target or the anomaly sensor gone), and,
   with anomalies off, each sensor's anomaly sensor when it is first announced (a
@@ -41,7 +43,8 @@ ORIGIN = {"name": "sensorcast", "sw_version": __version__}
 MIN_EXPIRE_AFTER = 10
 """Seconds; below this, network jitter alone would flip a fast sensor to unavailable."""
 CADENCE_SLACK = 2.0
-"""Announce again when a sensor's cadence moved by more than this factor (expire_after)."""
+"""Announce again when a sensor's cadence, or its cadence times its spread, moved by more
+than this factor (off_delay, expire_after)."""
 _ESCAPES = str.maketrans({"_": "__", ".": "_d", ":": "_c"})
 
 
@@ -66,6 +69,7 @@ def presentation_lookup(rules: Sequence[EntityRule]) -> Callable[[str], Presenta
 @dataclass(frozen=True, slots=True)
 class _Announced:
     cadence: float | None
+    spread: float
     topics: frozenset[str]
     generation: int
 
@@ -118,7 +122,7 @@ class HomeAssistantDiscovery:
         with self._lock:
             announced = list(self._announced.items())
         for sensor_id, known in announced:
-            current = {topic for topic, _ in self.messages(sensor_id, known.cadence)}
+            current = {topic for topic, _ in self.messages(sensor_id, known.cadence, known.spread)}
             for topic in sorted(known.topics - current):
                 self._publish(topic, b"", True)
         self.refresh()
@@ -139,20 +143,28 @@ class HomeAssistantDiscovery:
         for topic, payload in self.gateway_messages():
             self._publish(topic, payload, True)
 
-    def announce(self, sensor_id: str, cadence: float | None) -> None:
-        """Called for every full window (network thread): publishes only what changed."""
+    def announce(self, sensor_id: str, cadence: float | None, spread: float = 1.0) -> None:
+        """Called for every full window (network thread): publishes only what changed.
+
+        `spread`: how irregular the sensor's intervals are (buffer.py's SPREAD_LEVEL
+        quantile of interval over cadence); its window resets after max_gap x cadence x
+        spread without a reading, and its forecast expires in Home Assistant then."""
         known = self._announced.get(sensor_id)
         if (
             known is not None
             and known.generation == self._generation
             and (known.cadence == cadence or _close(known.cadence, cadence))
+            and (
+                known.spread == spread
+                or _close(_span(known.cadence, known.spread), _span(cadence, spread))
+            )
         ):
             return
-        messages = self.messages(sensor_id, cadence)
+        messages = self.messages(sensor_id, cadence, spread)
         with self._lock:
             generation = self._generation
             self._announced[sensor_id] = _Announced(
-                cadence, frozenset(t for t, _ in messages), generation
+                cadence, spread, frozenset(t for t, _ in messages), generation
             )
             gateway = self._gateway_generation != generation
             self._gateway_generation = generation
@@ -199,7 +211,9 @@ class HomeAssistantDiscovery:
         topic = f"{self.prefix}/binary_sensor/{self.node}/{self.gateway_id}/config"
         return [(topic, _dump(config))]
 
-    def messages(self, sensor_id: str, cadence: float | None) -> list[tuple[str, bytes]]:
+    def messages(
+        self, sensor_id: str, cadence: float | None, spread: float = 1.0
+    ) -> list[tuple[str, bytes]]:
         """A sensor's config messages: one forecast sensor per target, and the anomaly
         binary sensor when anomalies are on."""
         look = self.presentation(sensor_id)
@@ -242,7 +256,8 @@ class HomeAssistantDiscovery:
             if look.precision is not None:
                 config["suggested_display_precision"] = look.precision
             if cadence is not None and math.isfinite(cadence):
-                config["expire_after"] = max(MIN_EXPIRE_AFTER, math.ceil(self.max_gap * cadence))
+                gap = self.max_gap * cadence * max(spread, 1.0)  # the window's reset
+                config["expire_after"] = max(MIN_EXPIRE_AFTER, math.ceil(gap))
             config.update(common)
             topic = f"{self.prefix}/sensor/{self.node}/{object_id}/config"
             out.append((topic, _dump(config)))
@@ -281,6 +296,10 @@ def anomaly_binary_sensors(settings: Settings) -> TopicTemplate | None:
     `anomaly.enabled`, else None."""
     anomaly = settings.anomaly
     return TopicTemplate(anomaly.topic, allow_wildcards=False) if anomaly.enabled else None
+
+
+def _span(cadence: float | None, spread: float) -> float | None:
+    return None if cadence is None else cadence * spread
 
 
 def _close(a: float | None, b: float | None) -> bool:

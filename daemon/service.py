@@ -301,7 +301,7 @@ class Service:
             if result.first:
                 self.events.window_ready(sensor_id, route.meta.model_id, route.meta.timesteps)
             if self.discovery is not None:  # the window carries the buffers' string of the id
-                self.discovery.announce(result.sensor_id, result.cadence)
+                self.discovery.announce(result.sensor_id, result.cadence, result.spread)
         return None
 
     def _drop(self, reason: Drop, topic: str) -> None:
