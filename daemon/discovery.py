@@ -46,6 +46,11 @@ CADENCE_SLACK = 2.0
 """Announce again when a sensor's cadence, or its cadence times its spread, moved by more
 than this factor (off_delay, expire_after)."""
 _ESCAPES = str.maketrans({"_": "__", ".": "_d", ":": "_c"})
+NOT_MEASUREMENT = frozenset({"energy", "gas", "monetary", "volume", "water", "wind_direction"})
+"""Device classes whose sensors Home Assistant does not accept as `state_class: measurement`
+(DEVICE_CLASS_STATE_CLASSES, 2025.4: totals, and `measurement_angle` for wind direction,
+which versions before 2025.3 refuse): a forecast of them gets no state class, where
+`measurement` drew a warning per entity ("impossible considering device class")."""
 
 
 def escape(text: str) -> str:
@@ -247,8 +252,9 @@ class HomeAssistantDiscovery:
                 "value_template": _state_template(None if single else target),
                 "json_attributes_topic": state_topic,
                 "json_attributes_template": _attributes_template(None if single else target),
-                "state_class": "measurement",
             }
+            if look.device_class not in NOT_MEASUREMENT:
+                config["state_class"] = "measurement"
             if look.unit is not None:
                 config["unit_of_measurement"] = look.unit
             if look.device_class is not None:

@@ -217,6 +217,45 @@ def test_every_payload_follows_the_documented_schema():
     assert json.loads(multi.messages("room:1", 0.5)[0][1])["expire_after"] == 10  # the floor
 
 
+_MEASURED_NAMES = (
+    "apparent_power aqi atmospheric_pressure battery blood_glucose_concentration "
+    "carbon_monoxide carbon_dioxide conductivity current data_rate energy_distance "
+    "energy_storage frequency humidity illuminance irradiance moisture nitrogen_dioxide "
+    "nitrogen_monoxide nitrous_oxide ozone ph pm1 pm10 pm25 power_factor power "
+    "precipitation_intensity pressure reactive_power signal_strength sound_pressure speed "
+    "sulphur_dioxide temperature volatile_organic_compounds volatile_organic_compounds_parts "
+    "voltage volume_storage volume_flow_rate wind_speed"
+)
+MEASURED = set(_MEASURED_NAMES.split())
+ANY_STATE_CLASS = {"area", "data_size", "distance", "duration", "precipitation", "weight"}
+NO_MEASUREMENT = {
+    "energy": {"total", "total_increasing"},
+    "gas": {"total", "total_increasing"},
+    "monetary": {"total"},
+    "volume": {"total", "total_increasing"},
+    "water": {"total", "total_increasing"},
+    "wind_direction": {"measurement_angle"},
+}
+"""Home Assistant's DEVICE_CLASS_STATE_CLASSES (sensor/const.py, 2025.4), transcribed."""
+
+
+def test_the_state_class_is_one_home_assistant_allows_for_the_device_class():
+    """`measurement` for an energy, gas, monetary, volume, water or wind direction sensor
+    is "impossible considering device class" to Home Assistant, which logged a warning for
+    every such forecast entity; they get no state class."""
+    assert MEASURED | ANY_STATE_CLASS | set(NO_MEASUREMENT) == SENSOR_DEVICE_CLASSES
+    for device_class in sorted(SENSOR_DEVICE_CLASSES):
+        rule = EntityRule(sensors="*", device_class=device_class)
+        d, _ = discovery(presentation=presentation_lookup([rule]))
+        config = check_config(*d.messages("s1", 60.0)[0])
+        allowed = NO_MEASUREMENT.get(device_class, {"measurement"})
+        assert config.get("state_class", "none") in allowed | {"none"}, device_class
+        if device_class not in NO_MEASUREMENT:
+            assert config["state_class"] == "measurement", device_class
+    d, _ = discovery()  # no device class: a measurement, for Home Assistant's statistics
+    assert json.loads(d.messages("s1", 60.0)[0][1])["state_class"] == "measurement"
+
+
 def render(template: str, payload: bytes) -> str:
     env = ImmutableSandboxedEnvironment()
     return env.from_string(template).render(value_json=json.loads(payload), value=payload)
