@@ -496,6 +496,36 @@ _DEVICE_CLASS_NAMES = (
 SENSOR_DEVICE_CLASSES = frozenset(_DEVICE_CLASS_NAMES.split())
 """Home Assistant's numeric sensor device classes (SensorDeviceClass, 2025.4); Home Assistant
 refuses a whole discovery config whose device_class is not one of them."""
+_UG_M3 = ("µg/m³", "μg/m³")  # the micro sign or the Greek mu: Home Assistant used both
+DEVICE_CLASS_UNITS: dict[str, tuple[str, ...]] = {
+    "temperature": ("°C", "°F", "K"),
+    **dict.fromkeys(("humidity", "battery", "moisture"), ("%",)),
+    **dict.fromkeys(("carbon_dioxide", "carbon_monoxide"), ("ppm",)),
+    "volatile_organic_compounds_parts": ("ppm", "ppb"),
+    **dict.fromkeys(
+        [
+            "pm1",
+            "pm10",
+            "pm25",
+            "nitrogen_dioxide",
+            "nitrogen_monoxide",
+            "nitrous_oxide",
+            "ozone",
+            "sulphur_dioxide",
+            "volatile_organic_compounds",
+        ],
+        _UG_M3,
+    ),
+    "illuminance": ("lx",),
+    "wind_direction": ("°",),
+    "current": ("A", "mA"),
+    "frequency": ("Hz", "kHz", "MHz", "GHz"),
+    "signal_strength": ("dB", "dBm"),
+    **dict.fromkeys(("aqi", "ph"), ()),
+}
+"""The units Home Assistant takes with these device classes (DEVICE_CLASS_UNITS, 2025.4; the
+classes whose units later versions did not extend); it refuses a whole discovery config with
+any other, and only logs why."""
 
 
 class Presentation(Section):
@@ -944,6 +974,25 @@ def config_warnings(settings: Settings) -> list[str]:
             "sensor, yet its bundle is loaded and kept: set [model] fallback = false "
             "(SENSORCAST_MODEL__FALLBACK=false)"
         )
+    if settings.homeassistant.discovery:
+        rules: list[tuple[str, int, EntityRule | RouteConfig]] = [
+            *(
+                ("homeassistant.entities", i, r)
+                for i, r in enumerate(settings.homeassistant.entities)
+            ),
+            *(("routes", i, r) for i, r in enumerate(settings.routes)),
+        ]
+        for where, i, rule in rules:
+            units = DEVICE_CLASS_UNITS.get(rule.device_class or "")
+            if units is None or rule.unit in units or (not units and rule.unit is None):
+                continue
+            takes = " or ".join(units) if units else "no unit"
+            given = "no unit" if rule.unit is None else f"unit {rule.unit!r}"
+            found.append(
+                f"{where}[{i}] (sensors {rule.sensors!r}): Home Assistant takes {takes} with "
+                f"device_class {rule.device_class}, not {given}, and refuses the whole entity "
+                "otherwise (it only logs why)"
+            )
     if settings.mqtt.password is not None and settings.mqtt.username is None:
         found.append(
             "mqtt.username (SENSORCAST_MQTT__USERNAME) is not set, so the broker password "

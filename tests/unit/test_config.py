@@ -710,6 +710,26 @@ def test_tls_files_without_tls_enabled_are_warned_about(pki: PKI) -> None:
     assert config_warnings(on) == []
 
 
+@pytest.mark.parametrize(
+    ("unit", "device_class", "takes"),
+    [("C", "temperature", "°C or °F or K"), (None, "humidity", "%"), ("AQI", "aqi", "no unit")],
+)
+def test_a_unit_home_assistant_refuses_with_the_device_class_is_warned_about(
+    unit: str | None, device_class: str, takes: str
+) -> None:
+    """Home Assistant refuses the whole discovery config then and only logs why: the
+    forecast entity never appeared, and check-config passed it."""
+    rule = {"sensors": "boiler-*", "unit": unit, "device_class": device_class}
+    ha = {"discovery": True, "entities": [rule]}
+    (warning,) = config_warnings(load_settings(None, homeassistant=ha))
+    assert warning.startswith("homeassistant.entities[0] (sensors 'boiler-*'): ")
+    assert f"Home Assistant takes {takes} with device_class {device_class}" in warning
+    right = {"temperature": "°C", "humidity": "%", "aqi": None}[device_class]
+    fixed = {**ha, "entities": [{**rule, "unit": right}]}
+    assert config_warnings(load_settings(None, homeassistant=fixed)) == []
+    assert config_warnings(load_settings(None, homeassistant={**ha, "discovery": False})) == []
+
+
 def test_check_config_warns_in_one_line_of_a_password_without_a_user_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
