@@ -105,4 +105,6 @@ class DropLog(Quota):
             reason.value,
             why(reason, self.ts_field),
             extra,
+            # fields of their own in `log.format = "json"`, so a log shipper can filter on them
+            extra={"event": "dropped", "reason": reason.value, "topic": topic[:200]},
         )

@@ -29,7 +29,7 @@ JOURNAL_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3}
 """syslog priorities (sd-daemon's SD_DEBUG .. SD_ERR); CRITICAL and above are 2 (SD_CRIT)."""
-_STRUCTURED = ("sensor_id", "event", "gap_s", "cadence_s", "model")
+_STRUCTURED = ("sensor_id", "event", "gap_s", "cadence_s", "model", "reason", "topic")
 """Attributes passed with `extra=` that the JSON format carries as fields of their own."""
 
 

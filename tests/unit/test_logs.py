@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sensorcast.config import load_settings
+from sensorcast.drops import Drop, DropLog
 from sensorcast.errors import ConfigError
 from sensorcast.events import SensorEvents
 from sensorcast.logs import JournalFormatter, JSONFormatter, level_name, stderr_is_journal
@@ -49,6 +50,20 @@ def test_json_lines_carry_the_structured_fields():
     assert doc["message"] == "sensor a: first reading"
     assert doc["sensor_id"] == "a" and doc["event"] == "first_seen"
     assert doc["time"].endswith("+00:00")
+
+
+def test_a_dropped_reading_s_json_line_carries_its_reason_and_topic(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A log shipper filters drops by reason and topic, as the metric labels them, without
+    parsing the message."""
+    with caplog.at_level(logging.WARNING, logger="sensorcast"):
+        DropLog(0.0)(Drop.BAD_TS, "sensors/boiler-3/reading")
+    (rec,) = caplog.records
+    doc = json.loads(JSONFormatter().format(rec))
+    assert doc["event"] == "dropped" and doc["reason"] == "bad_ts"
+    assert doc["topic"] == "sensors/boiler-3/reading"
+    assert doc["message"].startswith("dropped a reading on 'sensors/boiler-3/reading': bad_ts")
 
 
 def test_journal_stream_is_recognised_only_for_the_stream_it_names(tmp_path: Path):
