@@ -559,7 +559,7 @@ class SensorScores:
         # same event too, which goes on: the reading after it is checked as the one after an
         # anomaly
         same_side = ((r.y - expected) * (r.p[:, 0] - expected) > 0).all(axis=1)
-        carried = after & r.valid[:, 0] & (worst > 1.0) & same_side & ~shift
+        carried = after & usable & r.valid[:, 0] & (worst > 1.0) & same_side & ~shift
         a["flagged_seq"][r.slots[carried]] = r.seqs[carried]
         # the reading after a spike found late came back to where the sensor was: not checked
         hit = np.flatnonzero(usable & (worst > 1.0) & ~shift & ~carried & ~late)
