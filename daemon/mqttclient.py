@@ -7,8 +7,10 @@ builds a `Properties`, a `ReasonCode`, an `MQTTMessage` (with a condition
 variable) and a debug log line per packet, even when, as almost always, the
 packet carries no MQTT 5 properties. `LeanClient` takes those packets apart
 with a few slices when they carry no properties, and hands anything else
-(properties present, QoS 2, an error reason code) to paho's own handlers, so
-behaviour is paho's in every case the fast path does not cover.
+(properties present, an error reason code) to paho's own handlers, so
+behaviour is paho's in every case the fast path does not cover. QoS 2 readings
+are taken in at their PUBLISH, before the PUBREC, as QoS 1 ones before their
+PUBACK, and every PUBREL is completed (see `_handle_publish_qos2`).
 
 An incoming PUBLISH larger than `max_payload` is not held whole: paho would read
 all of it (up to the 256 MB MQTT allows) into memory, three times over at its
@@ -160,6 +162,8 @@ class LeanClient(mqtt.Client):
         header = self._in_packet["command"]
         qos = (header & 0x06) >> 1
         packet = self._in_packet["packet"]
+        if on_raw is not None and qos == 2 and len(packet) >= 3:
+            return self._handle_publish_qos2(on_raw, packet, bool(header & 0x01))
         if on_raw is None or qos > 1 or len(packet) < 3:
             return super()._handle_publish()
         at = 2 + ((packet[0] << 8) | packet[1])
@@ -182,6 +186,43 @@ class LeanClient(mqtt.Client):
         if qos and ack:
             return self._send_puback(mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _handle_publish_qos2(
+        self, on_raw: OnRaw, packet: bytearray, retained: bool
+    ) -> MQTTErrorCode:
+        """A QoS 2 reading is taken in at its PUBLISH, and PUBREC goes out only once it was
+        (as PUBACK for QoS 1): a reading not taken in (the daemon stopping) is sent again by
+        the broker on the next connection. paho hands it on at PUBREL, after its PUBREC: one
+        PUBREC'd by a process that stopped before the PUBREL was lost, since the broker
+        then sends only the PUBREL."""
+        at = self._payload_start(packet, 2)
+        topic_end = 2 + ((packet[0] << 8) | packet[1])
+        if at is None or topic_end == 2:  # malformed, or an MQTT 5 topic alias: paho's
+            return super()._handle_publish()
+        mid = (packet[topic_end] << 8) | packet[topic_end + 1]
+        try:
+            ack = on_raw(bytes(packet[2:topic_end]), bytes(packet[at:]), retained)
+        except Exception:  # as paho's suppress_exceptions: never end the network loop
+            log.exception("error handling a message")
+            ack = True
+        if ack:
+            return self._send_pubrec(mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _handle_pubrel(self) -> MQTTErrorCode:
+        """PUBCOMP for a PUBREL of a reading taken in at its PUBLISH, or of one PUBREC'd by
+        an earlier process or connection. paho with manual acknowledgement leaves a PUBREL
+        it does not know unanswered, and the broker keeps such a message in flight for
+        good: with its in-flight window (20) full of them, it sent this session nothing
+        more, and the daemon, restarted during a flood of QoS 2 readings, never read again."""
+        packet = self._in_packet["packet"]
+        if len(packet) >= 2:
+            mid = (packet[0] << 8) | packet[1]
+            with self._in_message_mutex:
+                known = mid in self._in_messages
+            if not known:
+                return self._send_pubcomp(mid)
+        return super()._handle_pubrel()
 
     def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
         packet = self._in_packet["packet"]

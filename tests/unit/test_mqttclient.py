@@ -115,8 +115,10 @@ def test_a_disconnect_is_written_after_what_was_queued_before_it() -> None:
     assert client._sock is None  # paho closed it, as after its own DISCONNECT
 
 
-def publish_packet(topic: bytes, payload: bytes, mid: int, properties: bytes | None) -> bytes:
-    """An incoming PUBLISH at QoS 1; `properties` (MQTT 5) with their length byte."""
+def publish_packet(
+    topic: bytes, payload: bytes, mid: int, properties: bytes | None, qos: int = 1
+) -> bytes:
+    """An incoming PUBLISH at `qos` (1 or 2); `properties` (MQTT 5) with their length byte."""
     body = len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big")
     body += (properties or b"") + payload
     length, n = b"", len(body)
@@ -125,7 +127,7 @@ def publish_packet(topic: bytes, payload: bytes, mid: int, properties: bytes | N
         length += bytes([digit | (0x80 if n else 0)])
         if not n:
             break
-    return b"\x32" + length + body
+    return bytes([0x30 | qos << 1]) + length + body
 
 
 @pytest.mark.parametrize("v5", [False, True])
@@ -160,6 +162,56 @@ def test_a_huge_reading_is_handed_on_cut_short_and_acknowledged(v5: bool) -> Non
     assert held <= 1100 + RECV_CHUNK + 1000
     assert bytes(client._out_packet[0]["packet"]).startswith(b"\x40")  # the PUBACK
     assert int.from_bytes(bytes(client._out_packet[0]["packet"])[2:4], "big") == 9
+
+
+def read_packets(client: LeanClient, peer: socket.socket, data: bytes) -> None:
+    """`data`, whole packets from the broker, read and handled by `client`."""
+    peer.sendall(data)
+    while client._packet_read() == MQTTErrorCode.MQTT_ERR_SUCCESS:
+        pass
+
+
+def queued(client: LeanClient) -> list[bytes]:
+    """The packets `client` has queued to send (and forgets them)."""
+    out = [bytes(p["packet"]) for p in client._out_packet]
+    client._out_packet.clear()
+    return out
+
+
+@pytest.mark.parametrize("v5", [False, True])
+def test_a_qos2_reading_is_taken_at_its_publish_and_every_pubrel_is_completed(v5: bool) -> None:
+    """A QoS 2 reading is acknowledged (PUBREC) only once taken in, so one the daemon did not
+    take (stopping) is sent again next session; a PUBREL this process never saw the PUBLISH
+    of (an earlier process PUBREC'd it) is completed: left unanswered, it stayed in the
+    broker's in-flight window, and 20 of them stopped every later reading."""
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    client = queued_client(ours)
+    client.manual_ack_set(True)
+    if v5:
+        client._protocol = mqtt.MQTTv5
+    properties = b"\x00" if v5 else None
+    accepting = False
+    got: list[bytes] = []
+
+    def on_raw(topic: bytes, payload: bytes, retained: bool) -> bool:
+        if accepting:
+            got.append(payload)
+        return accepting
+
+    client.on_raw_message = on_raw
+    reading = publish_packet(b"sensors/q/reading", b"21.5", 5, properties, qos=2)
+    read_packets(client, peer, reading)
+    assert (got, queued(client)) == ([], [])  # not taken: no PUBREC, the broker keeps it
+    accepting = True
+    read_packets(client, peer, reading)  # sent again
+    assert got == [b"21.5"]
+    assert queued(client) == [b"\x50\x02\x00\x05"]  # PUBREC once it is in
+    read_packets(client, peer, b"\x62\x02\x00\x05")  # PUBREL
+    assert queued(client) == [b"\x70\x02\x00\x05"]  # PUBCOMP
+    read_packets(client, peer, b"\x62\x02\x00\x09")  # PUBREL of an earlier process's
+    assert queued(client) == [b"\x70\x02\x00\x09"]
+    assert got == [b"21.5"]  # taken in once
 
 
 def test_a_batch_of_forecasts_is_one_write_and_arrives_whole(broker: Mosquitto) -> None:
