@@ -55,6 +55,7 @@ from sensorcast.state import (
     load_scores,
     load_snapshot,
     release_freed_memory,
+    remove_unfinished,
     save_heads,
     save_scores,
     save_snapshot,
@@ -369,6 +370,9 @@ class Service:
         for route in self.routes:
             where = route.spec.state_dir(state_dir)
             served = route.lane.served
+            unfinished = remove_unfinished(where)
+            if unfinished:
+                log.info("removed %d unfinished snapshot files from %s", unfinished, where)
             with self.lock:
                 load_snapshot(where, route.table, route.meta, max_ts)
             load_scores(where, served.scores, route.meta, route.table.slots)

@@ -8,6 +8,7 @@ second copy of them in memory.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import json
@@ -36,6 +37,8 @@ SNAPSHOT_FILE = "buffers.npz"
 SCORES_FILE = "scores.npz"
 HEADS_FILE = "heads.npz"
 FORMAT = 1
+UNFINISHED = (".state-", ".npz")
+"""Prefix and suffix of the temporary file a snapshot is written to before its rename."""
 
 
 M_MMAP_THRESHOLD = -3
@@ -186,7 +189,7 @@ def _write_npz(directory: Path, name: str, arrays: dict[str, Any]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / name
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".npz", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=UNFINISHED[0], suffix=UNFINISHED[1], dir=directory)
     except OSError as exc:
         raise _about(exc, target) from exc
     try:
@@ -206,6 +209,19 @@ def _write_npz(directory: Path, name: str, arrays: dict[str, Any]) -> Path:
     finally:
         os.close(dir_fd)
     return target
+
+
+def remove_unfinished(directory: Path) -> int:
+    """Remove the temporary files of snapshots that a killed process left half-written, and
+    return how many: each write has a file of its own, so every crash in the middle of one
+    (SIGKILL, the watchdog, power loss) left one behind for good, up to the size of a whole
+    snapshot (tens of MB at 100,000 sensors)."""
+    removed = 0
+    for path in directory.glob(f"{UNFINISHED[0]}*{UNFINISHED[1]}"):
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed += 1
+    return removed
 
 
 def _about(exc: OSError, target: Path) -> OSError:

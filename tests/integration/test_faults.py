@@ -123,6 +123,24 @@ def test_corrupt_snapshot_is_ignored_not_fatal(tmp_path: Path, broker, client_fa
     assert (state / "buffers.npz").stat().st_size > 100  # replaced by a good snapshot
 
 
+def test_a_snapshot_a_kill_left_half_written_is_removed_at_start(
+    tmp_path: Path, broker, run_daemon
+):
+    """A snapshot is written to a temporary file of its own, then renamed: a process killed
+    while writing one left that file behind, one more at every such crash."""
+    state = tmp_path / "state"
+    state.mkdir()
+    unfinished = state / ".state-k3x9q1z.npz"
+    unfinished.write_bytes(b"PK\x03\x04" + bytes(4096))  # cut off mid-write
+    (state / "notes.txt").write_text("the operator's")
+    daemon = run_daemon(daemon_settings(broker.port, state={"dir": str(state)}))
+    assert not unfinished.exists()
+    assert (state / "notes.txt").exists()
+    assert daemon.stop() == 0, daemon.error
+    assert (state / "buffers.npz").is_file()
+    assert not list(state.glob(".state-*"))
+
+
 def test_second_instance_with_the_same_client_id(tmp_path: Path, broker, daemon_proc):
     """Documented: the broker lets one connection hold a client id, so two instances take
     turns; each logs an error naming mqtt.client_id and backs off exponentially instead of
