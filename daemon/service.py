@@ -279,6 +279,8 @@ class Service:
                 table = route.table
                 new = sensor_id not in table.slots
                 result = table.push(sensor_id, ts, reading.values, received)
+                if not isinstance(result, Drop):  # counted under the lock: a reload that
+                    route.accepted += 1  # takes the route away counts it last (reload)
                 if result is None and self.anomaly_topic is not None:
                     result = table.refilling(sensor_id)  # checked, not forecast from
                 if self.group is not None and not isinstance(result, Drop):
@@ -290,7 +292,6 @@ class Service:
             route.dropped(result)
             return self._drop(result, topic)
         self.metrics.readings.inc()
-        route.accepted += 1
         if self.group is not None:
             self.group.seen(sensor_id, ts)
         if new:
@@ -578,6 +579,7 @@ class Service:
                 routes.append(route)
             removed = list(old_routes.values())
             for route in removed:
+                route.count()  # its readings since the last housekeeping, else never counted
                 notes.append(f"{route.spec.describe()}: removed")
             self.router = Router(routes, max_cached=2 * self.settings.input.max_sensors)
             self.worker.lane = self.router.default.lane

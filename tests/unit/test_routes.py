@@ -355,6 +355,28 @@ def test_a_sensor_keeps_its_window_when_a_reload_moves_it_off_a_route_whose_mode
     assert room.table.last_ts("room-co2") == 1.7e9 + 60 * 4
 
 
+def test_readings_of_a_route_a_reload_takes_away_are_counted_for_their_model(
+    bundles: dict[str, Path],
+) -> None:
+    """The readings a route took since the last housekeeping are counted per model then: a
+    reload that removed the route lost them from `sensorcast_model_readings_total`."""
+    boiler = {"sensors": "boiler-*", "model": str(bundles["boiler"])}
+    current: dict[str, Any] = {"routes": [boiler, {**boiler, "sensors": "hall-*"}]}
+
+    def settings() -> Any:
+        return load_settings(None, mqtt={"host": "127.0.0.1", "port": 1}, **current)
+
+    service = Service(settings(), reload_settings=settings)
+    feed(service, "boiler-1", 3)
+    feed(service, "hall-1", 2)
+    current["routes"] = [boiler]
+    assert service.reload()
+    service._housekeeping()
+    model = service.routes[0].meta.model_id
+    assert service.metrics.value("sensorcast_readings_total") == 5
+    assert service.metrics.value("sensorcast_model_readings_total", model=model) == 5
+
+
 def test_windows_waiting_when_a_reload_changes_their_models_shape_are_counted(
     bundles: dict[str, Path], tmp_path: Path
 ) -> None:
