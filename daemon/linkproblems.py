@@ -21,9 +21,11 @@ CLIENT_CERT_ALERTS = ("UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_REQUIRED", "
 
 
 class PahoLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """paho's log, minus what the link reports itself: a socket error (say, the broker's
-    TLS alert) is kept for the link to name, and paho's 'Client is not connected', said on
-    every retry, goes to DEBUG."""
+    """paho's log, minus what the link reports itself: a socket error on receiving or
+    sending (say, the broker's TLS alert, or a broker gone mid-write) is kept for the link
+    to name, and paho's 'Client is not connected', said on every retry, goes to DEBUG. A
+    broker restarted under load used to add 'failed to send on socket: Broken pipe' at
+    ERROR to the link's own warning that it disconnected."""
 
     def __init__(self, logger: logging.Logger) -> None:
         super().__init__(logger, {})
@@ -31,7 +33,7 @@ class PahoLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
         text = str(msg)
-        if text.startswith("failed to receive on socket") and args:
+        if text.startswith(("failed to receive on socket", "failed to send on socket")) and args:
             if isinstance(args[0], OSError):
                 self.socket_error = args[0]
             level = logging.DEBUG

@@ -15,6 +15,7 @@ from sensorcast.config import load_settings
 from sensorcast.drops import Drop, DropLog
 from sensorcast.errors import ConfigError
 from sensorcast.events import SensorEvents
+from sensorcast.linkproblems import PahoLog
 from sensorcast.logs import JournalFormatter, JSONFormatter, level_name, stderr_is_journal
 
 
@@ -165,3 +166,15 @@ def test_pahos_not_connected_noise_at_a_clean_stop_is_not_an_error(level: str):
     noise = [line for line in lines if "not connected" in line]
     assert noise == ([] if level == "info" else [noise[0]])
     assert all(line.startswith("<7>DEBUG") for line in noise)
+
+
+@pytest.mark.parametrize("way", ["receive", "send"])
+def test_a_socket_error_is_left_to_the_link_to_name(way: str, caplog: pytest.LogCaptureFixture):
+    """A broker that goes away mid-read or mid-write: the link says it disconnected (a
+    warning); paho's own line about the socket is not a second one, at ERROR."""
+    paho = PahoLog(logging.getLogger("sensorcast.paho"))
+    error = BrokenPipeError(32, "Broken pipe")
+    with caplog.at_level(logging.DEBUG, logger="sensorcast.paho"):
+        paho.log(logging.ERROR, f"failed to {way} on socket: %s", error)
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG]
+    assert paho.take_socket_error() is error
