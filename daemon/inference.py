@@ -27,8 +27,9 @@ from sensorcast.topics import TopicTemplate
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[str, bytes], bool]
-"""Hands a forecast to the MQTT client; False when it could not be queued."""
+Publish = Callable[[str, bytes, bool | None], bool]
+"""Hands a forecast to the MQTT client, retained or not (None: as `output.retain` says);
+False when it could not be queued."""
 Held = Callable[[], contextlib.AbstractContextManager[None]]
 """Within it, the forecasts this thread publishes are written together as it leaves."""
 NOT_FINITE_LOG_S = 60.0
@@ -267,7 +268,8 @@ class InferenceWorker(threading.Thread):
                         self._lost(lane, "not_finite")
                         self._not_finite(entry.window.sensor_id)
                         continue
-                    if self._publish(self.output.format(entry.window.sensor_id), payload):
+                    topic = self.output.format(entry.window.sensor_id)
+                    if self._publish(topic, payload, None):
                         sent.append(entry.received)
                     else:
                         self._lost(lane, "queue_full")
@@ -304,7 +306,9 @@ class InferenceWorker(threading.Thread):
             )
             if payload is None:
                 continue
-            if self._publish(self.anomaly_topic.format(a.window.sensor_id), payload):
+            # an event, never retained (`output.retain` is of forecasts): a retained one was
+            # replayed to every new subscriber, Home Assistant's anomaly sensor turned on again
+            if self._publish(self.anomaly_topic.format(a.window.sensor_id), payload, False):
                 self.metrics.anomalies.inc()
             else:
                 self._lost(lane, "queue_full")

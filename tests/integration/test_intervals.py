@@ -49,6 +49,30 @@ def test_every_forecast_has_an_interval_and_a_spike_is_an_anomaly(
     assert len(anomalies) <= 8  # the spike, and about 1% of 300 clean readings
 
 
+def test_anomaly_events_are_not_retained_with_retained_forecasts(
+    broker, client_factory, run_daemon
+):
+    """`output.retain` keeps the last forecast at the broker; an anomaly is an event: kept,
+    it was replayed to every later subscriber (Home Assistant's anomaly sensor turned on
+    again at each of its restarts)."""
+    run_daemon(daemon_settings(broker.port, output={"retain": True}))
+    sub = client_factory("anomalies/#")
+    pub = client_factory()
+    rng = np.random.default_rng(7)
+    n = TIMESTEPS + 60
+    values = 20 + np.cumsum(rng.normal(0, 0.1, n)) + rng.normal(0, 0.05, n)
+    values[n - 5] += 5.0
+    for i, v in enumerate(values):
+        pub.publish("sensors/fridge/reading", {"value": round(float(v), 4), "ts": T0 + 60 * i})
+    wait_for(lambda: sub.received("anomalies/fridge"), timeout=30)
+    # the broker replays what it keeps of a topic right after its subscription: an anomaly
+    # kept would come before the forecast, subscribed to second
+    late = client_factory("anomalies/#", "forecasts/#")
+    wait_for(lambda: late.received("forecasts/fridge"))
+    assert [retained for _, _, retained in late.received("forecasts/fridge")] == [True]
+    assert late.received("anomalies/") == []
+
+
 def test_anomalies_off_publish_none(broker, client_factory, run_daemon):
     run_daemon(daemon_settings(broker.port, anomaly={"enabled": False}))
     sub = client_factory("anomalies/#", "forecasts/#")

@@ -582,7 +582,7 @@ def test_readings_refilling_a_window_after_a_gap_are_checked_by_their_routes_sco
     service = service_with([{"sensors": "boiler-*", "model": str(bundles["boiler"])}])
     published: list[tuple[str, dict[str, Any]]] = []
 
-    def publish(topic: str, payload: bytes) -> bool:
+    def publish(topic: str, payload: bytes, retain: bool | None = None) -> bool:
         published.append((topic, json.loads(payload)))
         return True
 

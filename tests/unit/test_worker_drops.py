@@ -30,7 +30,7 @@ def test_a_forecast_that_is_not_finite_is_counted_and_logged_once_a_minute(
     worker = InferenceWorker(
         ReadyQueue(16),
         served,
-        lambda topic, payload: published.append(topic) or True,
+        lambda topic, payload, retain: published.append(topic) or True,
         TopicTemplate("forecasts/{sensor_id}", allow_wildcards=False),
         metrics,
     )
