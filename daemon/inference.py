@@ -126,7 +126,7 @@ class Lane:
     """One route as the worker sees it: the bundle it serves (swapped whole on reload), its
     online accuracy and its per-model metrics. Windows queue per lane (handoff.py)."""
 
-    __slots__ = ("accuracy", "forecasts", "inference", "served")
+    __slots__ = ("accuracy", "forecasts", "inference", "served", "tracks")
 
     def __init__(
         self,
@@ -141,6 +141,10 @@ class Lane:
         """sensorcast_model_inference_seconds{model=...}"""
         self.forecasts = forecasts
         """sensorcast_model_forecasts_total{model=...}"""
+        self.tracks: Callable[[str], bool] = lambda sensor_id: True
+        """Whether the route's buffers still hold the sensor: the forecast of a window that
+        waited while its sensor was evicted is not retained (the eviction took the retained
+        forecast away, and it would have stayed at the broker for good)."""
 
 
 class InferenceWorker(threading.Thread):
@@ -268,8 +272,9 @@ class InferenceWorker(threading.Thread):
                         self._lost(lane, "not_finite")
                         self._not_finite(entry.window.sensor_id)
                         continue
-                    topic = self.output.format(entry.window.sensor_id)
-                    if self._publish(topic, payload, None):
+                    sensor_id = entry.window.sensor_id
+                    retain = None if lane.tracks(sensor_id) else False
+                    if self._publish(self.output.format(sensor_id), payload, retain):
                         sent.append(entry.received)
                     else:
                         self._lost(lane, "queue_full")

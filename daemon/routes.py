@@ -246,6 +246,7 @@ class Route:
         self.parser = model.parser
         self.table = table
         self.lane = Lane(model.served, accuracy)
+        self.lane.tracks = self.tracks
         self._metrics = metrics
         self.gauge: Gauge
         self._drops: dict[Drop, Counter] = {}
@@ -270,6 +271,11 @@ class Route:
         self.gauge = self._metrics.route_sensors.labels(
             spec.label, spec.sensors, self.meta.model_id
         )
+
+    def tracks(self, sensor_id: str) -> bool:
+        """Whether its buffers hold the sensor (the worker asks, without the lock: one dict
+        lookup on the table of the moment)."""
+        return sensor_id in self.table.slots
 
     def count(self) -> None:
         """Add the readings accepted since the last call to the per-model counter."""
