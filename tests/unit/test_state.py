@@ -14,9 +14,14 @@ import numpy as np
 import pytest
 
 from sensorcast.buffer import SensorTable, Window
+from sensorcast.config import load_settings
 from sensorcast.drops import Drop
+from sensorcast.models import DEFAULT_BUNDLE
 from sensorcast.models.bundle import BundleMeta
+from sensorcast.service import Service
 from sensorcast.state import SCORES_FILE, SNAPSHOT_FILE, load_snapshot, save_snapshot
+
+from ..hostile_bundles import rewritten
 
 TIMESTEPS = 4
 
@@ -495,3 +500,40 @@ def restore_overhead(restore: Callable[[], int]) -> tuple[int, int]:
     finally:
         tracemalloc.stop()
     return n, peak - kept
+
+
+def test_adapted_heads_are_restored_only_for_the_sensors_the_buffers_restore(
+    tmp_path: Path,
+) -> None:
+    """A snapshot of another model's shape starts the buffers empty; the heads file of the
+    same layout was restored all the same, and its heads, of no sensor tracked, were kept
+    for good (sensorcast_adapted_sensors 50 with sensorcast_sensors 0)."""
+    state = tmp_path / "state"
+
+    def service(model: Path) -> Service:
+        return Service(
+            load_settings(
+                None,
+                mqtt={"host": "127.0.0.1", "port": 1},
+                model={"path": str(model)},
+                state={"dir": str(state)},
+            )
+        )
+
+    first = service(DEFAULT_BUNDLE)
+    for i in range(first.meta.timesteps + 3):
+        reading = json.dumps({"value": 20 + i % 3, "ts": 1.7e9 + 60 * i}).encode()
+        first._ingest("sensors/w/reading", reading, 1.7e9 + 60 * i)
+    first.worker._publish = lambda topic, payload, retain: True
+    first.worker._serve(first.queue.take(256))
+    first.snapshot()
+
+    again = service(DEFAULT_BUNDLE)
+    again._restore(state)
+    assert list(again.table.slots) == ["w"]
+    assert len(again.router.default.lane.served.heads or []) == 1
+
+    other = service(rewritten(tmp_path / "co2", name="co2x", features=["co2"], targets=["co2"]))
+    other._restore(state)  # the buffers are of another shape
+    assert len(other.table) == 0
+    assert len(other.router.default.lane.served.heads or []) == 0
