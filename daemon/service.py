@@ -377,12 +377,8 @@ class Service:
             with self.lock:
                 load_snapshot(where, route.table, route.meta, max_ts)
             load_scores(where, served.scores, route.meta, route.table.slots)
-            load_heads(where, served.heads, route.table.slots.canonical)
-            if served.heads is not None:  # heads only of sensors the buffers have: those of
-                # a snapshot refused (another shape, damaged) or left out were kept for good,
-                # counted as adapted sensors of none tracked
-                tracked = route.table.slots
-                served.heads.forget([(-1, s) for s in list(served.heads.slots) if s not in tracked])
+            tracked = route.table.slots  # heads only of the sensors the buffers restored
+            load_heads(where, served.heads, tracked.canonical, tracked.__contains__)
         with self.lock:
             self._rehome([(r, r.table, r.meta) for r in self.routes])
         release_freed_memory()

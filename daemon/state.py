@@ -164,11 +164,16 @@ def save_heads(directory: Path, heads: SensorHeads | None) -> Path | None:
 
 
 def load_heads(
-    directory: Path, heads: SensorHeads | None, canonical: Callable[[str], str] = same_id
+    directory: Path,
+    heads: SensorHeads | None,
+    canonical: Callable[[str], str] = same_id,
+    keep: Callable[[str], bool] | None = None,
 ) -> int:
     """Restore the adapted heads; a missing, corrupt or other layout's file is skipped (each
     sensor then starts again from the model's own forecast). `canonical`: the string the
-    sensors' table keeps for an id (`SlotIndex.canonical`), so both share it."""
+    sensors' table keeps for an id (`SlotIndex.canonical`), so both share it; `keep`: which
+    sensors' heads to keep (those the table restored: a head of a sensor it did not, its
+    snapshot refused or left out, would be kept for good, counted as adapted)."""
     if heads is None:
         return 0
     path = directory / HEADS_FILE
@@ -176,6 +181,10 @@ def load_heads(
     streamed = ("cov", "weights", "pend_phi", "ring")  # 6 of the 6.3 kB of a head
     restore = functools.partial(heads.load_arrays, canonical=canonical)
     n = _load_state(path, header, "adapted heads", "regressor layout", restore, streamed)
+    if n and keep is not None:
+        gone = [(-1, s) for s in list(heads.slots) if not keep(s)]
+        heads.forget(gone)
+        n -= len(gone)
     if n:
         log.info("restored the adapted heads of %d sensors from %s", n, path)
     return n
