@@ -56,7 +56,7 @@ def test_anomaly_events_are_not_retained_with_retained_forecasts(
     it was replayed to every later subscriber (Home Assistant's anomaly sensor turned on
     again at each of its restarts)."""
     run_daemon(daemon_settings(broker.port, output={"retain": True}))
-    sub = client_factory("anomalies/#")
+    sub = client_factory("anomalies/#", "forecasts/#")
     pub = client_factory()
     rng = np.random.default_rng(7)
     n = TIMESTEPS + 60
@@ -65,6 +65,8 @@ def test_anomaly_events_are_not_retained_with_retained_forecasts(
     for i, v in enumerate(values):
         pub.publish("sensors/fridge/reading", {"value": round(float(v), 4), "ts": T0 + 60 * i})
     wait_for(lambda: sub.received("anomalies/fridge"), timeout=30)
+    # every window forecast: nothing more is published after this
+    wait_for(lambda: len(sub.received("forecasts/fridge")) == n - TIMESTEPS + 1, timeout=30)
     # the broker replays what it keeps of a topic right after its subscription: an anomaly
     # kept would come before the forecast, subscribed to second
     late = client_factory("anomalies/#", "forecasts/#")

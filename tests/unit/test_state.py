@@ -535,8 +535,10 @@ def test_adapted_heads_are_restored_only_for_the_sensors_the_buffers_restore(
     assert len(again.router.default.lane.served.heads or []) == 1
 
     other = service(rewritten(tmp_path / "co2", name="co2x", features=["co2"], targets=["co2"]))
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="sensorcast"):
         other._restore(state)  # the buffers are of another shape
     assert len(other.table) == 0
     assert len(other.router.default.lane.served.heads or []) == 0
+    assert "was taken for another model shape" in caplog.text
     assert "restored the adapted heads" not in caplog.text  # none was kept
