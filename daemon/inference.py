@@ -262,18 +262,22 @@ class InferenceWorker(threading.Thread):
         self.metrics.batch_size.observe(len(batch))
         scored = served.scores.score(windows, forecasts, scales, raw, lane.accuracy, adapted)
         sent: list[float] = []  # when each published forecast's reading arrived
+        gone: list[tuple[int, str]] = []  # (slot, id) of sensors evicted while they waited
         payloads = served.encoder.encode_each(
             windows, scored.forecast, scored.lower, scored.upper, scored.persistence
         )
         try:
             with self._held():  # the batch's forecasts go out in one write
                 for entry, payload in zip(batch, payloads, strict=True):
+                    sensor_id = entry.window.sensor_id
+                    tracked = lane.tracks(sensor_id)
+                    if not tracked:
+                        gone.append((entry.window.slot, sensor_id))
                     if payload is None:
                         self._lost(lane, "not_finite")
-                        self._not_finite(entry.window.sensor_id)
+                        self._not_finite(sensor_id)
                         continue
-                    sensor_id = entry.window.sensor_id
-                    retain = None if lane.tracks(sensor_id) else False
+                    retain = None if tracked else False
                     if self._publish(self.output.format(sensor_id), payload, retain):
                         sent.append(entry.received)
                     else:
@@ -284,6 +288,10 @@ class InferenceWorker(threading.Thread):
             self.metrics.forecasts.inc(len(sent))  # once per batch: the counter takes a lock
             if lane.forecasts is not None:
                 lane.forecasts.inc(len(sent))
+        if gone:  # their windows took state again for sensors no longer tracked: let it go
+            served.scores.forget(gone)
+            if served.heads is not None:
+                served.heads.forget(gone)
         now = time.time()  # written (or handed to the network loop) by now
         for received in sent:
             self.metrics.latency_seconds.observe(now - received)

@@ -85,3 +85,7 @@ def test_the_forecast_of_a_sensor_evicted_while_its_window_waited_is_not_retaine
         (payload != b"", retain) for topic, payload, retain in published if topic == "forecasts/a"
     ]
     assert to_a == [(False, True), (True, False)]  # the removal, then the forecast, live only
+    # nor is the state its window took for it kept: it counted a sensor no longer tracked
+    served = service.router.default.lane.served
+    assert len(served.scores) == 0 and served.scores.on_persistence == 0
+    assert served.heads is not None and len(served.heads) == 0
