@@ -48,6 +48,12 @@ class ServedBundle:
     scores: SensorScores
     heads: SensorHeads | None = None
 
+    def forget(self, freed: list[tuple[int, str]]) -> None:
+        """The sensors' table let these go, (slot, sensor id): their scores and heads too."""
+        self.scores.forget(freed)
+        if self.heads is not None:
+            self.heads.forget(freed)
+
     @classmethod
     def load(
         cls,
@@ -289,9 +295,7 @@ class InferenceWorker(threading.Thread):
             if lane.forecasts is not None:
                 lane.forecasts.inc(len(sent))
         if gone:  # their windows took state again for sensors no longer tracked: let it go
-            served.scores.forget(gone)
-            if served.heads is not None:
-                served.heads.forget(gone)
+            served.forget(gone)
         now = time.time()  # written (or handed to the network loop) by now
         for received in sent:
             self.metrics.latency_seconds.observe(now - received)

@@ -15,7 +15,6 @@ import logging
 import math
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -54,6 +53,7 @@ from sensorcast.state import (
     load_heads,
     load_scores,
     load_snapshot,
+    make_writable,
     release_freed_memory,
     remove_unfinished,
     save_heads,
@@ -90,17 +90,6 @@ def _room(model: LoadedModel) -> int | None:
 def _one_line(exc: BaseException) -> str:
     text = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
     return " ".join(text.split())[:500]
-
-
-def _usable_state_dir(path: Path) -> None:
-    """Make `state.dir` and write in it, or refuse it (exit 78): one the daemon cannot write
-    was taken, and every snapshot then failed, an error a minute for as long as it ran."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"state.dir {path} cannot be written: {exc.strerror or exc}") from None
 
 
 class Service:
@@ -340,7 +329,12 @@ class Service:
                 ) from None
         state_dir = self.settings.state.dir
         if state_dir is not None:
-            _usable_state_dir(state_dir)
+            try:  # one it cannot write was taken, and every snapshot then failed
+                make_writable(state_dir)
+            except OSError as exc:
+                raise ConfigError(
+                    f"state.dir {state_dir} cannot be written: {exc.strerror or exc}"
+                ) from None
             self._restore(state_dir)
         self._count_sensors()
         self.worker.start()
@@ -477,9 +471,7 @@ class Service:
         self.metrics.gap_fills.inc(fills)
         self.metrics.forecasts_dropped.labels("superseded").inc(self.queue.take_superseded())
         for route, slots in freed:
-            route.lane.served.scores.forget(slots)
-            if route.lane.served.heads is not None:
-                route.lane.served.heads.forget(slots)
+            route.lane.served.forget(slots)
         on_persistence = adapted = periodic = 0
         for route in self.routes:
             route.count()

@@ -220,6 +220,13 @@ def _write_npz(directory: Path, name: str, arrays: dict[str, Any]) -> Path:
     return target
 
 
+def make_writable(directory: Path) -> None:
+    """Make `directory` and write a file in it (removed at once); OSError if either fails."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=directory):
+        pass
+
+
 def remove_unfinished(directory: Path) -> int:
     """Remove the temporary files of snapshots that a killed process left half-written, and
     return how many: each write has a file of its own, so every crash in the middle of one
