@@ -50,6 +50,7 @@ from sensorcast.routes import (
     same_shape,
 )
 from sensorcast.state import (
+    Staged,
     load_heads,
     load_scores,
     load_snapshot,
@@ -520,13 +521,15 @@ class Service:
                 # pending are then of readings the buffers have, each under the number
                 # the buffers gave it (scores written after the buffers could hold
                 # forecasts of readings a restart numbers again, and score them against
-                # the wrong readings)
-                with self.lock:
-                    order = route.table.slots.in_order()
-                save_scores(where, served.scores, route.meta, order)
-                save_heads(where, served.heads)
-                with self.lock:
-                    save_snapshot(where, route.table, route.meta)
+                # the wrong readings); all three are renamed together once written
+                # (Staged): a write that fails leaves the snapshot before whole
+                with Staged() as staged:
+                    with self.lock:
+                        order = route.table.slots.in_order()
+                    save_scores(where, served.scores, route.meta, order, staged)
+                    save_heads(where, served.heads, staged)
+                    with self.lock:
+                        save_snapshot(where, route.table, route.meta, staged)
             release_freed_memory()
         except Exception as exc:  # a full disk or a read-only directory must not stop us
             self.metrics.snapshot_failures.inc()

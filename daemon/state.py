@@ -83,10 +83,12 @@ def _header(meta: BundleMeta) -> str:
     return json.dumps({"format": FORMAT, "timesteps": meta.timesteps, "features": meta.features})
 
 
-def save_snapshot(directory: Path, table: SensorTable, meta: BundleMeta) -> Path:
+def save_snapshot(
+    directory: Path, table: SensorTable, meta: BundleMeta, staged: Staged | None = None
+) -> Path:
     """Write the table to `directory/buffers.npz`: temporary file, fsync, rename."""
     arrays: dict[str, Any] = {"header": np.array(_header(meta)), **table.to_arrays()}
-    return _write_npz(directory, SNAPSHOT_FILE, arrays)
+    return _write_npz(directory, SNAPSHOT_FILE, arrays, staged)
 
 
 def _scores_header(meta: BundleMeta, scores: SensorScores) -> str:
@@ -99,12 +101,13 @@ def save_scores(
     scores: SensorScores,
     meta: BundleMeta,
     order: tuple[list[str], NDArray[np.intp]],
+    staged: Staged | None = None,
 ) -> Path:
     """Write the per-sensor intervals and guard state to `directory/scores.npz`, of the
     sensors in `order` (their table's, `SlotIndex.in_order`)."""
     arrays: dict[str, Any] = {"header": np.array(_scores_header(meta, scores))}
     arrays.update(scores.to_arrays(order))
-    return _write_npz(directory, SCORES_FILE, arrays)
+    return _write_npz(directory, SCORES_FILE, arrays, staged)
 
 
 def load_scores(directory: Path, scores: SensorScores, meta: BundleMeta, index: SlotIndex) -> int:
@@ -153,14 +156,16 @@ def _heads_header(heads: SensorHeads) -> str:
     return json.dumps({"format": FORMAT, "layout": heads.layout.key()})
 
 
-def save_heads(directory: Path, heads: SensorHeads | None) -> Path | None:
+def save_heads(
+    directory: Path, heads: SensorHeads | None, staged: Staged | None = None
+) -> Path | None:
     """Write the per-sensor adapted heads to `directory/heads.npz` (none when adaptation is
     off: an older file is left for a later start with it on)."""
     if heads is None:
         return None
     arrays: dict[str, Any] = {"header": np.array(_heads_header(heads))}
     arrays.update(heads.to_arrays())
-    return _write_npz(directory, HEADS_FILE, arrays)
+    return _write_npz(directory, HEADS_FILE, arrays, staged)
 
 
 def load_heads(
@@ -190,8 +195,56 @@ def load_heads(
     return n
 
 
-def _write_npz(directory: Path, name: str, arrays: dict[str, Any]) -> Path:
-    """Write arrays to `directory/name` atomically: temporary file, fsync, rename.
+class Staged:
+    """The files of one snapshot, each written to a temporary file and renamed over its
+    target only once every one of them is written (`with Staged() as staged:`; a failure
+    inside the block removes them all). The scores and heads keep forecasts pending under
+    the reading numbers of the buffers they were written with: renamed one at a time, a
+    write that failed half-way (a full disk, a kill) left new scores beside the buffers of
+    the snapshot before, and a restart scored the readings it numbered again against
+    forecasts of other readings (false anomaly events)."""
+
+    def __init__(self) -> None:
+        self._files: list[tuple[Path, Path]] = []
+
+    def add(self, tmp: Path, target: Path) -> None:
+        self._files.append((tmp, target))
+
+    def __enter__(self) -> Staged:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        try:
+            if kind is None:
+                self._commit()
+        finally:
+            for tmp, _target in self._files:  # none are left once committed
+                Path(tmp).unlink(missing_ok=True)
+            self._files = []
+
+    def _commit(self) -> None:
+        for tmp, target in self._files:
+            try:
+                os.replace(tmp, target)
+            except OSError as exc:
+                raise _about(exc, target) from exc
+        for directory in dict.fromkeys(target.parent for _, target in self._files):
+            _sync_directory(directory)
+
+
+def _sync_directory(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _write_npz(
+    directory: Path, name: str, arrays: dict[str, Any], staged: Staged | None = None
+) -> Path:
+    """Write arrays to `directory/name` atomically: temporary file, fsync, rename (with
+    `staged`, the rename waits for the other files of the snapshot: `Staged`).
 
     An OSError names `directory/name`, not the temporary file (a new random name each
     time): a failure that recurs each interval is then the same problem, logged once."""
@@ -206,17 +259,16 @@ def _write_npz(directory: Path, name: str, arrays: dict[str, Any]) -> Path:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        if staged is not None:
+            staged.add(Path(tmp), target)
+            return target
         os.replace(tmp, target)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise _about(exc, target) from exc
         raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    _sync_directory(directory)
     return target
 
 

@@ -542,3 +542,42 @@ def test_adapted_heads_are_restored_only_for_the_sensors_the_buffers_restore(
     assert len(other.router.default.lane.served.heads or []) == 0
     assert "was taken for another model shape" in caplog.text
     assert "restored the adapted heads" not in caplog.text  # none was kept
+
+
+def test_a_snapshot_that_fails_half_way_leaves_the_one_before_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scores are written first: when the heads or the buffers could not be written
+    after them (a full disk), the new scores stood beside the buffers of the snapshot
+    before, and a restart scored the readings it numbered again against forecasts of other
+    readings. Nothing of a snapshot replaces the one before unless all of it is written."""
+    from sensorcast.state import HEADS_FILE
+
+    settings = load_settings(None, mqtt={"host": "127.0.0.1", "port": 1}, state={"dir": tmp_path})
+    service = Service(settings)
+    service.on_message("sensors/boiler-3/reading", b"21.5")
+    service.snapshot()
+    names = (SCORES_FILE, HEADS_FILE, SNAPSHOT_FILE)
+    before = {name: (tmp_path / name).stat().st_ino for name in names}
+
+    real = np.savez
+    written: list[int] = []
+
+    def full_at_the_heads(file: Any, **arrays: Any) -> None:
+        written.append(1)
+        if len(written) == 2:  # scores, then the heads
+            raise OSError(28, "No space left on device")
+        real(file, **arrays)
+
+    monkeypatch.setattr(np, "savez", full_at_the_heads)
+    service.on_message("sensors/pump-7/reading", b"3.0")
+    service.snapshot()
+    assert len(written) == 2
+    assert {name: (tmp_path / name).stat().st_ino for name in names} == before  # not replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)  # no temporary file
+
+    monkeypatch.setattr(np, "savez", real)
+    service.snapshot()
+    with np.load(tmp_path / SNAPSHOT_FILE, allow_pickle=False) as npz:
+        assert sorted(npz["sensor_ids"].tolist()) == ["boiler-3", "pump-7"]
+    assert all((tmp_path / name).stat().st_ino != before[name] for name in names)
