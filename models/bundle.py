@@ -14,7 +14,7 @@ import json
 import math
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -328,10 +328,13 @@ def content_hash(tflite_sha256: str, meta: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Bundle:
-    """A validated bundle on disk."""
+    """A validated bundle on disk, with the bytes of its `model.tflite` as validated: the
+    daemon serves these, not the file, which may be rewritten in place while it runs (a
+    `cp` over the bundle directory; a model mapped from the file died of SIGBUS then)."""
 
     path: Path
     meta: BundleMeta
+    tflite: bytes = field(default=b"", repr=False)
 
     @property
     def tflite_path(self) -> Path:
@@ -390,17 +393,23 @@ def _load(root: Path) -> Bundle:
         meta = BundleMeta.model_validate(raw)
     except ValidationError as exc:
         raise BundleError(f"{meta_path} is invalid: {_first_error(exc)}") from None
+    tflite = b""
     for name, expected in meta.files.items():
         if Path(name).name != name or name in ("", ".", ".."):
             raise BundleError(f"{meta_path} lists a file outside the bundle: {_short(name)!r}")
-        if files.sha256(name, MAX_MODEL_BYTES) != expected:
+        if name == TFLITE_FILE:  # kept: what is served is what was checked
+            tflite = files.read(name, MAX_MODEL_BYTES)
+            digest = hashlib.sha256(tflite).hexdigest()
+        else:
+            digest = files.sha256(name, MAX_MODEL_BYTES)
+        if digest != expected:
             raise BundleError(
                 f"{root / name} does not match its checksum in {META_FILE} (corrupt?)"
             )
     expected_hash = content_hash(meta.files[TFLITE_FILE], meta.model_dump(mode="json"))
     if expected_hash != meta.content_hash:
         raise BundleError(f"{meta_path}: content_hash does not match the model and its settings")
-    return Bundle(path=root, meta=meta)
+    return Bundle(path=root, meta=meta, tflite=tflite)
 
 
 class _BundleFiles:

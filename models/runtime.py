@@ -73,7 +73,11 @@ class LiteRTBackend:
         self.meta = bundle.meta
         info = bundle.meta.tflite
         try:
-            self._interpreter = Interpreter(model_path=str(bundle.tflite_path), num_threads=threads)
+            # from the bytes load_bundle checked, not the file: a model mapped from the file
+            # died of SIGBUS when the file was rewritten in place (cp over the bundle)
+            content = bundle.tflite or bundle.tflite_path.read_bytes()
+            self._content = content  # the interpreter reads it for as long as it serves
+            self._interpreter = Interpreter(model_content=content, num_threads=threads)
             signatures = self._interpreter.get_signature_list()
         except (ValueError, RuntimeError) as exc:
             raise BundleError(f"{bundle.tflite_path} is not a usable LiteRT model: {exc}") from None

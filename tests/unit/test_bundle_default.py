@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -145,3 +149,45 @@ def test_calibrated_intervals_start_sensibly_on_every_shipped_series(
     """The bundle's own 90% interval, before the daemon adapts it per sensor."""
     for s in scores:
         assert 0.6 <= s.coverage90.mean() <= 1.0, f"{s.name}: {np.round(s.coverage90, 3)}"
+
+
+SERVE_WHILE_REWRITTEN = """
+import shutil, sys
+from pathlib import Path
+import numpy as np
+from sensorcast.models import DEFAULT_BUNDLE
+from sensorcast.models.bundle import load_bundle
+from sensorcast.models.runtime import Forecaster
+
+root = Path(sys.argv[1]) / "bundle"
+shutil.copytree(DEFAULT_BUNDLE, root)
+forecaster = Forecaster(load_bundle(root))
+windows = 20.0 + np.sin(np.arange(64.0) / 5.0).reshape(2, 32, 1)
+before = forecaster.forecast(windows)
+model = root / "model.tflite"
+size = model.stat().st_size
+with model.open("r+b") as f:  # as cp over an existing file: the same inode, truncated
+    f.truncate(0)
+after_truncation = forecaster.forecast(windows)
+with model.open("r+b") as f:  # then other bytes of the same size
+    f.write(bytes(size))
+after_rewrite = forecaster.forecast(windows)
+assert np.array_equal(before, after_truncation) and np.array_equal(before, after_rewrite)
+print("served")
+"""
+
+
+def test_a_bundle_rewritten_in_place_under_a_forecaster_is_not_read_again(
+    tmp_path: Path,
+) -> None:
+    """`cp -r bundles/v2 /opt/sensorcast/bundles/` over a bundle the daemon serves rewrites
+    its model.tflite in place: the model was mapped from that file, and the daemon died of
+    SIGBUS at its next batch. It serves the bytes it checked at load."""
+    run = subprocess.run(
+        [sys.executable, "-c", SERVE_WHILE_REWRITTEN, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().endswith("served")
