@@ -209,6 +209,9 @@ def load_data(
                               args.val_frac, args.test_frac)  # fmt: skip
     _check_bundle_shape(spec)
     series = dataset.load_series(table, spec.columns)
+    for k, column in enumerate(spec.columns):  # else: 'the longest training stretch has 0'
+        if all(np.isnan(s.values[:, k]).all() for s in series):
+            raise UserError(f"{table.path.name}: column {column!r} has no value in any row")
     repeated = sum(s.duplicates for s in series)
     if repeated:  # shown even with --quiet: rows of the data are not trained on
         hint = "; a file of several sensors needs a sensor_id column"

@@ -174,3 +174,18 @@ def test_a_resample_step_that_is_no_positive_number_is_refused_in_one_line(
     with pytest.raises(UserError, match="--resample must be a positive number of seconds"):
         run_train(history, tmp_path / "x", "--resample", step)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.train
+def test_a_column_without_any_value_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A feature column left empty throughout (an export whose sensor never reported) was
+    refused as 'too few rows for one training window: ... the longest training stretch
+    has 0', which named neither the column nor why."""
+    pytest.importorskip("tensorflow")
+    monkeypatch.setattr(train, "fit", lambda *_: pytest.fail("trained before refusing"))
+    rows = [f"{1_700_000_000 + 60 * i},{20 + i % 7},{'' if i % 2 else 'n/a'}" for i in range(300)]
+    (data := tmp_path / "data.csv").write_text("time,temperature,humidity\n" + "\n".join(rows))
+    with pytest.raises(UserError, match=r"^data\.csv: column 'humidity' has no value in any row$"):
+        run_train(data, tmp_path / "x", "--features", "temperature,humidity")
