@@ -207,6 +207,8 @@ class SensorTable:
         self.gap_fills = 0
         self.unfit = 0
         """Sensors the last `load_arrays` left out: their window held a value no reading has."""
+        self.over_cap = 0
+        """Sensors the last `load_arrays` left out beyond `max_sensors` (the least recent)."""
         self.on_gap_reset: GapReset | None = None
         self._evicted_ids: list[tuple[str, str]] = []
         self._freed: list[tuple[int, str]] = []
@@ -570,7 +572,8 @@ class SensorTable:
             raise ValueError("cadence out of range")
         last_ts = np.asarray(arrays["last_ts"], dtype=np.float64)
         keep = np.flatnonzero(~(last_ts > max_ts))
-        keep = keep[max(0, len(keep) - self.max_sensors) :]  # most recently seen last: the tail
+        self.over_cap = max(0, len(keep) - self.max_sensors)
+        keep = keep[self.over_cap :]  # most recently seen last: the tail
         base: Any = arrays.get("base")
         if not doubled and (base is None or base.shape != (n, f) or base.dtype != np.float64):
             raise ValueError(f"base missing or not ({n}, {f}) float64")

@@ -382,7 +382,7 @@ def load_snapshot(
                 arrays["data"] = RowReader(data)
                 n: int = table.load_arrays(arrays, max_ts=max_ts)
             future = int(np.count_nonzero(arrays["last_ts"] > max_ts))
-            unfit = table.unfit
+            unfit, over_cap = table.unfit, table.over_cap
     except Exception as exc:  # the file is untrusted input: no failure may stop the start
         log.warning("snapshot %s is unusable (%s); starting empty", path, exc or type(exc))
         table.reset_all()
@@ -399,6 +399,14 @@ def load_snapshot(
             "have (not finite, or beyond float32's range)",
             unfit,
             path,
+        )
+    if over_cap:  # a restart with a lower input.max_sensors: said as a reload says it
+        log.warning(
+            "left out %d sensors of snapshot %s, the least recently heard from: "
+            "input.max_sensors is %d",
+            over_cap,
+            path,
+            table.max_sensors,
         )
     log.info("restored %d sensors from %s", n, path)
     return n

@@ -581,3 +581,21 @@ def test_a_snapshot_that_fails_half_way_leaves_the_one_before_whole(
     with np.load(tmp_path / SNAPSHOT_FILE, allow_pickle=False) as npz:
         assert sorted(npz["sensor_ids"].tolist()) == ["boiler-3", "pump-7"]
     assert all((tmp_path / name).stat().st_ino != before[name] for name in names)
+
+
+def test_sensors_beyond_a_lower_max_sensors_are_said_when_left_out_on_restore(
+    snapshot: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A restart with a lower input.max_sensors restored the most recent sensors and left
+    the others out without a word (a reload lowering it names every sensor it evicts)."""
+    restored = table_for(max_sensors=1)
+    with caplog.at_level(logging.INFO, logger="sensorcast"):
+        assert load_snapshot(snapshot.parent, restored, META) == 1
+    assert restored.over_cap == 2
+    assert f"left out 2 sensors of snapshot {snapshot}, the least recently heard from" in (
+        caplog.text
+    )
+    assert "input.max_sensors is 1" in caplog.text
+    caplog.clear()
+    assert load_snapshot(snapshot.parent, table_for(), META) == 3
+    assert "left out" not in caplog.text
