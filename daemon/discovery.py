@@ -17,8 +17,10 @@ gateway itself is a device with a connectivity entity fed by the status topic.
   mqtt/sensor.py).
 - An evicted sensor's configs are removed (an empty retained payload); so are
   configs a reload no longer produces (a target or the anomaly sensor gone), and,
-  with anomalies off, each sensor's anomaly sensor when it is first announced (a
-  run before a restart may have announced it).
+  when a sensor is first announced, its anomaly sensor with anomalies off and its
+  forecast entities of targets that bundles served before had and its bundle lacks
+  (a run before a restart may have announced them; with state.dir, the targets
+  served are kept across restarts).
 """
 
 from __future__ import annotations
@@ -109,6 +111,8 @@ class HomeAssistantDiscovery:
         self._models = models or (lambda sensor_id: None)
         self._lock = threading.Lock()
         self._announced: dict[str, _Announced] = {}
+        self._targets: set[str] = set()
+        """Every target a served bundle has, in this run and (`remember`) runs before."""
         self._generation = 0
         self._gateway_generation = -1
         self.configure(meta, presentation, anomaly_topic)
@@ -122,6 +126,8 @@ class HomeAssistantDiscovery:
         """Serve this model and presentation from now on (at start and on reload): configs
         it no longer produces are removed, the others are announced again at the next window."""
         self.meta = meta
+        with self._lock:
+            self._targets.update(meta.targets)
         self.presentation = presentation or presentation_lookup(())
         self.anomaly_topic = anomaly_topic
         with self._lock:
@@ -131,6 +137,17 @@ class HomeAssistantDiscovery:
             for topic in sorted(known.topics - current):
                 self._publish(topic, b"", True)
         self.refresh()
+
+    def remember(self, targets: Sequence[str]) -> None:
+        """Targets bundles served before a restart had (state.dir): a sensor's forecast
+        entities of those its bundle now lacks are removed when it is first announced."""
+        with self._lock:
+            self._targets.update(targets)
+
+    def targets(self) -> list[str]:
+        """Every target served in this run and the runs `remember`ed, to keep (state.dir)."""
+        with self._lock:
+            return sorted(self._targets)
 
     def refresh(self) -> None:
         """Announce everything again (after a reconnect, in case the broker lost retained
@@ -179,6 +196,14 @@ class HomeAssistantDiscovery:
             # anomalies off: clear the anomaly sensor a run with them on may have announced
             # (retained; a reload that turns them off removes it, a restart knew nothing of it)
             messages.append((self._anomaly_config_topic(sensor_id), b""))
+        if known is None:
+            # likewise the forecast entities of targets a bundle served before had and the
+            # sensor's bundle now lacks (a restart with another bundle or other routes)
+            meta = self._models(sensor_id) or self.meta
+            with self._lock:
+                self._targets.update(meta.targets)
+                gone = sorted(self._targets.difference(meta.targets))
+            messages += [(self._forecast_config_topic(sensor_id, t), b"") for t in gone]
         for topic, payload in messages:
             self._publish(topic, payload, True)
 
@@ -244,7 +269,7 @@ class HomeAssistantDiscovery:
         single = len(meta.targets) == 1
         state_topic = self.output.format(sensor_id)
         for target in meta.targets:
-            object_id = f"{sid}_forecast_{escape(target)}"
+            object_id = _forecast_object_id(sensor_id, target)
             config: dict[str, object] = {
                 "name": "Forecast" if single else f"{target} forecast",
                 "unique_id": f"{self.node}_{object_id}",
@@ -265,8 +290,7 @@ class HomeAssistantDiscovery:
                 gap = self.max_gap * cadence * max(spread, 1.0)  # the window's reset
                 config["expire_after"] = max(MIN_EXPIRE_AFTER, math.ceil(gap))
             config.update(common)
-            topic = f"{self.prefix}/sensor/{self.node}/{object_id}/config"
-            out.append((topic, _dump(config)))
+            out.append((self._forecast_config_topic(sensor_id, target), _dump(config)))
         if self.anomaly_topic is not None:
             out.append(self._anomaly_message(sensor_id, cadence, common))
         return out
@@ -293,8 +317,15 @@ class HomeAssistantDiscovery:
         }
         return self._anomaly_config_topic(sensor_id), _dump(config)
 
+    def _forecast_config_topic(self, sensor_id: str, target: str) -> str:
+        return f"{self.prefix}/sensor/{self.node}/{_forecast_object_id(sensor_id, target)}/config"
+
     def _anomaly_config_topic(self, sensor_id: str) -> str:
         return f"{self.prefix}/binary_sensor/{self.node}/{escape(sensor_id)}_anomaly/config"
+
+
+def _forecast_object_id(sensor_id: str, target: str) -> str:
+    return f"{escape(sensor_id)}_forecast_{escape(target)}"
 
 
 def anomaly_binary_sensors(settings: Settings) -> TopicTemplate | None:

@@ -54,12 +54,14 @@ from sensorcast.state import (
     load_heads,
     load_scores,
     load_snapshot,
+    load_targets,
     make_writable,
     release_freed_memory,
     remove_unfinished,
     save_heads,
     save_scores,
     save_snapshot,
+    save_targets,
 )
 from sensorcast.systemd import Notifier
 from sensorcast.topics import TopicTemplate, shared_subscription
@@ -156,6 +158,8 @@ class Service:
         self._reload_requested = threading.Event()
         self._drop_log = DropLog(settings.log.drop_interval, settings.input.ts_field)
         self._snapshot_problem = RecurringProblem()
+        self._targets_saved: list[str] | None = None
+        """The targets discovery.json holds, as this process last wrote them."""
         self._held_seconds = 0.0
         self._set_model_info()
 
@@ -337,6 +341,8 @@ class Service:
                     f"state.dir {state_dir} cannot be written: {exc.strerror or exc}"
                 ) from None
             self._restore(state_dir)
+            if self.discovery is not None:
+                self.discovery.remember(load_targets(state_dir))
         self._count_sensors()
         self.worker.start()
         self.link.start()
@@ -530,6 +536,10 @@ class Service:
                     save_heads(where, served.heads, staged)
                     with self.lock:
                         save_snapshot(where, route.table, route.meta, staged)
+            targets = self.discovery.targets() if self.discovery is not None else None
+            if targets is not None and targets != self._targets_saved:  # seldom changes
+                save_targets(Path(state_dir), targets)
+                self._targets_saved = targets
             release_freed_memory()
         except Exception as exc:  # a full disk or a read-only directory must not stop us
             self.metrics.snapshot_failures.inc()

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
@@ -26,7 +27,7 @@ from numpy.typing import NDArray
 
 from sensorcast.adapt import SensorHeads
 from sensorcast.buffer import SensorTable, chunk_rows
-from sensorcast.models.bundle import BundleMeta
+from sensorcast.models.bundle import FEATURE_PATTERN, BundleMeta
 from sensorcast.scoring import SensorScores
 from sensorcast.slots import SlotIndex, same_id
 from sensorcast.topics import SENSOR_ID_RE
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 SNAPSHOT_FILE = "buffers.npz"
 SCORES_FILE = "scores.npz"
 HEADS_FILE = "heads.npz"
+TARGETS_FILE = "discovery.json"
+"""The targets of the bundles served, for Home Assistant's entities of a restart's bundles."""
+MAX_TARGETS = 1024
 FORMAT = 1
 UNFINISHED = (".state-", ".npz")
 """Prefix and suffix of the temporary file a snapshot is written to before its rename."""
@@ -272,6 +276,49 @@ def _write_npz(
     return target
 
 
+def save_targets(directory: Path, targets: list[str]) -> Path:
+    """Write the targets of the bundles served (discovery.py) to `directory/discovery.json`,
+    atomically."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / TARGETS_FILE
+    text = json.dumps({"format": FORMAT, "targets": targets[:MAX_TARGETS]})
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=UNFINISHED[0], suffix=".json", dir=directory)
+    except OSError as exc:
+        raise _about(exc, target) from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _about(exc, target) from exc
+        raise
+    return target
+
+
+def load_targets(directory: Path) -> list[str]:
+    """The targets `save_targets` kept; none if the file is missing or unusable (logged)."""
+    path = directory / TARGETS_FILE
+    if not path.is_file():
+        return []
+    try:
+        with path.open("rb") as f:
+            raw = json.loads(f.read(1 << 20))
+        targets = raw["targets"] if isinstance(raw, dict) and raw.get("format") == FORMAT else None
+        if not isinstance(targets, list) or not all(
+            isinstance(t, str) and re.fullmatch(FEATURE_PATTERN, t) for t in targets
+        ):
+            raise ValueError("not a list of target names")
+    except (OSError, ValueError, KeyError, RecursionError) as exc:
+        log.warning("%s is unusable (%s); ignored", path, exc or type(exc))
+        return []
+    return targets[:MAX_TARGETS]
+
+
 def make_writable(directory: Path) -> None:
     """Make `directory` and write a file in it (removed at once); OSError if either fails."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -285,7 +332,8 @@ def remove_unfinished(directory: Path) -> int:
     (SIGKILL, the watchdog, power loss) left one behind for good, up to the size of a whole
     snapshot (tens of MB at 100,000 sensors)."""
     removed = 0
-    for path in directory.glob(f"{UNFINISHED[0]}*{UNFINISHED[1]}"):
+    unfinished = [*directory.glob(f"{UNFINISHED[0]}*{UNFINISHED[1]}")]
+    for path in [*unfinished, *directory.glob(f"{UNFINISHED[0]}*.json")]:
         with contextlib.suppress(OSError):
             path.unlink()
             removed += 1

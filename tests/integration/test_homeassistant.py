@@ -127,3 +127,40 @@ def test_sensors_a_reload_evicts_for_a_lower_cap_leave_home_assistant(
     assert not daemon.logged("sensor c: evicted") and not daemon.logged("sensor d: evicted")
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0
+
+
+def test_a_restart_with_a_bundle_lacking_a_target_removes_that_targets_entity(
+    tmp_path, broker, client_factory, run_daemon
+):
+    """A reload to a bundle without a target removes the target's forecast entities; a
+    restart did not (it knew nothing of them), and Home Assistant kept each, unavailable
+    for good. With state.dir, the targets served are kept, and a sensor's entities of those
+    its bundle lacks are removed at its first announcement."""
+    from ..hostile_bundles import rewritten
+
+    level = rewritten(tmp_path / "level", features=["level"], targets=["level"])
+
+    def settings(path: Path):
+        return daemon_settings(
+            broker.port,
+            model={"path": str(path)},
+            homeassistant={"discovery": True},
+            state={"dir": str(tmp_path / "state")},
+        )
+
+    t = load_bundle(DEFAULT_BUNDLE).meta.timesteps
+    ha = client_factory("homeassistant/sensor/#")
+    pub = client_factory()
+    old = "homeassistant/sensor/sensorcast/s_forecast_value/config"
+    new = "homeassistant/sensor/sensorcast/s_forecast_level/config"
+    first = run_daemon(settings(DEFAULT_BUNDLE))
+    feed(pub, "s", t)
+    assert wait_for(lambda: ha.received(old), timeout=10)
+    assert first.stop() == 0
+    run_daemon(settings(level))
+    for i in range(t):
+        pub.publish("sensors/s/reading", {"level": 21 + i % 3, "ts": 1e9 + 60.0 * (t + i)})
+    assert wait_for(lambda: ha.received(new), timeout=10)
+    assert wait_for(lambda: [m for m in ha.received(old) if m[1] == b""], timeout=5)
+    configs = retained_configs(client_factory, 1)
+    assert new in configs and old not in configs

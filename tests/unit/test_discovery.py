@@ -442,3 +442,26 @@ def test_anomaly_binary_sensors_follow_the_anomaly_settings():
     found = anomaly_binary_sensors(load_settings(None, anomaly={"topic": "alerts/{sensor_id}"}))
     assert found is not None and found.format("x") == "alerts/x"
     assert anomaly_binary_sensors(load_settings(None, anomaly={"enabled": False})) is None
+
+
+def test_forecast_entities_of_targets_served_before_a_restart_are_removed_once():
+    """A restart with a bundle lacking a target (or other routes) left that target's forecast
+    entity retained for good: Home Assistant kept it, unavailable once expired. A reload
+    removes it; after a restart, the targets served before (kept in state.dir) are cleared
+    at each sensor's first announcement."""
+    d, published = discovery(targets=["co2"])
+    d.remember(["temperature", "co2"])
+    d.announce("room-1", 60.0)
+    cleared = {t for t, p, retain in published.take() if p == b"" and retain}
+    assert "homeassistant/sensor/sensorcast/room-1_forecast_temperature/config" in cleared
+    assert "homeassistant/sensor/sensorcast/room-1_forecast_co2/config" not in cleared
+    d.announce("room-1", 60.0)
+    assert published.take() == []  # once per sensor and run
+    assert d.targets() == ["co2", "temperature"]  # kept for the next restart
+
+
+def test_a_first_announcement_clears_no_target_its_bundle_still_has():
+    d, published = discovery(targets=["temperature", "humidity"])
+    d.announce("room-1", 60.0)
+    forecasts = [(t, p) for t, p, _ in published.take() if "/sensor/" in t]
+    assert len(forecasts) == 2 and all(p for _, p in forecasts)

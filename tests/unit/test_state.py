@@ -599,3 +599,26 @@ def test_sensors_beyond_a_lower_max_sensors_are_said_when_left_out_on_restore(
     caplog.clear()
     assert load_snapshot(snapshot.parent, table_for(), META) == 3
     assert "left out" not in caplog.text
+
+
+def test_the_targets_served_are_kept_for_the_next_start(tmp_path: Path) -> None:
+    from sensorcast.state import TARGETS_FILE, load_targets, save_targets
+
+    assert load_targets(tmp_path) == []
+    save_targets(tmp_path, ["co2", "temperature"])
+    assert load_targets(tmp_path) == ["co2", "temperature"]
+    assert [p.name for p in tmp_path.iterdir()] == [TARGETS_FILE]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "[1]", '{"format": 1, "targets": ["a/b"]}', '{"format": 1, "targets": "co2"}', "{"],
+)
+def test_an_unusable_targets_file_is_ignored(
+    tmp_path: Path, text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sensorcast.state import TARGETS_FILE, load_targets
+
+    (tmp_path / TARGETS_FILE).write_text(text)
+    assert load_targets(tmp_path) == []
+    assert "is unusable" in caplog.text
