@@ -30,6 +30,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -75,20 +76,27 @@ class Section(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_bool_for_a_number(cls, data: Any) -> Any:
+    def _as_meant(cls, data: Any) -> Any:
         """`port = true` is a mistake, not port 1 (pydantic takes a bool as an int): a bool
-        given for a number is refused as the text it is, naming the key."""
+        given for a number is refused as the text it is, naming the key. A word from a fixed
+        set of choices is taken in any case (`format = "JSON"`, `level = "debug"`)."""
         if not isinstance(data, dict):
             return data
-        numbers = (int, float, int | None, float | None)
-        return {
-            name: str(value).lower()
-            if isinstance(value, bool)
-            and name in cls.model_fields
-            and cls.model_fields[name].annotation in numbers
-            else value
-            for name, value in data.items()
-        }
+        return {name: _as_meant(cls.model_fields.get(name), value) for name, value in data.items()}
+
+
+NUMBERS = (int, float, int | None, float | None)
+
+
+def _as_meant(field: FieldInfo | None, value: Any) -> Any:
+    if field is None:
+        return value
+    if isinstance(value, bool) and field.annotation in NUMBERS:
+        return str(value).lower()
+    if isinstance(value, str) and get_origin(field.annotation) is Literal:
+        choices = {str(c).lower(): c for c in get_args(field.annotation)}
+        return choices.get(value.strip().lower(), value)
+    return value
 
 
 class TLSConfig(Section):
@@ -675,11 +683,6 @@ class LogConfig(Section):
     event_burst: int = Field(
         20, ge=0, description="Sensor life event lines of one kind per event_interval."
     )
-
-    @field_validator("level", mode="before")
-    @classmethod
-    def _any_case(cls, level: Any) -> Any:
-        return level.strip().upper() if isinstance(level, str) else level
 
 
 def _default_bundle() -> Path:

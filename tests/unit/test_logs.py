@@ -114,6 +114,12 @@ def test_levels_in_any_case():
     assert level_name("debug") == "DEBUG" and level_name(" Warning ") == "WARNING"
     assert load_settings(None, log={"level": "info"}).log.level == "INFO"
     assert load_settings(None, log={"format": "json"}).log.format == "json"
+    # every choice of words, as the level: `format = "JSON"` was refused, exit 78
+    assert load_settings(None, log={"format": "JSON"}).log.format == "json"
+    assert load_settings(None, inference={"overload": " Coalesce"}).inference.overload == "coalesce"
+    assert load_settings(None, model={"backend": "LiteRT"}).model.backend == "litert"
+    with pytest.raises(ConfigError, match=r"log\.format"):
+        load_settings(None, log={"format": "yaml"})
     with pytest.raises(ConfigError, match=r"log\.level"):
         load_settings(None, log={"level": "loud"})
     with pytest.raises(ValueError):
