@@ -15,6 +15,7 @@ import argparse
 import fnmatch
 import logging
 import math
+import signal
 import sys
 import threading
 import time
@@ -31,7 +32,7 @@ from sensorcast.metrics import Metrics
 from sensorcast.models.bundle import BundleError, load_bundle
 from sensorcast.mqttio import MQTTLink
 from sensorcast.readings import PayloadParser, read_message
-from sensorcast.signals import capture_signals
+from sensorcast.signals import STOP_SIGNALS, capture_signals
 from sensorcast.topics import TopicTemplate
 
 log = logging.getLogger(__name__)
@@ -198,7 +199,8 @@ class Recorder:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Record until SIGINT/SIGTERM, `--duration` or `--count`; 0 after a clean stop."""
+    """Record until SIGINT/SIGTERM/SIGHUP, `--duration` or `--count`; 0 after a clean stop
+    (a hangup, the terminal it runs in closing, is a stop: what it wrote is summed up)."""
     settings = settings_from_args(args)
     setup_logging(settings.log.level, settings.log.format)
     if not args.duration >= 0 or args.count < 0:  # `not >=`: NaN is refused too
@@ -241,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
     link.limit_payload(cfg.max_payload_bytes)
     stop = recorder.done
     try:
-        with capture_signals(lambda sig: stop.set()):
+        with capture_signals(lambda sig: stop.set(), (*STOP_SIGNALS, signal.SIGHUP)):
             link.start()
             deadline = time.monotonic() + args.duration if args.duration else float("inf")
             announced = False

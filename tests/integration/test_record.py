@@ -107,6 +107,21 @@ def test_appends_to_its_own_file_and_refuses_another_header(tmp_path, config, cl
     assert other.read_text() == "time,sensor_id,temperature\n1,a,2\n"
 
 
+def test_a_hangup_ends_it_as_a_stop_does(tmp_path, config, client_factory):
+    """The terminal it was started from closed (SIGHUP): exit 0 with its summary (it died of
+    the signal, exit 129, and said nothing of what it had written)."""
+    out = tmp_path / "readings.csv"
+    rec = start_record(config, out)
+    try:
+        client_factory().publish("sensors/s1/reading", {"value": 1.5, "ts": T0})
+        wait_for(lambda: len(lines_of(out)) == 2, timeout=5)
+        rec.signal(signal.SIGHUP)
+        assert rec.wait(timeout=15) == 0
+    finally:
+        rec.close()
+    assert "recorded 1 readings" in rec.stderr[-1]
+
+
 def test_a_sensors_glob_that_matches_no_id_is_refused_in_one_line(tmp_path, config):
     rec = Command(
         "record", "--config", str(config), "--out", str(tmp_path / "r.csv"), "--sensors", "["
