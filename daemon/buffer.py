@@ -54,6 +54,9 @@ SPREAD_MAX = 20.0
 SEQ_EPOCH = 1 << 32
 """Each new sensor's reading numbers start at a fresh multiple of this, so numbers of a sensor
 that left and came back, or of a recycled slot, never match those of the one before."""
+CLOCK_BACK = 1.0
+"""Seconds a reading timed on arrival may fall behind its sensor's last one and be dropped as
+stale (two readings in one tick of a coarse clock); further back, the clock went back."""
 SEQ_GAP_JUMP = 1 << 20
 """How far a gap reset advances the numbering: more than any horizon, so a forecast made
 before the gap is never scored against a reading after it."""
@@ -351,13 +354,24 @@ class SensorTable:
         return None if np.isnan(c) else c
 
     def push(
-        self, sensor_id: str, ts: float, values: tuple[float, ...], seen: float | None = None
+        self,
+        sensor_id: str,
+        ts: float,
+        values: tuple[float, ...],
+        seen: float | None = None,
+        *,
+        timed_here: bool = False,
     ) -> Window | Drop | None:
         """Add a reading; return the full window it completes, a `Drop`, or None.
 
         `seen` is when the reading arrived (defaults to `ts`); idle eviction and the
         least-recently-seen order use it. A stale reading is not a sign of life: it changes
         neither, so a sensor that only repeats old or past timestamps is evicted in time.
+        `timed_here`: the reading had no time of its own, `ts` is the system clock's when it
+        arrived; one more than CLOCK_BACK before the sensor's last reading means that clock
+        went back (a correction by NTP, a restart with a clock behind the snapshot's): the
+        window starts again from it, a gap reset, where every reading of the sensor would
+        otherwise be dropped as stale until the clock had made up the step.
         """
         slot = self.slots.get(sensor_id)
         if slot is None:
@@ -366,7 +380,10 @@ class SensorTable:
         else:
             last = float(self._last_ts[slot])  # Python floats: numpy scalar math costs ~10x more
             if ts <= last:
-                return Drop.STALE
+                if not (timed_here and ts < last - CLOCK_BACK):
+                    return Drop.STALE
+                self._start_again(slot, sensor_id, ts - last)
+                last = -math.inf  # no interval across the step
             self.slots.touch(slot)
         sensor_id = self.slots.id_of(slot)  # the table's own string: every table keys on it
         self._seen[slot] = ts if seen is None else seen
@@ -441,15 +458,7 @@ class SensorTable:
                 self._fill(slot, missing, values)
                 self.gap_fills += 1
             else:
-                # Start over, cadence included: if the "gap" was the sensor's new normal
-                # (say, its cadence was first learned from a burst), it is learned afresh.
-                self._count[slot] = 0
-                self._full[slot] = False
-                self._cadence[slot] = np.nan
-                self._seq[slot] += SEQ_GAP_JUMP
-                self.gap_resets += 1
-                if self.on_gap_reset is not None:
-                    self.on_gap_reset(sensor_id, delta, cad, spread)
+                self._start_again(slot, sensor_id, delta)
             return True
         if math.isnan(cad):
             self._cadence[slot] = delta
@@ -464,6 +473,19 @@ class SensorTable:
         if self.fixed_cadence is None:
             self._cadence[slot] = (1 - CADENCE_ALPHA) * cad + CADENCE_ALPHA * delta
         return False
+
+    def _start_again(self, slot: int, sensor_id: str, delta: float) -> None:
+        """A gap reset: start the window over, cadence included (if the "gap" was the
+        sensor's new normal, say its cadence was first learned from a burst, it is learned
+        afresh). `delta`: the time since the last reading (negative: the clock went back)."""
+        cad = self.fixed_cadence or float(self._cadence[slot])
+        self._count[slot] = 0
+        self._full[slot] = False
+        self._cadence[slot] = np.nan
+        self._seq[slot] += SEQ_GAP_JUMP
+        self.gap_resets += 1
+        if self.on_gap_reset is not None:
+            self.on_gap_reset(sensor_id, delta, cad, float(self._spread[slot]))
 
     def _fill(self, slot: int, missing: int, values: tuple[float, ...]) -> None:
         prev = self._data[slot, (self._pos[slot] - 1) % self.timesteps] + self._base[slot]

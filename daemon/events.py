@@ -76,6 +76,19 @@ class SensorEvents:
     ) -> None:
         """`spread`: how much longer than its cadence the sensor's long intervals are
         (buffer.SPREAD_LEVEL); 1 for a sensor reporting regularly."""
+        rest = (self.timesteps if timesteps is None else timesteps) - 1
+        if gap < 0:  # a reading timed on arrival, by a clock that went back (buffer.push)
+            self._emit(
+                Event.GAP_RESET,
+                sensor_id,
+                "sensor %s: window reset: the system clock went back %.6gs (its readings "
+                "carry no ts and are timed on arrival); forecasts resume after %d more readings",
+                sensor_id,
+                -gap,
+                rest,
+                gap_s=gap,
+            )
+            return
         irregular = f" x its spread of {spread:.2g}" if spread >= 1.1 else ""
         self._emit(
             Event.GAP_RESET,
@@ -87,8 +100,7 @@ class SensorEvents:
             max_gap,
             cadence,
             irregular,
-            # the reading that found the gap starts the new window: it is full this many later
-            (self.timesteps if timesteps is None else timesteps) - 1,
+            rest,  # the reading that found the gap starts the new window: full this many later
             gap_s=gap,
             cadence_s=cadence,
             spread=spread,

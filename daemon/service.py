@@ -272,7 +272,8 @@ class Service:
             if not moved:
                 table = route.table
                 new = sensor_id not in table.slots
-                result = table.push(sensor_id, ts, reading.values, received)
+                timed_here = reading.ts is None
+                result = table.push(sensor_id, ts, reading.values, received, timed_here=timed_here)
                 if not isinstance(result, Drop):  # counted under the lock: a reload that
                     route.accepted += 1  # takes the route away counts it last (reload)
                 if result is None and self.anomaly_topic is not None:

@@ -170,6 +170,24 @@ def test_long_gap_resets_the_window() -> None:
     assert t.gap_resets == 1
 
 
+def test_a_clock_that_went_back_starts_the_window_of_readings_timed_on_arrival_again() -> None:
+    """Readings without a ts are timed by the system clock: when it goes back (an NTP
+    correction), they were dropped as stale until it had made up the step (an hour back, an
+    hour of drops). A reading with a time of its own that goes back is stale, as it was."""
+    t = SensorTable(3, 1, max_gap=3.0)
+    resets: list[float] = []
+    t.on_gap_reset = lambda sid, gap, cadence, spread: resets.append(gap)
+    feed(t, "s", [(1000.0 + i, float(i)) for i in range(4)])
+    assert t.push("s", 500.0, (9.0,)) is Drop.STALE  # its own ts
+    assert t.push("s", 1002.5, (9.0,), timed_here=True) is Drop.STALE  # within CLOCK_BACK
+    assert t.push("s", 400.0, (1.0,), timed_here=True) is None  # the clock went back 603 s
+    assert resets == [-603.0] and t.gap_resets == 1 and t.cadence("s") is None
+    assert t.push("s", 401.0, (2.0,), timed_here=True) is None
+    window = t.push("s", 402.0, (3.0,), timed_here=True)
+    assert isinstance(window, Window) and col(window) == [1.0, 2.0, 3.0]
+    assert window.ts == 402.0 and t.cadence("s") == 1.0
+
+
 def test_gap_reset_forgets_cadence_and_learns_it_afresh() -> None:
     t = SensorTable(4, 1, max_gap=3.0)
     feed(t, "s", [(float(i), 0.0) for i in range(5)])

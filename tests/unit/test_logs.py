@@ -146,6 +146,11 @@ def test_sensor_events_are_bounded_and_summed_up(caplog: pytest.LogCaptureFixtur
         "sensor s2: window reset: 900s since the last reading, more than 3 x its cadence of "
         "60s x its spread of 4.6; forecasts resume after 19 more readings"
     )
+    events.gap_reset("s3", gap=-3600.0, cadence=60.0, max_gap=3.0)  # buffer.push, timed_here
+    assert caplog.records[-1].getMessage() == (
+        "sensor s3: window reset: the system clock went back 3600s (its readings carry no "
+        "ts and are timed on arrival); forecasts resume after 19 more readings"
+    )
     events.flush(now=1e12)  # the interval is over: what was held back is summed up
     assert caplog.records[-1].getMessage().startswith("... and 7 more new sensors in 60s")
 
