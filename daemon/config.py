@@ -536,18 +536,17 @@ classes whose units later versions did not extend); it refuses a whole discovery
 any other, and only logs why."""
 
 
-class Presentation(Section):
-    """How a sensor's forecast looks in Home Assistant (a route's `unit`, `device_class`,
-    `name` in SPEC 3a are the same fields)."""
+LOOK_FIELDS = ("unit", "device_class", "precision")
+
+
+class Look(Section):
+    """How one forecast entity looks in Home Assistant."""
 
     unit: str | None = Field(
         None, min_length=1, description="unit_of_measurement of the forecast, e.g. °C."
     )
     device_class: str | None = Field(
         None, description="Home Assistant sensor device class, e.g. temperature."
-    )
-    name: str | None = Field(
-        None, min_length=1, description="Device name template, e.g. 'Boiler {sensor_id}'."
     )
     precision: int | None = Field(
         None, ge=0, le=10, description="Decimals Home Assistant shows (suggested precision)."
@@ -563,6 +562,21 @@ class Presentation(Section):
             )
         return value
 
+
+class Presentation(Look):
+    """How a sensor's forecasts look in Home Assistant (a route's `unit`, `device_class`,
+    `name` in SPEC 3a are the same fields). A bundle with several targets gives each its
+    own entity: `targets` sets one's unit, device_class or precision over these."""
+
+    name: str | None = Field(
+        None, min_length=1, description="Device name template, e.g. 'Boiler {sensor_id}'."
+    )
+    targets: dict[str, Look] = Field(
+        default_factory=dict,
+        description="Per target of a bundle with several, its own unit, device_class and "
+        "precision, over the ones above ([routes.targets.co2] in TOML).",
+    )
+
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str | None) -> str | None:
@@ -572,6 +586,31 @@ class Presentation(Section):
             except (KeyError, IndexError, ValueError) as exc:
                 raise ValueError(f"the only placeholder is {{sensor_id}} ({exc})") from None
         return value
+
+    def for_target(self, target: str) -> Look:
+        """The look of `target`'s forecast entity: its own fields, else the sensor's."""
+        own = self.targets.get(target)
+        if own is None:
+            return self
+        return Look.model_construct(**{f: _first(own, self, field=f) for f in LOOK_FIELDS})
+
+    def over(self, base: Presentation) -> Presentation:
+        """This look field by field over `base` (an entity rule over its sensor's route); a
+        field set here wins over `base`'s, a target's own fields over both."""
+        fields = {f: _first(self, base, field=f) for f in (*LOOK_FIELDS, "name")}
+        targets = {
+            t: Look.model_construct(**{
+                f: _first(self.targets.get(t), self, base.targets.get(t), field=f)
+                for f in LOOK_FIELDS
+            })
+            for t in {*self.targets, *base.targets}
+        }  # fmt: skip
+        return Presentation.model_construct(**fields, targets=targets)
+
+
+def _first(*looks: Look | None, field: str) -> Any:
+    """The first value of `field` that is set, among `looks`."""
+    return next((v for look in looks if (v := getattr(look, field, None)) is not None), None)
 
 
 HA_DEVICE_CLASS_DOCS = "https://www.home-assistant.io/integrations/sensor/#device-class"
@@ -986,16 +1025,18 @@ def config_warnings(settings: Settings) -> list[str]:
             *(("routes", i, r) for i, r in enumerate(settings.routes)),
         ]
         for where, i, rule in rules:
-            units = DEVICE_CLASS_UNITS.get(rule.device_class or "")
-            if units is None or rule.unit in units or (not units and rule.unit is None):
-                continue
-            takes = " or ".join(units) if units else "no unit"
-            given = "no unit" if rule.unit is None else f"unit {rule.unit!r}"
-            found.append(
-                f"{where}[{i}] (sensors {rule.sensors!r}): Home Assistant takes {takes} with "
-                f"device_class {rule.device_class}, not {given}, and refuses the whole entity "
-                "otherwise (it only logs why)"
-            )
+            looks = [("", rule), *((f" target {t}", rule.for_target(t)) for t in rule.targets)]
+            for of, look in looks:
+                units = DEVICE_CLASS_UNITS.get(look.device_class or "")
+                if units is None or look.unit in units or (not units and look.unit is None):
+                    continue
+                takes = " or ".join(units) if units else "no unit"
+                given = "no unit" if look.unit is None else f"unit {look.unit!r}"
+                found.append(
+                    f"{where}[{i}] (sensors {rule.sensors!r}){of}: Home Assistant takes "
+                    f"{takes} with device_class {look.device_class}, not {given}, and refuses "
+                    "the whole entity otherwise (it only logs why)"
+                )
     if settings.mqtt.password is not None and settings.mqtt.username is None:
         found.append(
             "mqtt.username (SENSORCAST_MQTT__USERNAME) is not set, so the broker password "

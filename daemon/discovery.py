@@ -269,6 +269,7 @@ class HomeAssistantDiscovery:
         single = len(meta.targets) == 1
         state_topic = self.output.format(sensor_id)
         for target in meta.targets:
+            shown = look.for_target(target)
             object_id = _forecast_object_id(sensor_id, target)
             config: dict[str, object] = {
                 "name": "Forecast" if single else f"{target} forecast",
@@ -278,14 +279,14 @@ class HomeAssistantDiscovery:
                 "json_attributes_topic": state_topic,
                 "json_attributes_template": _attributes_template(None if single else target),
             }
-            if look.device_class not in NOT_MEASUREMENT:
+            if shown.device_class not in NOT_MEASUREMENT:
                 config["state_class"] = "measurement"
-            if look.unit is not None:
-                config["unit_of_measurement"] = look.unit
-            if look.device_class is not None:
-                config["device_class"] = look.device_class
-            if look.precision is not None:
-                config["suggested_display_precision"] = look.precision
+            if shown.unit is not None:
+                config["unit_of_measurement"] = shown.unit
+            if shown.device_class is not None:
+                config["device_class"] = shown.device_class
+            if shown.precision is not None:
+                config["suggested_display_precision"] = shown.precision
             if cadence is not None and math.isfinite(cadence):
                 gap = self.max_gap * cadence * max(spread, 1.0)  # the window's reset
                 config["expire_after"] = max(MIN_EXPIRE_AFTER, math.ceil(gap))

@@ -81,7 +81,11 @@ def route_specs(settings: Settings) -> list[RouteSpec]:
             r.sensors,
             r.model,
             Presentation(
-                unit=r.unit, device_class=r.device_class, name=r.name, precision=r.precision
+                unit=r.unit,
+                device_class=r.device_class,
+                name=r.name,
+                precision=r.precision,
+                targets=r.targets,
             ),
         )
         for i, r in enumerate(settings.routes)
@@ -166,6 +170,7 @@ def load_models(settings: Settings) -> list[LoadedModel]:
         except BundleError as exc:
             raise ConfigError(f"invalid {spec.where}: {exc}") from None
         loaded.append(LoadedModel(spec, bundle, served, _parser(bundle.meta, settings, specs)))
+    _check_target_looks(settings, loaded)
     if len(specs) > 1:
         known = {f for m in loaded for f in m.bundle.meta.features}
         unknown = sorted(set(settings.input.fields) - known)
@@ -175,6 +180,26 @@ def load_models(settings: Settings) -> list[LoadedModel]:
                 f"no routed model has: {', '.join(unknown)}"
             )
     return loaded
+
+
+def _check_target_looks(settings: Settings, loaded: list[LoadedModel]) -> None:
+    """A look set for a target no bundle forecasts (a typo, a target renamed at training)
+    would leave that entity without its unit, silently: a ConfigError naming it."""
+    for m in loaded:
+        unknown = sorted(set(m.spec.look.targets) - set(m.bundle.meta.targets))
+        if unknown:
+            raise ConfigError(
+                f"invalid config routes[{m.spec.index}].targets: {', '.join(unknown)} is no "
+                f"target of its bundle (its targets: {', '.join(m.bundle.meta.targets)})"
+            )
+    served = {t for m in loaded for t in m.bundle.meta.targets}
+    for i, rule in enumerate(settings.homeassistant.entities):
+        unknown = sorted(set(rule.targets) - served)
+        if unknown:
+            raise ConfigError(
+                f"invalid config homeassistant.entities[{i}].targets: {', '.join(unknown)} is "
+                f"no target of a bundle served (targets: {', '.join(sorted(served))})"
+            )
 
 
 def _parser(meta: BundleMeta, settings: Settings, specs: list[RouteSpec]) -> PayloadParser:
@@ -192,7 +217,7 @@ def describe_routes(models: list[LoadedModel], fallback: bool) -> str:
         spec, meta = m.spec, m.bundle.meta
         name = "default" if spec.index is None else f"routes[{spec.index}]"
         look = spec.look
-        shown = [f"{k} {v!r}" for k, v in look.model_dump(exclude_none=True).items()]
+        shown = [f"{k} {v!r}" for k, v in look.model_dump(exclude_defaults=True).items()]
         rows.append(
             (name, spec.sensors, meta.model_id, f"timesteps {meta.timesteps}", ", ".join(shown))
         )

@@ -210,10 +210,7 @@ class Service:
             route = self.router.peek(sensor_id)
             if route is None:
                 return rule
-            base = route.spec.look
-            fields = ("unit", "device_class", "name", "precision")
-            merged = {f: getattr(rule, f) or getattr(base, f) for f in fields}
-            return Presentation(**merged)
+            return rule.over(route.spec.look)
 
         return look
 

@@ -18,7 +18,7 @@ import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from sensorcast.buffer import SensorTable, Window
-from sensorcast.config import SENSOR_DEVICE_CLASSES, EntityRule, load_settings
+from sensorcast.config import SENSOR_DEVICE_CLASSES, EntityRule, config_warnings, load_settings
 from sensorcast.discovery import (
     HomeAssistantDiscovery,
     anomaly_binary_sensors,
@@ -420,6 +420,64 @@ def test_presentation_rules_and_their_configuration_errors():
             ConfigError, match=r"homeassistant.entities\[0\].sensors .* no sensor id"
         ):
             load_settings(None, homeassistant={"entities": [{"sensors": typo, "unit": "°C"}]})
+
+
+def test_each_target_of_a_bundle_with_several_can_have_its_own_unit_and_device_class():
+    """A room's temperature and CO2 were both announced in the one unit of their rule (ppm)."""
+    settings = load_settings(
+        None,
+        homeassistant={
+            "entities": [
+                {
+                    "sensors": "room-*",
+                    "unit": "°C",
+                    "device_class": "temperature",
+                    "precision": 1,
+                    "targets": {"co2": {"unit": "ppm", "device_class": "carbon_dioxide"}},
+                }
+            ]
+        },
+    )
+    rules = settings.homeassistant.entities
+    d, _ = discovery(targets=["temperature", "co2"], presentation=presentation_lookup(rules))
+    configs = {json.loads(p)["name"]: json.loads(p) for _, p in d.messages("room-1", 60.0)}
+    temperature, co2 = configs["temperature forecast"], configs["co2 forecast"]
+    assert (temperature["unit_of_measurement"], temperature["device_class"]) == (
+        "°C",
+        "temperature",
+    )
+    assert (co2["unit_of_measurement"], co2["device_class"]) == ("ppm", "carbon_dioxide")
+    assert temperature["suggested_display_precision"] == co2["suggested_display_precision"] == 1
+    # an entity rule over a route: the rule's fields win, a target's own fields over both
+    route = EntityRule(
+        sensors="*", unit="K", name="Room {sensor_id}", targets={"co2": {"unit": "ppm"}}
+    )
+    rule = EntityRule(sensors="room-*", unit="°C", targets={"humidity": {"unit": "%"}})
+    look = rule.over(route)
+    assert look.name == "Room {sensor_id}"
+    assert [look.for_target(t).unit for t in ("temperature", "co2", "humidity")] == [
+        "°C",
+        "°C",
+        "%",
+    ]
+    assert route.over(EntityRule(sensors="*")).for_target("co2").unit == "ppm"
+    with pytest.raises(ValueError, match="device class"):
+        EntityRule(sensors="*", targets={"co2": {"device_class": "co2"}})
+    warnings = load_settings(
+        None,
+        homeassistant={
+            "discovery": True,
+            "entities": [
+                {
+                    "sensors": "*",
+                    "unit": "°C",
+                    "targets": {"co2": {"device_class": "carbon_dioxide"}},
+                }
+            ],
+        },
+    )
+    (warning,) = config_warnings(warnings)
+    assert "target co2" in warning and "ppm" in warning and "'°C'" in warning
 
 
 def test_with_anomalies_off_an_anomaly_sensor_an_earlier_run_announced_is_removed_once():

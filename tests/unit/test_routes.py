@@ -188,6 +188,20 @@ def test_a_route_whose_bundle_cannot_serve_is_one_config_error(
     assert str(tmp_path / "missing") in str(info.value)
 
 
+def test_a_look_for_a_target_no_bundle_forecasts_is_refused(bundles: dict[str, Path]) -> None:
+    """The shipped bundle's one target is `value`: a look for `valeu` would never apply."""
+    route = {"sensors": "boiler-*", "model": str(bundles["boiler"]), "unit": "°C"}
+    load_models(load_settings(None, routes=[{**route, "targets": {"value": {"unit": "K"}}}]))
+    with pytest.raises(ConfigError) as info:
+        load_models(load_settings(None, routes=[{**route, "targets": {"valeu": {"unit": "K"}}}]))
+    assert str(info.value) == (
+        "invalid config routes[0].targets: valeu is no target of its bundle (its targets: value)"
+    )
+    rules = [{"sensors": "*", "targets": {"co2": {"unit": "ppm"}}}]
+    with pytest.raises(ConfigError, match=r"homeassistant.entities\[0\].targets: co2 is no"):
+        load_models(load_settings(None, homeassistant={"entities": rules}))
+
+
 def run_cli(*args: str, config: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORCAST_")}
     return subprocess.run(
