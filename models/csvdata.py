@@ -27,7 +27,7 @@ from sensorcast.errors import UserError
 from sensorcast.models.bundle import FEATURE_PATTERN
 from sensorcast.readings import from_iso
 
-TIME_NAMES = ("time", "date", "timestamp", "ts")
+TIME_NAMES = ("time", "date", "timestamp", "datetime", "ts")
 SENSOR_COLUMN = "sensor_id"
 MISSING = frozenset({"", "nan", "na", "n/a", "null", "none"})
 FLOAT32_MAX = float(np.finfo(np.float32).max)

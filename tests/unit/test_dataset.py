@@ -80,6 +80,20 @@ def test_time_column_is_found_by_name_or_else_first(tmp_path: Path) -> None:
     assert table.time_column == 0
 
 
+def test_a_datetime_column_is_the_time(tmp_path: Path) -> None:
+    """`datetime` names the time as pandas and many loggers write it (a glucose monitor's
+    `isig,datetime,glucose`): its first column, a sensor current, was taken as the time and
+    the file refused as going back."""
+    path = write(
+        tmp_path,
+        "isig,datetime,glucose\n22.59,2010-03-24 09:51:00,258\n22.52,2010-03-24 09:56:00,260\n"
+        "22.23,2010-03-24 10:01:00,258\n",
+    )
+    (s,) = series_of(path, ["glucose"])
+    assert s.times.tolist() == [1269424260.0, 1269424560.0, 1269424860.0]
+    assert s.values[:, 0].tolist() == [258.0, 260.0, 258.0]
+
+
 def test_a_first_column_taken_as_the_time_must_go_forward(tmp_path: Path) -> None:
     """Without a time column, `temperature` was read as epoch seconds and the rows sorted by
     it: a model trained on humidity shuffled, without a word."""
