@@ -8,8 +8,9 @@ mosquitto, through a real `sensorcast run`; every forecast and anomaly event is
 collected from the broker. On the test tail (the last `--tail` of the series,
 30% by default, the share `sensorcast train` holds out) it prints, per
 forecast step: the MAE of the forecasts, of persistence (the last value) and of
-the seasonal naive forecast at the same lead, their ratio, and how often the
-reading fell inside the published interval. With `--spikes K`, single-reading
+the seasonal naive forecast at the same lead (the reading a day, else a week, else
+a year before by the clock), their ratio, and how often the reading fell inside
+the published interval. With `--spikes K`, single-reading
 spikes of K times the series' first-difference standard deviation are
 injected into the tail at random places; it then reports the share of spikes
 flagged and of clean readings flagged.
@@ -138,6 +139,21 @@ def season_of(times: np.ndarray) -> int:
     return 1
 
 
+def season_back(times: np.ndarray, season: int) -> np.ndarray:
+    """Per reading, the index of the reading one season earlier by the clock (the same time
+    yesterday, or last week), or -1 where there is none: where readings are missing (a
+    sensor silent at night, a gap), the reading `season` places back is at another time."""
+    back = np.full(len(times), -1)
+    if season <= 1 or len(times) < 2:
+        return back
+    cadence = float(np.median(np.diff(times)))
+    want = times - season * cadence
+    j = np.clip(np.searchsorted(times, want), 0, len(times) - 1)
+    near = np.abs(times[j] - want) <= 0.25 * cadence
+    back[near] = j[near]
+    return back
+
+
 def score(
     times: np.ndarray, values: np.ndarray, out: Collector, tail: float, horizon: int
 ) -> list[dict[str, float]]:
@@ -145,6 +161,7 @@ def score(
     n = len(values)
     start = int(n * (1 - tail))
     season = season_of(times)
+    back = season_back(times, season)
     index = {float(t): i for i, t in enumerate(times)}
     rows = []
     for step in range(horizon):
@@ -156,8 +173,8 @@ def score(
             truth = values[i + step + 1]
             err.append(abs(doc["forecast"][step] - truth))
             pers.append(abs(values[i] - truth))
-            if i + step + 1 - season >= 0 and season > 1:
-                seas.append(abs(values[i + step + 1 - season] - truth))
+            if back[i + step + 1] >= 0:
+                seas.append(abs(values[back[i + step + 1]] - truth))
             inside.append(doc["lower"][step] <= truth <= doc["upper"][step])
         rows.append(
             {
