@@ -3,6 +3,9 @@
 A payload is a bare JSON number (for a one-feature model) or a JSON object with
 the model's feature names as keys (or dotted paths configured per feature),
 optionally with a timestamp: epoch seconds or an ISO-8601 / RFC 3339 string.
+A name or path with dots (a feature trained on a CSV column `temp.c`, Tasmota's
+`AM2301.Temperature`) is read from a key of that whole name when the object has one,
+else from the nested objects its levels name.
 An object with a key twice is refused (`duplicate_key`): which of the two values
 a sender meant is unknowable. `"ts": null` is not a time (`bad_ts`); a sender
 without a clock leaves `ts` out.
@@ -102,7 +105,12 @@ def parse_ts(value: Any) -> float:
 
 
 def _lookup(obj: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-    cur: Any = obj
+    cur: Any
+    if len(path) > 1 and type(obj) is dict:  # a key with the dots in it, as the name has them
+        cur = obj.get(".".join(path), _MISSING)
+        if cur is not _MISSING:
+            return cur
+    cur = obj
     for key in path:
         if type(cur) is dict:  # what JSON decodes to; skips the slower ABC check
             cur = cur.get(key, _MISSING)

@@ -90,6 +90,21 @@ def test_mapped_feature_is_not_read_from_its_plain_name() -> None:
     assert p.parse(b'{"value": 21.5}') is Drop.MISSING_FEATURE
 
 
+def test_a_feature_named_with_a_dot_is_read_from_its_own_key() -> None:
+    # train takes a CSV column `temp.c` as the feature's name; its readings carry that key
+    p = PayloadParser(["temp.c", "rh"])
+    assert p.parse(b'{"temp.c": 21.5, "rh": 40}') == Reading((21.5, 40.0), None)
+    assert p.parse(b'{"temp": {"c": 21.5}, "rh": 40}') == Reading((21.5, 40.0), None)
+    # the key of the whole name is the feature's own, before any nesting
+    assert p.parse(b'{"temp.c": 1, "temp": {"c": 2}, "rh": 3}') == Reading((1.0, 3.0), None)
+
+
+def test_a_dotted_mapping_or_ts_field_also_reads_a_key_of_its_whole_name() -> None:
+    p = PayloadParser(["value"], fields={"value": "AM2301.Temperature"}, ts_field="meta.time")
+    payload = b'{"AM2301.Temperature": 21.5, "meta.time": 1700000000}'
+    assert p.parse(payload) == Reading((21.5,), TS)
+
+
 @pytest.mark.parametrize(
     "payload",
     [b'{"AM2301": 21.5}', b'{"AM2301": {"Humidity": 40}}', b'{"AM2301": [21.5]}', b"{}"],
