@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import socket
+import threading
 from importlib.metadata import PackageNotFoundError, version
-from wsgiref.simple_server import WSGIServer
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     CollectorRegistry,
@@ -19,7 +23,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
-    start_http_server,
+    make_wsgi_app,
 )
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
@@ -30,6 +34,14 @@ from sensorcast.drops import Drop
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+MAX_SCRAPES = 8
+"""Connections to /metrics served at once; one more is closed as soon as it is accepted. Each
+holds a thread and a file descriptor: without a bound, a client that opens connections and
+sends nothing took the daemon to its limit of open files (1024 under systemd), where its
+snapshots and broker reconnects failed and the accept loop spun a core."""
+SCRAPE_TIMEOUT = 10.0
+"""Seconds a connection to /metrics may stay silent before it is closed (wsgiref waits for
+ever); a scrape sends its request at once."""
 FORECAST_DROPS = ("superseded", "queue_full", "error", "not_finite", "shape")
 """Why a forecast was not published: coalesced away under overload, the outbound queue was
 full, the model call failed, a non-finite value, a window of another bundle's shape."""
@@ -261,7 +273,8 @@ class Metrics:
         self._drop[reason].inc()
 
     def serve(self, host: str, port: int) -> None:
-        self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+        """Serve /metrics on `host`:`port` from a thread of its own (see MAX_SCRAPES)."""
+        self._server = serve_wsgi(host, port, make_wsgi_app(self.registry))
 
     def close(self) -> None:
         """Stop serving /metrics (if it was served)."""
@@ -274,6 +287,57 @@ class Metrics:
         """Current value of a sample (for status output and tests)."""
         v = self.registry.get_sample_value(name, labels or None)
         return 0.0 if v is None else v
+
+
+class _ScrapeHandler(WSGIRequestHandler):
+    """One connection to /metrics: silent (no access log), closed after SCRAPE_TIMEOUT of
+    silence."""
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(SCRAPE_TIMEOUT)  # read here, so a test may lower it
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _ScrapeServer(ThreadingMixIn, WSGIServer):
+    """A thread per connection, at most MAX_SCRAPES at once."""
+
+    daemon_threads = True
+
+    def server_activate(self) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_SCRAPES)
+        super().server_activate()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # closed at once: the scraper retries later
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread took it (one could not be started)
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def serve_wsgi(host: str, port: int, app: Any) -> WSGIServer:
+    """`app` served on `host`:`port` (IPv4 or IPv6, as `host` resolves) from a daemon thread."""
+    family, _, _, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    server_class = type("_Server", (_ScrapeServer,), {"address_family": family})
+    server: WSGIServer = make_server(
+        str(address[0]), port, app, server_class, handler_class=_ScrapeHandler
+    )
+    threading.Thread(target=server.serve_forever, name="sensorcast-metrics", daemon=True).start()
+    return server
 
 
 def build_info() -> dict[str, str]:

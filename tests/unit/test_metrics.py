@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import socket
 
 import numpy as np
 
+from sensorcast import metrics as metrics_module
 from sensorcast.accuracy import OnlineAccuracy, window_scale
 from sensorcast.drops import Drop
-from sensorcast.metrics import FORECAST_DROPS, Metrics
+from sensorcast.metrics import FORECAST_DROPS, MAX_SCRAPES, Metrics
+from sensorcast.sandbox import free_port
 
 
 def score(acc: OnlineAccuracy, window: list[float], forecast: float, actual: float) -> None:
@@ -85,3 +88,37 @@ def test_the_gap_fill_counter_says_how_gaps_are_filled():
         if line.startswith("# HELP sensorcast_gap_fills_total")
     )
     assert "linearly" in help_line and "repeating" not in help_line
+
+
+def _scrape(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        return b"".join(iter(lambda: s.recv(65536), b""))
+
+
+def _closed_by_server(s: socket.socket) -> bool:
+    try:
+        return s.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_idle_connections_to_the_endpoint_are_bounded_and_closed(monkeypatch):
+    # a client that opens connections and sends nothing held a thread and a descriptor for
+    # each for good: at the limit of open files, snapshots and reconnects failed
+    monkeypatch.setattr(metrics_module, "SCRAPE_TIMEOUT", 0.5)
+    port = free_port()
+    metrics = Metrics()
+    metrics.serve("127.0.0.1", port)
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(MAX_SCRAPES + 4):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            idle.append(s)
+        # the ones beyond the bound are closed at once, the others once silent too long
+        assert all(_closed_by_server(s) for s in idle)
+        assert b"sensorcast_readings_total" in _scrape(port)  # scrapes are served still
+    finally:
+        for s in idle:
+            s.close()
+        metrics.close()
