@@ -82,6 +82,13 @@ class Metrics:
             registry=r,
         )
         self.connected = Gauge("sensorcast_broker_connected", "1 while connected", registry=r)
+        self.publishes_refused = Counter(
+            "sensorcast_publishes_refused",
+            "Publishes (forecasts, anomaly events, status, discovery) the broker refused, by "
+            "its MQTT 5 reason",
+            ["reason"],
+            registry=r,
+        )
         self.snapshot_failures = Counter(
             "sensorcast_snapshot_failures", "Buffer snapshots that could not be written", registry=r
         )

@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 
 OnRaw = Callable[[bytes, bytes, bool], bool]
 """(topic, payload, retained) of an incoming PUBLISH; returns whether to ack it (QoS 1)."""
+OnRefused = Callable[[str, int], None]
+"""(topic, reason code) of a QoS 1 publish of ours the broker refused."""
+REFUSED = 0x80
+"""MQTT 5 reason codes from this one up are failures (0x87: not authorized)."""
 _PUBACK = 0x40
 WRITE_JOIN = 1 << 16
 """Most bytes of queued packets joined into one `send`."""
@@ -56,6 +60,10 @@ class LeanClient(mqtt.Client):
     paho's own signal for this, `on_socket_register_write`, fires only when its
     `_registered_write` flag is clear, and a publish racing the loop's write can leave
     the flag set, so later packets would wait for the loop's next timeout."""
+    on_refused: OnRefused | None = None
+    """Called on the network thread for a PUBACK whose MQTT 5 reason code is a failure: the
+    broker did not take the message (an ACL that does not let this client publish there),
+    which paho reports only to `on_publish`, as if it had been published."""
     max_payload: float = math.inf
     """Payload bytes of an incoming PUBLISH kept beyond its variable header; the rest is read
     and discarded, so the payload handed on is longer than this but bounded (inf: all)."""
@@ -231,6 +239,8 @@ class LeanClient(mqtt.Client):
         lean = header == _PUBACK and (
             len(packet) == 2 or (len(packet) in (3, 4) and packet[2] == 0 and packet[-1] == 0)
         )
+        if not lean and header == _PUBACK and len(packet) >= 3 and packet[2] >= REFUSED:
+            self._refused(packet)  # three bytes or more: MQTT 5 (3.1.1 has no reason)
         if not lean or self.on_publish is not None:
             return super()._handle_pubackcomp(cmd)
         mid = (packet[0] << 8) | packet[1]
@@ -244,3 +254,18 @@ class LeanClient(mqtt.Client):
                 if self._max_inflight_messages > 0:
                     return self._update_inflight()
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _refused(self, packet: bytearray) -> None:
+        """Report a refused publish to `on_refused`, with the topic it was sent to."""
+        on_refused = self.on_refused
+        if on_refused is None:
+            return
+        mid = (packet[0] << 8) | packet[1]
+        with self._out_message_mutex:
+            msg = self._out_messages.get(mid)
+        if msg is None:
+            return
+        try:
+            on_refused(msg.topic, packet[2])
+        except Exception:  # as paho's suppress_exceptions: never end the network loop
+            log.exception("error handling a refused publish")

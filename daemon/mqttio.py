@@ -35,8 +35,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from sensorcast.config import MQTTConfig
+from sensorcast.drops import Quota
 from sensorcast.linkproblems import (
     PROTOCOL_HINT,
     SESSION_TAKEN_OVER,
@@ -74,6 +76,9 @@ ONLINE_WAIT = 2.0
 """Longest the readings connection waits, after subscribing, for `online` to be delivered."""
 STABLE_AFTER = 10.0
 """Seconds a connection must last before the reconnect backoff starts again from the minimum."""
+REFUSED_EVERY = 60.0
+"""Seconds between log lines of publishes the broker refuses for one reason on one topic's
+first level (forecasts, anomalies, status, discovery); each is counted."""
 QUICK_DROPS_CLASH = 3
 """Drops within STABLE_AFTER in a row, each after a successful reconnect, that suggest a
 client id clash where the broker does not say so (MQTT 3.1.1)."""
@@ -131,6 +136,7 @@ class MQTTLink:
         self._quick_drops = 0
         self._problem = RecurringProblem()
         self._paho_log = PahoLog(logging.getLogger("sensorcast.paho"))
+        self._refusals = Quota(REFUSED_EVERY)
         self._v5 = cfg.protocol == "5"
         self._qos = qos
         self.client = self._make_client(max_queue, self.client_id, self._persistent)
@@ -178,6 +184,7 @@ class MQTTLink:
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         client.on_raw_message = self._handle_raw
+        client.on_refused = self._handle_refused
         client.on_subscribe = self._handle_subscribe
         return client
 
@@ -414,6 +421,28 @@ class MQTTLink:
         said = self._v5 and reason.value == SESSION_TAKEN_OVER
         return said or self._quick_drops >= QUICK_DROPS_CLASH
 
+    def _handle_refused(self, topic: str, code: int) -> None:
+        """The broker acknowledged a publish of ours with a failure (MQTT 5): counted by its
+        reason, and said at a bounded rate, where before it passed for published."""
+        reason = refusal_reason(code)
+        self.metrics.publishes_refused.labels(reason.lower().replace(" ", "_")).inc()
+        more = self._refusals.take((code, topic.split("/", 1)[0]))
+        if more is None:
+            return
+        hint = ""
+        if code == NOT_AUTHORIZED:
+            user = "no mqtt.username" if self.cfg.username is None else f"{self.cfg.username!r}"
+            hint = f": the broker's access control does not let this client ({user}) publish there"
+        extra = f" ({more} more since the last report)" if more else ""
+        log.error(
+            "broker %s refused a publish on %r (%s)%s; it is not delivered%s",
+            self.endpoint,
+            topic[:200],
+            reason,
+            hint,
+            extra,
+        )
+
     def _handle_raw(self, topic: bytes, payload: bytes, retained: bool) -> bool:
         """A reading, on the network thread; True: acknowledge it (if QoS 1)."""
         try:
@@ -439,3 +468,14 @@ class MQTTLink:
             finally:
                 if msg.qos > 0:
                     client.ack(msg.mid, msg.qos)
+
+
+NOT_AUTHORIZED = 0x87
+
+
+def refusal_reason(code: int) -> str:
+    """The name of a PUBACK's MQTT 5 reason code (`Not authorized`), or its number."""
+    try:
+        return str(ReasonCode(PacketTypes.PUBACK, identifier=code))
+    except ValueError:
+        return f"reason 0x{code:02x}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -191,6 +192,61 @@ def test_a_broker_of_mqtt_3_1_1_only_that_leaves_the_connect_unanswered_is_named
         hint = "set mqtt.protocol (SENSORCAST_MQTT__PROTOCOL) to 3.1.1 for this broker"
         wait_for(lambda: daemon.logged("before accepting it"), timeout=30)
         assert all(hint in line for line in lines_with(daemon, "before accepting it"))
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
+    finally:
+        broker.close()
+
+
+def test_forecasts_the_broker_refuses_are_said_once_and_counted(tmp_path, daemon_proc):
+    # an ACL that does not let the daemon's user publish forecasts: MQTT 5 acknowledges each
+    # with "Not authorized", and the daemon counted them as published without a word
+    passwords = tmp_path / "passwd"
+    subprocess.run(
+        ["mosquitto_passwd", "-c", "-b", str(passwords), "gw", "right"],
+        check=True,
+        capture_output=True,
+    )
+    passwords.chmod(0o600)
+    acl = tmp_path / "acl"
+    acl.write_text(
+        "topic readwrite sensors/#\ntopic read forecasts/#\n\n"  # anonymous: the test's side
+        "user gw\ntopic read sensors/#\ntopic write sensorcast/#\n"
+    )
+    broker = Mosquitto(extra=f"password_file {passwords}\nacl_file {acl}").start()
+    try:
+        metrics_port = free_port()
+        config = write_config(
+            tmp_path / "c.toml",
+            broker.port,
+            DEFAULT_BUNDLE,
+            "sc-acl",
+            f"[metrics]\nport = {metrics_port}\n",
+        )
+        config.write_text(
+            config.read_text().replace("[model]", 'username = "gw"\npassword = "right"\n[model]')
+        )
+        daemon = daemon_proc(config)
+        pub = Client(broker.port)
+        wait_for(lambda: daemon.logged("subscribing to"), timeout=20)
+        timesteps = load_bundle(DEFAULT_BUNDLE).meta.timesteps
+        try:
+            for i in range(timesteps + 5):
+                pub.publish("sensors/acl-1/reading", {"value": 20.0 + i % 3, "ts": T0 + 60 * i})
+        finally:
+            pub.close()
+
+        def refused() -> float:
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+            key = 'sensorcast_publishes_refused_total{reason="not_authorized"} '
+            lines = [line for line in text.splitlines() if line.startswith(key)]
+            return sum(float(line[len(key) :]) for line in lines)
+
+        wait_for(lambda: refused() >= 6, timeout=20)  # every forecast, anomalies too if any
+        (said,) = lines_with(daemon, "refused a publish on 'forecasts/")
+        assert "Not authorized" in said and "('gw')" in said, said
+        assert "ERROR" in said
         daemon.signal(signal.SIGTERM)
         assert daemon.wait() == 0
     finally:
