@@ -170,7 +170,10 @@ class InferenceWorker(threading.Thread):
         accuracy: OnlineAccuracy | None = None,
         anomaly_topic: TopicTemplate | None = None,
         held: Held = contextlib.nullcontext,
+        sendable: Callable[[str, bytes], bool] = lambda topic, payload: True,
     ) -> None:
+        """`sendable`: whether the broker takes a publish that large (`MQTTLink.sendable`);
+        a forecast it does not is counted as `too_large`."""
         super().__init__(name="sensorcast-inference", daemon=True)
         self.queue = queue
         self.output = output
@@ -184,6 +187,7 @@ class InferenceWorker(threading.Thread):
         """The lane of windows queued without one (a daemon without routes has only it)."""
         self._publish = publish
         self._held = held
+        self._sendable = sendable
         self._stopped = False
         self._not_finite_log = Quota(NOT_FINITE_LOG_S)
 
@@ -284,7 +288,10 @@ class InferenceWorker(threading.Thread):
                         self._not_finite(sensor_id)
                         continue
                     retain = None if tracked else False
-                    if self._publish(self.output.format(sensor_id), payload, retain):
+                    topic = self.output.format(sensor_id)
+                    if not self._sendable(topic, payload):
+                        self._lost(lane, "too_large")
+                    elif self._publish(topic, payload, retain):
                         sent.append(entry.received)
                     else:
                         self._lost(lane, "queue_full")
@@ -325,7 +332,10 @@ class InferenceWorker(threading.Thread):
                 continue
             # an event, never retained (`output.retain` is of forecasts): a retained one was
             # replayed to every new subscriber, Home Assistant's anomaly sensor turned on again
-            if self._publish(self.anomaly_topic.format(a.window.sensor_id), payload, False):
+            topic = self.anomaly_topic.format(a.window.sensor_id)
+            if not self._sendable(topic, payload):
+                self._lost(lane, "too_large")
+            elif self._publish(topic, payload, False):
                 self.metrics.anomalies.inc()
             else:
                 self._lost(lane, "queue_full")

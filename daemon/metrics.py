@@ -42,9 +42,10 @@ snapshots and broker reconnects failed and the accept loop spun a core."""
 SCRAPE_TIMEOUT = 10.0
 """Seconds a connection to /metrics may stay silent before it is closed (wsgiref waits for
 ever); a scrape sends its request at once."""
-FORECAST_DROPS = ("superseded", "queue_full", "error", "not_finite", "shape")
+FORECAST_DROPS = ("superseded", "queue_full", "error", "not_finite", "shape", "too_large")
 """Why a forecast was not published: coalesced away under overload, the outbound queue was
-full, the model call failed, a non-finite value, a window of another bundle's shape."""
+full, the model call failed, a non-finite value, a window of another bundle's shape, larger
+than the broker's Maximum Packet Size."""
 
 
 class Metrics:

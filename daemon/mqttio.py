@@ -137,6 +137,8 @@ class MQTTLink:
         self._problem = RecurringProblem()
         self._paho_log = PahoLog(logging.getLogger("sensorcast.paho"))
         self._refusals = Quota(REFUSED_EVERY)
+        self._max_packet: int | None = None
+        """The publishing connection's broker's Maximum Packet Size (MQTT 5 CONNACK), if any."""
         self._v5 = cfg.protocol == "5"
         self._qos = qos
         self.client = self._make_client(max_queue, self.client_id, self._persistent)
@@ -219,10 +221,13 @@ class MQTTLink:
             self.client.max_payload = max_bytes
 
     def publish(self, topic: str, payload: bytes, retain: bool | None = None) -> bool:
-        """Queue a forecast (at the configured QoS); False if the bounded queue is full.
+        """Queue a forecast (at the configured QoS); False if the bounded queue is full, or
+        the broker takes no packet that large (see `sendable`).
 
         Waits while the connection is up and `OUTSTANDING` messages are still on their way.
         """
+        if not self.sendable(topic, payload):
+            return False
         pub = self.publisher
         if len(pub._out_messages) + len(pub._out_packet) >= OUTSTANDING:
             self._wait_for_room()
@@ -231,6 +236,44 @@ class MQTTLink:
             lambda: pub.publish(topic, payload, qos=self._qos, retain=keep)
         )
         return info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
+
+    def sendable(self, topic: str, payload: bytes | bytearray) -> bool:
+        """Whether the broker takes a publish of `payload` on `topic`: False, said at a bounded
+        rate, when the packet is larger than the Maximum Packet Size the broker gave in its
+        CONNACK (mosquitto's `max_packet_size`). The broker closes the connection of a client
+        that sends one, and the packet was sent again at every reconnect: the publishing
+        connection dropped for good, and nothing more was published."""
+        limit = self._max_packet
+        if limit is None:
+            return True
+        size = publish_size(topic, payload, self._qos)
+        if size <= limit:
+            return True
+        self._too_large(topic, size, limit)
+        return False
+
+    def _too_large(self, topic: str, size: int, limit: int) -> None:
+        more = self._refusals.take(("too_large", topic.split("/", 1)[0]))
+        if more is None:
+            return
+        log.error(
+            "a publish on %r is not sent: %d bytes, and broker %s takes packets of at most %d "
+            "(its Maximum Packet Size, mosquitto's max_packet_size)%s",
+            topic[:200],
+            size,
+            self.endpoint,
+            limit,
+            f" ({more} more since the last report)" if more else "",
+        )
+
+    def _drop_unsendable(self) -> None:
+        """Forget the publishes queued in paho that the broker's Maximum Packet Size refuses
+        (called at the CONNACK, before paho sends them again)."""
+        pub = self.publisher
+        with pub._out_message_mutex:
+            for mid, msg in list(pub._out_messages.items()):
+                if not self.sendable(msg.topic, msg.payload):
+                    del pub._out_messages[mid]
 
     def held(self) -> contextlib.AbstractContextManager[None]:
         """Forecasts published by this thread within are written together as it leaves."""
@@ -304,6 +347,8 @@ class MQTTLink:
             self._report(logging.ERROR, line)
             return
         if client is not self.client:
+            self._max_packet = getattr(props, "MaximumPacketSize", None)
+            self._drop_unsendable()
             return self._publisher_connected()
         self._problem.clear()
         self._connected_at = time.monotonic()
@@ -479,3 +524,10 @@ def refusal_reason(code: int) -> str:
         return str(ReasonCode(PacketTypes.PUBACK, identifier=code))
     except ValueError:
         return f"reason 0x{code:02x}"
+
+
+def publish_size(topic: str, payload: bytes | bytearray, qos: int) -> int:
+    """Bytes of an MQTT 5 PUBLISH of `payload` on `topic`, without properties, as sent."""
+    body = 2 + len(topic.encode()) + (2 if qos else 0) + 1 + len(payload)
+    length_bytes = 1 if body < 128 else 2 if body < 16384 else 3 if body < 2097152 else 4
+    return 1 + length_bytes + body

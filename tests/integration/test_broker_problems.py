@@ -251,3 +251,48 @@ def test_forecasts_the_broker_refuses_are_said_once_and_counted(tmp_path, daemon
         assert daemon.wait() == 0
     finally:
         broker.close()
+
+
+def test_a_forecast_beyond_the_brokers_maximum_packet_size_is_dropped_not_resent(
+    tmp_path, daemon_proc
+):
+    # mosquitto's max_packet_size is MQTT 5's Maximum Packet Size: the broker closes the
+    # connection of a client that sends a larger packet, and paho sent it again at every
+    # reconnect; the publishing connection dropped for good and nothing was published
+    broker = Mosquitto(extra="max_packet_size 300").start()
+    try:
+        metrics_port = free_port()
+        extra = f"[metrics]\nport = {metrics_port}\n"
+        config = write_config(tmp_path / "c.toml", broker.port, DEFAULT_BUNDLE, "sc-max", extra)
+        daemon = daemon_proc(config)
+        pub = Client(broker.port)
+        wait_for(lambda: daemon.logged("subscribing to"), timeout=20)
+        timesteps = load_bundle(DEFAULT_BUNDLE).meta.timesteps
+        try:
+            for i in range(timesteps + 5):
+                pub.publish("sensors/big/reading", {"value": 20.0 + i % 3, "ts": T0 + 60 * i})
+        finally:
+            pub.close()
+
+        def too_large() -> float:
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+            key = 'sensorcast_forecasts_dropped_total{reason="too_large"} '
+            lines = [line for line in text.splitlines() if line.startswith(key)]
+            return sum(float(line[len(key) :]) for line in lines)
+
+        wait_for(lambda: too_large() >= 6, timeout=20)  # anomaly events, if any, too
+        (said,) = lines_with(daemon, "is not sent")
+        assert "'forecasts/big'" in said and "at most 300" in said, said
+        time.sleep(1)  # a dropped connection reconnects within reconnect_max (0.5 s)
+        assert not lines_with(daemon, "publishing connection"), daemon.lines
+        status = Client(broker.port, status_topic("sc-max"))
+        try:
+            wait_for(lambda: status.received())
+            assert status.received()[-1][1:] == (b"online", True)
+        finally:
+            status.close()
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
+    finally:
+        broker.close()
