@@ -139,6 +139,8 @@ class MQTTLink:
         self._refusals = Quota(REFUSED_EVERY)
         self._max_packet: int | None = None
         """The publishing connection's broker's Maximum Packet Size (MQTT 5 CONNACK), if any."""
+        self.retain_available = True
+        """False once the broker said it keeps no retained messages (see `_without_retain`)."""
         self._v5 = cfg.protocol == "5"
         self._qos = qos
         self.client = self._make_client(max_queue, self.client_id, self._persistent)
@@ -228,10 +230,14 @@ class MQTTLink:
         """
         if not self.sendable(topic, payload):
             return False
+        keep = self.retain_forecasts if retain is None else retain
+        if keep and not self.retain_available:
+            if not payload:  # clearing a retained message: the broker keeps none
+                return True
+            keep = False
         pub = self.publisher
         if len(pub._out_messages) + len(pub._out_packet) >= OUTSTANDING:
             self._wait_for_room()
-        keep = self.retain_forecasts if retain is None else retain
         info = self._loops[-1].publish(
             lambda: pub.publish(topic, payload, qos=self._qos, retain=keep)
         )
@@ -267,13 +273,38 @@ class MQTTLink:
         )
 
     def _drop_unsendable(self) -> None:
-        """Forget the publishes queued in paho that the broker's Maximum Packet Size refuses
-        (called at the CONNACK, before paho sends them again)."""
+        """Forget the publishes queued in paho that the broker's Maximum Packet Size refuses,
+        and take the retain flag off the others if it keeps no retained messages (called at
+        the CONNACK, before paho sends them again)."""
         pub = self.publisher
         with pub._out_message_mutex:
             for mid, msg in list(pub._out_messages.items()):
                 if not self.sendable(msg.topic, msg.payload):
                     del pub._out_messages[mid]
+                elif msg.retain and not self.retain_available:
+                    msg.retain = False
+
+    def _status(self, status: bytes) -> mqtt.MQTTMessageInfo:
+        """Publish `online` or `offline` on the status topic: retained, if the broker can."""
+        retain = self.retain_available
+        return self.publisher.publish(self.status_topic, status, qos=1, retain=retain)
+
+    def _without_retain(self) -> None:
+        """The broker keeps no retained messages (MQTT 5: it refused the connect for the
+        retained last will, or said so in its CONNACK; mosquitto's `retain_available false`),
+        and closes the connection of a client that sends one: the publishing connection was
+        refused for good, and nothing was published. The last will, the status and everything
+        else go out without retain from now on."""
+        self.retain_available = False
+        if self.publisher is not self.client:
+            self.publisher.will_set(self.status_topic, STATUS_OFFLINE, qos=1, retain=False)
+        log.warning(
+            "broker %s keeps no retained messages: the status topic %s, Home Assistant's "
+            "discovery configs and output.retain forecasts are published without retain (a "
+            "subscriber sees them only as they are sent)",
+            self.endpoint,
+            self.status_topic,
+        )
 
     def held(self) -> contextlib.AbstractContextManager[None]:
         """Forecasts published by this thread within are written together as it leaves."""
@@ -322,7 +353,7 @@ class MQTTLink:
         deadline = time.monotonic() + timeout
         try:
             if self._persistent and self.publisher.is_connected():
-                info = self.publisher.publish(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
+                info = self._status(STATUS_OFFLINE)
                 while time.monotonic() < deadline and self.publisher.is_connected():
                     if settled(info) and self.flushed():
                         break
@@ -342,12 +373,16 @@ class MQTTLink:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         if reason.is_failure:
+            if reason.value == RETAIN_NOT_SUPPORTED and self.retain_available:
+                return self._without_retain()  # the retained last will: the next connect has none
             self._refused = True
             line = describe_refusal(reason, self.endpoint, self.cfg.username, self._v5)
             self._report(logging.ERROR, line)
             return
         if client is not self.client:
             self._max_packet = getattr(props, "MaximumPacketSize", None)
+            if getattr(props, "RetainAvailable", 1) == 0 and self.retain_available:
+                self._without_retain()
             self._drop_unsendable()
             return self._publisher_connected()
         self._problem.clear()
@@ -383,7 +418,7 @@ class MQTTLink:
         deadline = time.monotonic() + ONLINE_WAIT
         while not self.publisher.is_connected() and time.monotonic() < deadline:
             time.sleep(0.005)
-        info = self.publisher.publish(self.status_topic, STATUS_ONLINE, qos=1, retain=True)
+        info = self._status(STATUS_ONLINE)
         while time.monotonic() < deadline and not settled(info):
             time.sleep(0.005)
 
@@ -394,7 +429,7 @@ class MQTTLink:
         if self._publisher_connects > 1:
             log.info("publishing connection to %s restored", self.endpoint)
             if self.subscribed.is_set():
-                self.publisher.publish(self.status_topic, STATUS_ONLINE, qos=1, retain=True)
+                self._status(STATUS_ONLINE)
 
     def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         exc = sys.exc_info()[1]  # paho calls this inside its `except OSError`
@@ -516,6 +551,7 @@ class MQTTLink:
 
 
 NOT_AUTHORIZED = 0x87
+RETAIN_NOT_SUPPORTED = 0x9A
 
 
 def refusal_reason(code: int) -> str:

@@ -296,3 +296,39 @@ def test_a_forecast_beyond_the_brokers_maximum_packet_size_is_dropped_not_resent
         assert daemon.wait() == 0
     finally:
         broker.close()
+
+
+def test_a_broker_that_keeps_no_retained_messages_gets_everything_without_retain(
+    tmp_path, daemon_proc
+):
+    # mosquitto's retain_available false: an MQTT 5 broker refuses a connect with a retained
+    # last will ("Retain not supported"), so the publishing connection was refused for good
+    broker = Mosquitto(extra="retain_available false").start()
+    try:
+        sub = Client(broker.port, "forecasts/#", status_topic("sc-noretain"))
+        config = write_config(
+            tmp_path / "c.toml",
+            broker.port,
+            DEFAULT_BUNDLE,
+            "sc-noretain",
+            "[homeassistant]\ndiscovery = true\n",
+        )
+        daemon = daemon_proc(config)
+        wait_for(lambda: sub.received("sensorcast/"), timeout=20)
+        assert sub.received("sensorcast/")[0][1:] == (b"online", False)
+        pub = Client(broker.port)
+        timesteps = load_bundle(DEFAULT_BUNDLE).meta.timesteps
+        try:
+            for i in range(timesteps + 2):
+                pub.publish("sensors/nr/reading", {"value": 20.0 + i % 3, "ts": T0 + 60 * i})
+        finally:
+            pub.close()
+        wait_for(lambda: len(sub.received("forecasts/nr")) == 3, timeout=20)
+        assert len(lines_with(daemon, "keeps no retained messages")) == 1
+        assert not lines_with(daemon, "refused"), daemon.lines
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
+        wait_for(lambda: sub.received("sensorcast/")[-1][1] == b"offline")
+        sub.close()
+    finally:
+        broker.close()
