@@ -141,6 +141,8 @@ class MQTTLink:
         """The publishing connection's broker's Maximum Packet Size (MQTT 5 CONNACK), if any."""
         self.retain_available = True
         """False once the broker said it keeps no retained messages (see `_without_retain`)."""
+        self.max_qos = 2
+        """0 once the broker said it takes QoS 0 only (see `_qos_zero`)."""
         self._v5 = cfg.protocol == "5"
         self._qos = qos
         self.client = self._make_client(max_queue, self.client_id, self._persistent)
@@ -149,7 +151,7 @@ class MQTTLink:
         if persistent:
             out_id = self.client_id[: 64 - len(PUBLISHER_SUFFIX)] + PUBLISHER_SUFFIX
             self.publisher = self._make_client(max_queue, out_id, False)
-            self.publisher.will_set(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
+            self._set_will()
         self._loops = [NetworkLoop(self.client, may_read)]
         if self.publisher is not self.client:
             self._loops.append(NetworkLoop(self.publisher))
@@ -239,7 +241,7 @@ class MQTTLink:
         if len(pub._out_messages) + len(pub._out_packet) >= OUTSTANDING:
             self._wait_for_room()
         info = self._loops[-1].publish(
-            lambda: pub.publish(topic, payload, qos=self._qos, retain=keep)
+            lambda: pub.publish(topic, payload, qos=self._qos_now(self._qos), retain=keep)
         )
         return info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
 
@@ -252,7 +254,7 @@ class MQTTLink:
         limit = self._max_packet
         if limit is None:
             return True
-        size = publish_size(topic, payload, self._qos)
+        size = publish_size(topic, payload, min(self._qos, self.max_qos))
         if size <= limit:
             return True
         self._too_large(topic, size, limit)
@@ -272,22 +274,44 @@ class MQTTLink:
             f" ({more} more since the last report)" if more else "",
         )
 
-    def _drop_unsendable(self) -> None:
-        """Forget the publishes queued in paho that the broker's Maximum Packet Size refuses,
-        and take the retain flag off the others if it keeps no retained messages (called at
-        the CONNACK, before paho sends them again)."""
+    def _fit_queue(self) -> None:
+        """Make the publishes queued in paho fit what the broker takes (called at the CONNACK,
+        before paho sends them again): those larger than its Maximum Packet Size are let go,
+        the others lose their retain flag if it keeps no retained messages, and go out at
+        QoS 0 now if it takes no more."""
         pub = self.publisher
+        downgraded = []
         with pub._out_message_mutex:
             for mid, msg in list(pub._out_messages.items()):
                 if not self.sendable(msg.topic, msg.payload):
                     del pub._out_messages[mid]
-                elif msg.retain and not self.retain_available:
+                    continue
+                if msg.retain and not self.retain_available:
                     msg.retain = False
+                if msg.qos > self.max_qos:
+                    del pub._out_messages[mid]
+                    downgraded.append(msg)
+        for msg in downgraded:
+            pub.publish(msg.topic, msg.payload, qos=self.max_qos, retain=msg.retain)
+
+    def _set_will(self) -> None:
+        """The status topic's `offline` as the publishing connection's last will: retained
+        and at QoS 1, unless the broker takes neither."""
+        qos = min(1, self.max_qos)
+        self.publisher.will_set(
+            self.status_topic, STATUS_OFFLINE, qos=qos, retain=self.retain_available
+        )
 
     def _status(self, status: bytes) -> mqtt.MQTTMessageInfo:
         """Publish `online` or `offline` on the status topic: retained, if the broker can."""
-        retain = self.retain_available
-        return self.publisher.publish(self.status_topic, status, qos=1, retain=retain)
+        retain, qos = self.retain_available, self._qos_now(1)
+        return self.publisher.publish(self.status_topic, status, qos=qos, retain=retain)
+
+    def _qos_now(self, qos: int) -> int:
+        """`qos`, or 0 if the broker takes no more while the publishing connection is up;
+        while it is down, paho queues only QoS 1 and sends them at the next CONNACK (QoS 0 it
+        drops), and `_fit_queue` sends them at QoS 0 then."""
+        return min(qos, self.max_qos) if self.publisher.is_connected() else qos
 
     def _without_retain(self) -> None:
         """The broker keeps no retained messages (MQTT 5: it refused the connect for the
@@ -297,13 +321,27 @@ class MQTTLink:
         else go out without retain from now on."""
         self.retain_available = False
         if self.publisher is not self.client:
-            self.publisher.will_set(self.status_topic, STATUS_OFFLINE, qos=1, retain=False)
+            self._set_will()
         log.warning(
             "broker %s keeps no retained messages: the status topic %s, Home Assistant's "
             "discovery configs and output.retain forecasts are published without retain (a "
             "subscriber sees them only as they are sent)",
             self.endpoint,
             self.status_topic,
+        )
+
+    def _qos_zero(self) -> None:
+        """The broker takes QoS 0 only (MQTT 5: it refused the connect for the last will's
+        QoS 1, or said so in its CONNACK; mosquitto's `max_qos 0`), and closes the connection
+        of a client that publishes at QoS 1: the publishing connection was refused for good.
+        The last will, the status and forecasts go out at QoS 0 from now on."""
+        self.max_qos = 0
+        if self.publisher is not self.client:
+            self._set_will()
+        log.warning(
+            "broker %s takes QoS 0 only: the status, forecasts and anomaly events are "
+            "published at QoS 0 (not acknowledged; those sent as a connection drops are lost)",
+            self.endpoint,
         )
 
     def held(self) -> contextlib.AbstractContextManager[None]:
@@ -375,6 +413,8 @@ class MQTTLink:
         if reason.is_failure:
             if reason.value == RETAIN_NOT_SUPPORTED and self.retain_available:
                 return self._without_retain()  # the retained last will: the next connect has none
+            if reason.value == QOS_NOT_SUPPORTED and self.max_qos > 0:
+                return self._qos_zero()  # the last will's QoS 1: the next connect has QoS 0
             self._refused = True
             line = describe_refusal(reason, self.endpoint, self.cfg.username, self._v5)
             self._report(logging.ERROR, line)
@@ -383,7 +423,9 @@ class MQTTLink:
             self._max_packet = getattr(props, "MaximumPacketSize", None)
             if getattr(props, "RetainAvailable", 1) == 0 and self.retain_available:
                 self._without_retain()
-            self._drop_unsendable()
+            if getattr(props, "MaximumQoS", 2) == 0 and self.max_qos > 0:
+                self._qos_zero()
+            self._fit_queue()
             return self._publisher_connected()
         self._problem.clear()
         self._connected_at = time.monotonic()
@@ -552,6 +594,7 @@ class MQTTLink:
 
 NOT_AUTHORIZED = 0x87
 RETAIN_NOT_SUPPORTED = 0x9A
+QOS_NOT_SUPPORTED = 0x9B
 
 
 def refusal_reason(code: int) -> str:

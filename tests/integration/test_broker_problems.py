@@ -298,12 +298,19 @@ def test_a_forecast_beyond_the_brokers_maximum_packet_size_is_dropped_not_resent
         broker.close()
 
 
-def test_a_broker_that_keeps_no_retained_messages_gets_everything_without_retain(
-    tmp_path, daemon_proc
+@pytest.mark.parametrize("slow", [False, True], ids=["reconnect", "queued"])
+@pytest.mark.parametrize(
+    ("limit", "said"),
+    [("retain_available false", "keeps no retained messages"), ("max_qos 0", "QoS 0 only")],
+)
+def test_a_broker_that_keeps_no_retained_messages_or_takes_qos_0_only_gets_everything(
+    tmp_path, daemon_proc, limit, said, slow
 ):
-    # mosquitto's retain_available false: an MQTT 5 broker refuses a connect with a retained
-    # last will ("Retain not supported"), so the publishing connection was refused for good
-    broker = Mosquitto(extra="retain_available false").start()
+    # an MQTT 5 broker refuses a connect with a retained last will ("Retain not supported")
+    # or one at QoS 1 ("QoS not supported"): the publishing connection was refused for good.
+    # `slow`: it reconnects seconds after that refusal, so the status and the forecasts made
+    # meanwhile wait in the queue, and go out as the broker takes them at the CONNACK
+    broker = Mosquitto(extra=limit).start()
     try:
         sub = Client(broker.port, "forecasts/#", status_topic("sc-noretain"))
         config = write_config(
@@ -313,18 +320,24 @@ def test_a_broker_that_keeps_no_retained_messages_gets_everything_without_retain
             "sc-noretain",
             "[homeassistant]\ndiscovery = true\n",
         )
+        if slow:
+            text = config.read_text().replace("reconnect_min = 0.1", "reconnect_min = 3")
+            config.write_text(text.replace("reconnect_max = 0.5", "reconnect_max = 6"))
         daemon = daemon_proc(config)
-        wait_for(lambda: sub.received("sensorcast/"), timeout=20)
-        assert sub.received("sensorcast/")[0][1:] == (b"online", False)
+        wait_for(lambda: daemon.logged("subscribing to"), timeout=20)
+        if not slow:
+            wait_for(lambda: sub.received("sensorcast/"), timeout=20)
         pub = Client(broker.port)
         timesteps = load_bundle(DEFAULT_BUNDLE).meta.timesteps
         try:
             for i in range(timesteps + 2):
-                pub.publish("sensors/nr/reading", {"value": 20.0 + i % 3, "ts": T0 + 60 * i})
+                reading = {"value": 20.0 + i % 3, "ts": T0 + 60 * i}
+                pub.publish("sensors/nr/reading", reading, qos=0 if "qos" in limit else 1)
         finally:
             pub.close()
-        wait_for(lambda: len(sub.received("forecasts/nr")) == 3, timeout=20)
-        assert len(lines_with(daemon, "keeps no retained messages")) == 1
+        wait_for(lambda: len(sub.received("forecasts/nr")) == 3, timeout=30)
+        assert sub.received("sensorcast/")[0][1:] == (b"online", False)
+        assert len(lines_with(daemon, said)) == 1
         assert not lines_with(daemon, "refused"), daemon.lines
         daemon.signal(signal.SIGTERM)
         assert daemon.wait() == 0
