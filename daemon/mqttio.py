@@ -519,7 +519,8 @@ class MQTTLink:
             log.error("broker %s does not speak MQTT 5: %s", self.endpoint, PROTOCOL_HINT)
         elif lasted is None:  # lost before the broker accepted it: a TLS alert, say
             self._report(*describe_failure(socket_error, *self._where, closed=reason, v5=self._v5))
-        elif lasted < STABLE_AFTER and self._taken_over(reason):
+        elif lasted < STABLE_AFTER and self._v5 and reason.value == SESSION_TAKEN_OVER:
+            self._quick_drops += 1
             log.error(
                 "connection to %s dropped %.1fs after connecting (%s): another client uses "
                 "mqtt.client_id %r and the broker is handing the session back and forth: give "
@@ -529,6 +530,19 @@ class MQTTLink:
                 reason,
                 self.client_id,
             )
+        elif lasted < STABLE_AFTER and self._taken_over(reason):
+            log.error(
+                "connection to %s dropped %.1fs after connecting (%s), %d times in a row while "
+                "every reconnect succeeds: another client may use mqtt.client_id %r (the broker "
+                "hands the session back and forth; give each instance its own client_id), or "
+                "something between this host and the broker cuts connections (a proxy, a NAT, a "
+                "flaky link). Backing off.",
+                self.endpoint,
+                lasted,
+                reason,
+                self._quick_drops,
+                self.client_id,
+            )
         else:
             log.warning(
                 "disconnected from %s after %.1fs (%s); reconnecting", self.endpoint, lasted, reason
@@ -536,12 +550,13 @@ class MQTTLink:
         self._backoff()
 
     def _taken_over(self, reason: Any) -> bool:
-        """Whether a quick drop is another connection taking this client id: the broker says
-        so (MQTT 5), or the connection keeps dropping within seconds although every reconnect
-        succeeds (a broker that went away would fail the reconnect)."""
+        """Whether quick drops may be another connection taking this client id, where the
+        broker does not say so (MQTT 3.1.1 cannot; mosquitto 2.0 does not on MQTT 5 either):
+        the connection keeps dropping within seconds although every reconnect succeeds (a
+        broker that went away would fail the reconnect). A link that cuts connections looks
+        the same, so the line names both."""
         self._quick_drops += 1
-        said = self._v5 and reason.value == SESSION_TAKEN_OVER
-        return said or self._quick_drops >= QUICK_DROPS_CLASH
+        return self._quick_drops >= QUICK_DROPS_CLASH
 
     def _handle_refused(self, topic: str, code: int) -> None:
         """The broker acknowledged a publish of ours with a failure (MQTT 5): counted by its

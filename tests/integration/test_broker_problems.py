@@ -4,8 +4,11 @@ password; a broker that dies soon after a connect is not called a client id clas
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -296,6 +299,70 @@ def test_a_forecast_beyond_the_brokers_maximum_packet_size_is_dropped_not_resent
         assert daemon.wait() == 0
     finally:
         broker.close()
+
+
+class CuttingProxy:
+    """A TCP proxy to a broker that closes each of its first `cuts` connections
+    `after` seconds after it opened (a flaky link, a NAT that drops its mappings)."""
+
+    def __init__(self, target: int, cuts: int, after: float) -> None:
+        self.port = free_port()
+        self.target, self.cuts, self.after = target, cuts, after
+        self.cut = 0
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._closing = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closing:
+            try:
+                near, _ = self._listener.accept()
+            except OSError:
+                return
+            far = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((near, far), (far, near)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            if self.cut < self.cuts:
+                self.cut += 1
+                threading.Timer(self.after, self._close, (near, far)).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                b.sendall(data)
+        CuttingProxy._close(a, b)
+
+    @staticmethod
+    def _close(*socks: socket.socket) -> None:
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def close(self) -> None:
+        self._closing = True
+        self._listener.close()
+
+
+def test_a_link_that_drops_soon_after_each_connect_is_not_called_a_client_id_clash_for_sure(
+    tmp_path, broker, daemon_proc
+):
+    # every reconnect succeeds and the broker says nothing: as like a link that cuts
+    # connections as a clash of client ids, which was the only cause the line named
+    proxy = CuttingProxy(broker.port, cuts=8, after=0.5)
+    try:
+        config = write_config(tmp_path / "c.toml", proxy.port, DEFAULT_BUNDLE, "sc-flaky")
+        daemon = daemon_proc(config)
+        wait_for(lambda: daemon.logged("times in a row"), timeout=30)
+        (said,) = lines_with(daemon, "times in a row")[:1]
+        assert "may use mqtt.client_id 'sc-flaky'" in said, said
+        assert "cuts connections" in said, said
+        assert not lines_with(daemon, "another client uses"), daemon.lines
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
+    finally:
+        proxy.close()
 
 
 @pytest.mark.parametrize("slow", [False, True], ids=["reconnect", "queued"])
