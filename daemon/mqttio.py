@@ -62,8 +62,8 @@ OnReading = Callable[[str, bytes, bool], None]
 STATUS_ONLINE = b"online"
 STATUS_OFFLINE = b"offline"
 DEFAULT_RECEIVE_MAXIMUM = 20
-"""QoS 1 publishes in flight at once: mosquitto's Receive Maximum (paho does not read the
-broker's value, and cannot change the limit on a live connection)."""
+"""QoS 1 publishes in flight at once: mosquitto's Receive Maximum, or the broker's own if it
+gives a lower one in its CONNACK (paho does not read it; see `_receive_maximum`)."""
 PUBLISHER_SUFFIX = "-out"
 """Appended to `mqtt.client_id` for the connection that publishes."""
 OUTSTANDING = 2000
@@ -294,6 +294,27 @@ class MQTTLink:
         for msg in downgraded:
             pub.publish(msg.topic, msg.payload, qos=self.max_qos, retain=msg.retain)
 
+    @staticmethod
+    def _receive_maximum(client: mqtt.Client, props: Any) -> None:
+        """Keep at most the broker's Receive Maximum (MQTT 5 CONNACK) of QoS 1 publishes in
+        flight, and no more than that at the CONNACK. paho took no account of the broker's
+        value, and after a reconnect sent every message that waited at once (its reset
+        leaves them all to be sent); a broker that enforces its limit (HiveMQ's is 10)
+        closes the connection of a client that exceeds it ("Receive Maximum exceeded"), so
+        a backlog of forecasts dropped the publishing connection at every reconnect. Called
+        at the CONNACK, before paho sends what waits: the first `limit` go out, the others
+        as acknowledgements come."""
+        limit = min(getattr(props, "ReceiveMaximum", None) or 65535, DEFAULT_RECEIVE_MAXIMUM)
+        sent = mqtt.mqtt_ms_wait_for_puback  # since the CONNACK (the status, say)
+        with client._out_message_mutex:
+            client._max_inflight_messages = limit  # paho's setter refuses a live connection
+            waiting = [m for m in client._out_messages.values() if m.qos > 0]
+            client._inflight_messages = in_flight = sum(m.state == sent for m in waiting)
+            for msg in waiting:  # paho counts each one it sends at the CONNACK
+                if msg.state != sent:
+                    msg.state = mqtt.mqtt_ms_publish if in_flight < limit else mqtt.mqtt_ms_queued
+                    in_flight += 1
+
     def _set_will(self) -> None:
         """The status topic's `offline` as the publishing connection's last will: retained
         and at QoS 1, unless the broker takes neither."""
@@ -426,7 +447,8 @@ class MQTTLink:
             if getattr(props, "MaximumQoS", 2) == 0 and self.max_qos > 0:
                 self._qos_zero()
             self._fit_queue()
-            return self._publisher_connected()
+            self._publisher_connected()
+            return self._receive_maximum(client, props)
         self._problem.clear()
         self._connected_at = time.monotonic()
         client.subscribe(self.subscription, qos=self.cfg.qos)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -275,3 +276,124 @@ def test_joined_writes_over_tls_arrive_whole_and_in_order(pki: PKI) -> None:
         sub.loop_stop()
         sub.disconnect()
         broker.close()
+
+
+class StingyBroker:
+    """An MQTT 5 broker of a few lines: CONNACK with Receive Maximum `receive_max`, SUBACK,
+    and PUBACK only when told to (`ack`); it records the PUBLISH packets of each client."""
+
+    def __init__(self, port: int, receive_max: int) -> None:
+        self.receive_max = receive_max
+        self.published: dict[str, list[int]] = {}
+        """Packet ids of the QoS 1 PUBLISH packets received, by client id."""
+        self._conns: dict[str, socket.socket] = {}
+        self._listener = socket.create_server(("127.0.0.1", port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _packet(conn: socket.socket) -> tuple[int, bytes]:
+        def read(n: int) -> bytes:
+            data = b""
+            while len(data) < n:
+                more = conn.recv(n - len(data))
+                if not more:
+                    raise OSError("closed")
+                data += more
+            return data
+
+        header = read(1)[0]
+        length = shift = 0
+        while True:
+            byte = read(1)[0]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        return header, read(length)
+
+    def _serve(self, conn: socket.socket) -> None:
+        client_id = ""
+        try:
+            while True:
+                header, body = self._packet(conn)
+                kind = header >> 4
+                if kind == 1:  # CONNECT: protocol name (6), level, flags, keepalive, props
+                    at = 10
+                    props, at = body[at], at + 1
+                    at += props
+                    size = int.from_bytes(body[at : at + 2], "big")
+                    client_id = body[at + 2 : at + 2 + size].decode()
+                    self._conns[client_id] = conn
+                    self.published.setdefault(client_id, [])
+                    rm = self.receive_max.to_bytes(2, "big")
+                    conn.sendall(bytes([0x20, 6, 0, 0, 3, 0x21]) + rm)
+                elif kind == 8:  # SUBSCRIBE: SUBACK granting QoS 1
+                    conn.sendall(bytes([0x90, 4]) + body[:2] + bytes([0, 1]))
+                elif kind == 3 and header & 0x06:  # a QoS 1 PUBLISH
+                    at = 2 + int.from_bytes(body[:2], "big")
+                    self.published[client_id].append(int.from_bytes(body[at : at + 2], "big"))
+                elif kind == 12:  # PINGREQ
+                    conn.sendall(bytes([0xD0, 0]))
+        except OSError:
+            return
+
+    def drop(self, client_id: str) -> None:
+        """Close the client's connection (it reconnects); what it sends next is recorded
+        apart, under `client_id` + "#2"."""
+        conn = self._conns.pop(client_id)
+        self.published[client_id + "#2"] = self.published[client_id]
+        self.published[client_id] = []
+        conn.shutdown(socket.SHUT_RDWR)
+        conn.close()
+
+    def ack(self, client_id: str, mid: int) -> None:
+        self._conns[client_id].sendall(bytes([0x40, 2]) + mid.to_bytes(2, "big"))
+
+    def close(self) -> None:
+        self._listener.close()
+        for conn in self._conns.values():
+            conn.close()
+
+
+def test_no_more_publishes_are_in_flight_than_the_brokers_receive_maximum() -> None:
+    # a broker that enforces its Receive Maximum (HiveMQ's is 10) closes the connection of a
+    # client that exceeds it; paho sent up to 20 whatever it said, and every waiting one at
+    # once after a reconnect
+    port = free_port()
+    mqtt_cfg = {"host": "127.0.0.1", "port": port, "reconnect_min": 0.1, "reconnect_max": 0.2}
+    cfg = load_settings(None, mqtt=mqtt_cfg).mqtt
+    link = MQTTLink(cfg, "sensors/+/reading", lambda *_: None, Metrics(), client_id="rm")
+    link.start()
+    broker = None
+    try:
+        for i in range(30):  # made while the broker is away: they wait for the connection
+            assert link.publish(f"forecasts/s{i}", b"%d" % i)
+        broker = StingyBroker(port, receive_max=3)
+        sent = lambda: broker.published.get("rm-out", [])  # noqa: E731
+        wait_for(lambda: len(sent()) >= 3, timeout=10)
+        for i in range(30, 40):  # and while it is connected
+            assert link.publish(f"forecasts/s{i}", b"%d" % i)
+        time.sleep(0.5)
+        assert len(sent()) == 3, sent()
+        for mid in sent()[:2]:
+            broker.ack("rm-out", mid)
+        wait_for(lambda: len(sent()) == 5, timeout=10)  # one more for each acknowledged
+        time.sleep(0.3)
+        assert len(sent()) == 5
+        wait_for(link.subscribed.is_set, timeout=10)  # the status goes out again too
+        broker.drop("rm-out")  # it reconnects: the status `online` and the waiting ones
+        wait_for(lambda: len(sent()) >= 3, timeout=10)
+        time.sleep(0.5)
+        assert len(sent()) == 3, sent()
+    finally:
+        link.stop(timeout=0.5)
+        if broker is not None:
+            broker.close()
