@@ -68,6 +68,15 @@ class LeanClient(mqtt.Client):
     """Payload bytes of an incoming PUBLISH kept beyond its variable header; the rest is read
     and discarded, so the payload handed on is longer than this but bounded (inf: all)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._qos2_taken: set[int] = set()
+        """Packet ids of QoS 2 readings taken in and PUBREC'd whose PUBREL has not come: a
+        PUBLISH with one of them is the same message sent again (MQTT's "method B": the
+        broker resends a PUBLISH whose PUBREC it did not get, after a reconnect), acknowledged
+        again and not taken in twice. Forgotten at a CONNACK without a session (the ids
+        start over) and, like paho's own, when the process ends."""
+
     def _sock_recv(self, bufsize: int) -> bytes:
         """paho's read, bounded for the body of an oversized PUBLISH. paho asks for what is
         left of a packet's body, so only such a packet asks for more than `max_payload`: a
@@ -208,14 +217,24 @@ class LeanClient(mqtt.Client):
         if at is None or topic_end == 2:  # malformed, or an MQTT 5 topic alias: paho's
             return super()._handle_publish()
         mid = (packet[topic_end] << 8) | packet[topic_end + 1]
+        taken = self._qos2_taken
+        if mid in taken:  # sent again (DUP) as its PUBREC was lost with a connection
+            return self._send_pubrec(mid)
         try:
             ack = on_raw(bytes(packet[2:topic_end]), bytes(packet[at:]), retained)
         except Exception:  # as paho's suppress_exceptions: never end the network loop
             log.exception("error handling a message")
             ack = True
         if ack:
+            taken.add(mid)
             return self._send_pubrec(mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _handle_connack(self) -> MQTTErrorCode:
+        packet = self._in_packet["packet"]
+        if packet and not packet[0] & 0x01:  # no session present: its packet ids are gone
+            self._qos2_taken.clear()
+        return super()._handle_connack()
 
     def _handle_pubrel(self) -> MQTTErrorCode:
         """PUBCOMP for a PUBREL of a reading taken in at its PUBLISH, or of one PUBREC'd by
@@ -226,6 +245,7 @@ class LeanClient(mqtt.Client):
         packet = self._in_packet["packet"]
         if len(packet) >= 2:
             mid = (packet[0] << 8) | packet[1]
+            self._qos2_taken.discard(mid)
             with self._in_message_mutex:
                 known = mid in self._in_messages
             if not known:

@@ -397,3 +397,65 @@ def test_no_more_publishes_are_in_flight_than_the_brokers_receive_maximum() -> N
         link.stop(timeout=0.5)
         if broker is not None:
             broker.close()
+
+
+class ResendingBroker(StingyBroker):
+    """Sends the reading client one QoS 2 reading at its SUBSCRIBE; takes the PUBREC as lost
+    and closes the connection; on the next connection (session present) sends the reading
+    again with DUP, then PUBREL. Records the reading client's packets."""
+
+    def __init__(self, port: int) -> None:
+        self.connects = 0
+        self.seen: list[tuple[int, bytes]] = []
+        """(packet type, body) of what the reading client sent after its CONNECT."""
+        super().__init__(port, receive_max=20)
+
+    def _serve(self, conn: socket.socket) -> None:
+        reading = b"\x00\x11sensors/a/reading\x00\x07\x0021.5"  # topic, packet id 7, props, 21.5
+        try:
+            header, body = self._packet(conn)
+            size = int.from_bytes(body[11 + body[10] : 13 + body[10]], "big")
+            client_id = body[13 + body[10] : 13 + body[10] + size].decode()
+            first = client_id.endswith("-out") or self.connects == 0
+            if not client_id.endswith("-out"):
+                self.connects += 1
+            conn.sendall(bytes([0x20, 3, 0 if first else 1, 0, 0]))  # session present 2nd
+            while True:
+                header, body = self._packet(conn)
+                kind = header >> 4
+                if client_id.endswith("-out"):
+                    continue
+                self.seen.append((kind, body))
+                if kind == 8:  # SUBSCRIBE
+                    conn.sendall(bytes([0x90, 4]) + body[:2] + bytes([0, 2]))
+                    if self.connects == 1:
+                        conn.sendall(bytes([0x34, len(reading)]) + reading)
+                    else:  # the PUBREC was lost: the same message, DUP, then its PUBREL
+                        conn.sendall(bytes([0x3C, len(reading)]) + reading)
+                elif kind == 5 and self.connects == 1:  # PUBREC: "lost" with the connection
+                    conn.shutdown(socket.SHUT_RDWR)
+                    conn.close()
+                    return
+                elif kind == 5:
+                    conn.sendall(bytes([0x62, 2, 0, 7]))  # PUBREL
+                elif kind == 12:
+                    conn.sendall(bytes([0xD0, 0]))
+        except OSError:
+            return
+
+
+def test_a_qos_2_reading_sent_again_after_its_pubrec_was_lost_is_taken_in_once() -> None:
+    port = free_port()
+    broker = ResendingBroker(port)
+    mqtt_cfg = {"host": "127.0.0.1", "port": port, "reconnect_min": 0.1, "reconnect_max": 0.2}
+    cfg = load_settings(None, mqtt={**mqtt_cfg, "qos": 2}).mqtt
+    taken: list[tuple[str, bytes]] = []
+    link = MQTTLink(cfg, "sensors/+/reading", lambda t, p, r: taken.append((t, p)), Metrics())
+    link.start()
+    try:
+        wait_for(lambda: [kind for kind, _ in broker.seen].count(7) == 1, timeout=10)  # PUBCOMP
+        assert broker.connects == 2
+        assert taken == [("sensors/a/reading", b"21.5")]  # not twice
+    finally:
+        link.stop(timeout=0.5)
+        broker.close()
