@@ -274,6 +274,16 @@ class MQTTLink:
             f" ({more} more since the last report)" if more else "",
         )
 
+    def _broker_limits(self, props: Any) -> None:
+        """What the broker's CONNACK (MQTT 5) says it takes, on the connection that publishes:
+        its Maximum Packet Size, retained messages, QoS 1; then the waiting publishes fit."""
+        self._max_packet = getattr(props, "MaximumPacketSize", None)
+        if getattr(props, "RetainAvailable", 1) == 0 and self.retain_available:
+            self._without_retain()
+        if getattr(props, "MaximumQoS", 2) == 0 and self.max_qos > 0:
+            self._qos_zero()
+        self._fit_queue()
+
     def _fit_queue(self) -> None:
         """Make the publishes queued in paho fit what the broker takes (called at the CONNACK,
         before paho sends them again): those larger than its Maximum Packet Size are let go,
@@ -343,7 +353,8 @@ class MQTTLink:
         self.retain_available = False
         if self.publisher is not self.client:
             self._set_will()
-        log.warning(
+        log.log(
+            logging.WARNING if self._persistent else logging.DEBUG,
             "broker %s keeps no retained messages: the status topic %s, Home Assistant's "
             "discovery configs and output.retain forecasts are published without retain (a "
             "subscriber sees them only as they are sent)",
@@ -359,7 +370,8 @@ class MQTTLink:
         self.max_qos = 0
         if self.publisher is not self.client:
             self._set_will()
-        log.warning(
+        log.log(
+            logging.WARNING if self._persistent else logging.DEBUG,
             "broker %s takes QoS 0 only: the status, forecasts and anomaly events are "
             "published at QoS 0 (not acknowledged; those sent as a connection drops are lost)",
             self.endpoint,
@@ -441,14 +453,12 @@ class MQTTLink:
             self._report(logging.ERROR, line)
             return
         if client is not self.client:
-            self._max_packet = getattr(props, "MaximumPacketSize", None)
-            if getattr(props, "RetainAvailable", 1) == 0 and self.retain_available:
-                self._without_retain()
-            if getattr(props, "MaximumQoS", 2) == 0 and self.max_qos > 0:
-                self._qos_zero()
-            self._fit_queue()
+            self._broker_limits(props)
             self._publisher_connected()
             return self._receive_maximum(client, props)
+        if self.publisher is client:  # one connection (record, a group's reports)
+            self._broker_limits(props)
+            self._receive_maximum(client, props)
         self._problem.clear()
         self._connected_at = time.monotonic()
         client.subscribe(self.subscription, qos=self.cfg.qos)

@@ -459,3 +459,32 @@ def test_a_qos_2_reading_sent_again_after_its_pubrec_was_lost_is_taken_in_once()
     finally:
         link.stop(timeout=0.5)
         broker.close()
+
+
+def test_a_side_connection_publishes_within_what_the_broker_takes() -> None:
+    # record's and a share group's reports' connection publishes on its one connection: at
+    # QoS 1 to a broker of QoS 0 only, the broker closed it at each publish
+    broker = Mosquitto(extra="max_qos 0").start()
+    got: list[bytes] = []
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="side-sub")
+    sub.on_message = lambda c, u, m: got.append(m.payload)
+    sub.connect("127.0.0.1", broker.port)
+    sub.subscribe("reports/#", qos=0)
+    sub.loop_start()
+    cfg = load_settings(None, mqtt={"host": "127.0.0.1", "port": broker.port}).mqtt
+    metrics = Metrics()
+    link = MQTTLink(cfg, "sensors/+/reading", lambda *_: None, metrics, persistent=False)
+    link.start()
+    try:
+        assert wait_for(link.subscribed.is_set)
+        for i in range(5):
+            assert link.publish(f"reports/r{i}", b"%d" % i)
+        assert wait_for(lambda: len(got) == 5)
+        time.sleep(0.3)
+        assert link.client.is_connected()
+        assert metrics.value("sensorcast_broker_connects_total") == 1  # never dropped
+    finally:
+        link.stop(timeout=0.5)
+        sub.loop_stop()
+        sub.disconnect()
+        broker.close()
