@@ -81,7 +81,13 @@ class JSONFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return json.dumps(entry, ensure_ascii=False, default=str).translate(_LINE_BREAKS)
+
+
+_LINE_BREAKS = {c: f"\\u{c:04x}" for c in (0x85, 0x2028, 0x2029)}
+"""Characters JSON leaves as they are and that end a line for some readers of logs (Python's
+`splitlines`, JavaScript before ES2019): escaped, so a topic or payload that holds one cannot
+split a JSON line in two."""
 
 
 def stderr_is_journal(stream: TextIO | None = None, environ: dict[str, str] | None = None) -> bool:

@@ -53,6 +53,15 @@ def test_json_lines_carry_the_structured_fields():
     assert doc["time"].endswith("+00:00")
 
 
+def test_a_json_line_stays_one_line_for_every_reader():
+    """A topic with U+2028 in it (any client may publish one) split the line where log tools
+    split lines as Python's `splitlines` does."""
+    text = "sensors/a\u2028b\u2029c\x85d/reading"
+    line = JSONFormatter().format(record(logging.WARNING, "dropped", topic=text))
+    assert line.splitlines() == [line]
+    assert json.loads(line)["topic"] == text
+
+
 def test_a_dropped_reading_s_json_line_carries_its_reason_and_topic(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
