@@ -36,8 +36,10 @@ normalised units of the bundle's calibration (error / window scale):
   few spikes barely move, and the interval is that times the bundle's ratio of
   the two quantiles (the shape of the error tail, measured at training). It is
   measured in a scale of its own, robust to the spikes it looks for (the
-  median absolute step of the window the forecast was made from), so one spike
-  does not blind the detector to the next for a whole window. A spike the check
+  median absolute step of the window the forecast was made from, at least
+  MOVE_SHARE of the sensor's typical move), so one spike does not blind the
+  detector to the next for a whole window, nor a flat window make the first
+  move off it an outlier by millions. A spike the check
   let through is reported one reading late if the sensor came straight back
   (REVERSAL).
 - Online accuracy: each realised first step, the model's error and the last
@@ -122,11 +124,19 @@ ROBUST_FLOOR = 0.25
 mostly repeats its value has a median step of zero); a flat window takes the model's scale.
 The RMS, not the model's own scale, so the detector is the same whatever the bundle's
 normalisation (a trimmed step scale is near zero on a window of a few steps)."""
+MOVE_SHARE = 0.5
+"""The anomaly scale is at least this share of the sensor's typical move (`MOVE_WEIGHT`): a
+window that is flat, or flat for half of it (a light off, an inverter at night, a pump at
+rest), has a median step of zero and an RMS step near it, and the first reading that moved
+off it was an anomaly of a score in the millions, each morning, each time the pump starts."""
+MOVE_WEIGHT = 0.01
+"""Weight of the newest move in a sensor's typical move: a rolling mean of the absolute steps
+of its readings that moved (about its last 100), so a flat stretch does not shrink it."""
 RING_STATE = ("pend_newest", "pend_fresh")
 """Which of the last `horizon` readings have their forecast in the ring: the newest one's
 number, and per ring place whether it holds the forecast of the reading before it that
 shares the place (a snapshot holds the number of each place's forecast instead)."""
-OPTIONAL = ("acc_scale", "pend_anchor")
+OPTIONAL = ("acc_scale", "pend_anchor", "move")
 """Arrays a snapshot written by an earlier version may lack (they start at zero; one without
 `pend_anchor` holds its forecasts and last values whole, see `_anchor_legacy`)."""
 PUBLISHED = ("pend_q_model", "pend_q_pers")
@@ -245,6 +255,7 @@ class SensorScores:
             "pend_q_model": ((cells, k), np.float16),
             "pend_q_pers": ((cells, k), np.float16),
             "acc_scale": ((k,), np.float32),
+            "move": ((k,), np.float32),
             "q_model": ((h, k), np.float32),
             "q_pers": ((h, k), np.float32),
             "qa_model": ((k,), np.float32),
@@ -384,6 +395,7 @@ class SensorScores:
                     None if adapted is None else adapted[rows],
                 )
                 r_slots = slots[rows]
+                move = self._moved(r_slots, np.abs(last[rows] - values[rows, -2]))
                 share = self._shares(r_slots)[:, :, None]  # (m, h, 1)
                 q = share * self._arrays["q_model"][r_slots]
                 q += (1.0 - share) * self._arrays["q_pers"][r_slots]
@@ -401,12 +413,22 @@ class SensorScores:
                     forecast[rows],
                     last[rows],
                     scale[rows],
-                    rscale[rows],
+                    np.maximum(rscale[rows], MOVE_SHARE * move),
                     mase[rows],
                     use,
                 )
         every: NDArray[np.bool_] = np.all(pers, axis=1)
         return Scored(out, lower, upper, every, pers, anomalies)
+
+    def _moved(self, slots: NDArray[np.intp], step: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Fold each sensor's newest step (m, targets) into its typical move, where it moved;
+        the typical moves after it."""
+        a = self._arrays
+        old = a["move"][slots].astype(np.float64)
+        new = np.where(old > 0, old + MOVE_WEIGHT * (step - old), step)
+        new = np.where((step > 0) & np.isfinite(step), new, old)
+        a["move"][slots] = stored(new)
+        return new
 
     def check_refills(self, windows: list[Window]) -> list[Anomaly]:
         """Check the newest reading of windows refilling after a gap (`Window.refill`).
@@ -437,6 +459,7 @@ class SensorScores:
                 expected = values[-3] if after else values[-2]
                 newest = max(0, int(a["pend_newest"][slot])) % self.horizon  # before the gap
                 rscale = _robust_scale(values[None, :-1], a["pend_rscale"][slot, newest][None])[0]
+                rscale = np.maximum(rscale, MOVE_SHARE * a["move"][slot])
                 qa = a["qa_pers"][slot] * self._tail
                 if after:
                     q = a["q_pers"][slot]

@@ -223,14 +223,15 @@ def test_per_sensor_bytes_of_buffers_and_scores() -> None:
     """The default model's shape (32 readings, 6 steps, one target): what the preallocated
     arrays hold per sensor (scores took 470 bytes when they kept each pending forecast
     whole, with its reading number; 8 of them are the float64 anchor of its last readings, 84
-    the interval quantiles published with each step still to be realised, in float16)."""
+    the interval quantiles published with each step still to be realised, in float16, 4 the
+    typical move of the sensor that floors its anomaly scale)."""
     table = SensorTable(32, 1, max_sensors=1000, initial_capacity=1000)
     arrays = [getattr(table, name) for name in vars(table) if name.startswith("_")]
     per_table = sum(a.nbytes for a in arrays if isinstance(a, np.ndarray)) / 1000
     assert per_table <= 32 * 4 + 8 * 5 + 4 * 3 + 1, per_table  # ring; 5 of 8 bytes; 3 of 4; full
     scores = SensorScores(scoring_meta(horizon=6), level=0.9, anomaly_level=0.99, max_sensors=1000)
     per_scores = sum(a.nbytes for a in scores._arrays.values()) / len(scores._arrays["n_scored"])
-    assert per_scores <= 440, per_scores
+    assert per_scores <= 444, per_scores
 
 
 def test_the_scores_keep_no_index_of_their_own() -> None:

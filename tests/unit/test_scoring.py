@@ -530,6 +530,36 @@ def test_a_ramp_is_one_anomaly(horizon: int) -> None:
     assert not found_set & {int(i) + k for i in starts for k in range(1, 8)}
 
 
+def test_the_first_move_off_a_flat_stretch_is_no_outlier_by_millions() -> None:
+    """A sensor flat for hours every night (an inverter, a light, a pump at rest): the median
+    step of a window half flat or wholly flat is zero, and with it the anomaly scale, so the
+    first reading of every morning was an anomaly with a score in the millions. The sensor's
+    typical move floors the scale: a morning is judged by how this sensor moves, and spikes
+    of eight times its typical step at noon are caught as before."""
+    rng = np.random.default_rng(3)
+    t, day, night = 16, 96, 40
+    days = 12
+    sun = np.sin(np.linspace(0, np.pi, day - night + 2)[1:-1])
+    series = np.concatenate([
+        np.concatenate([np.zeros(night), 100 * sun + rng.normal(0, 2, sun.size)]).clip(0)
+        for _ in range(days)
+    ])  # fmt: skip
+    steps = np.abs(np.diff(series[series > 0]))
+    spikes = [day * d + night + 28 for d in range(4, days)]  # at noon
+    series[spikes] += 8 * steps.std()
+    s = scores_for(meta(horizon=3, timesteps=t))
+    found: dict[int, float] = {}
+    for i in range(t - 1, len(series)):
+        w = slotted("pv", series[i - t + 1 : i + 1, None].astype(float), float(i), 1.0, seq=i)
+        scale = max(float(np.std(np.diff(w.values[:, 0]))), 1e-6)  # as a flat window's is
+        forecast = np.full((1, 3, 1), w.values[-1, 0])
+        got = s.score([w], forecast, np.full((1, 1, 1), scale))
+        found.update({int(a.window.ts): a.score for a in got.anomalies})
+    mornings = [day * d + night for d in range(4, days)]  # the first reading off zero
+    assert max(found.get(m, 0.0) for m in mornings) < 10  # 1e6 and more
+    assert set(spikes) <= set(found)
+
+
 def test_readings_while_a_window_refills_after_a_gap_are_checked() -> None:
     """A gap resets the window: for `timesteps - 1` readings no forecast is made. Those
     readings are still checked (against the reading before each), a spike among them is an
