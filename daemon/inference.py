@@ -170,10 +170,10 @@ class InferenceWorker(threading.Thread):
         accuracy: OnlineAccuracy | None = None,
         anomaly_topic: TopicTemplate | None = None,
         held: Held = contextlib.nullcontext,
-        sendable: Callable[[str, bytes], bool] = lambda topic, payload: True,
+        fits: Callable[[str, bytes], bool] = lambda topic, payload: True,
     ) -> None:
-        """`sendable`: whether the broker takes a publish that large (`MQTTLink.sendable`);
-        a forecast it does not is counted as `too_large`."""
+        """`fits`: whether the broker takes a publish that large (`MQTTLink.fits`): a forecast
+        `publish` refused is counted as `too_large` if not, else as `queue_full`."""
         super().__init__(name="sensorcast-inference", daemon=True)
         self.queue = queue
         self.output = output
@@ -187,7 +187,7 @@ class InferenceWorker(threading.Thread):
         """The lane of windows queued without one (a daemon without routes has only it)."""
         self._publish = publish
         self._held = held
-        self._sendable = sendable
+        self._fits = fits
         self._stopped = False
         self._not_finite_log = Quota(NOT_FINITE_LOG_S)
 
@@ -236,6 +236,10 @@ class InferenceWorker(threading.Thread):
         if lane.forecasts is not None:  # the daemon labels its lanes per model
             model = lane.served.forecaster.meta.model_id
             self.metrics.model_forecasts_dropped.labels(model, reason).inc(n)
+
+    def _refused(self, topic: str, payload: bytes) -> str:
+        """Why `publish` refused a message: larger than the broker takes, or a full queue."""
+        return "queue_full" if self._fits(topic, payload) else "too_large"
 
     def _serve(self, batch: list[Pending]) -> None:
         lane = self._lane_of(batch)
@@ -289,12 +293,10 @@ class InferenceWorker(threading.Thread):
                         continue
                     retain = None if tracked else False
                     topic = self.output.format(sensor_id)
-                    if not self._sendable(topic, payload):
-                        self._lost(lane, "too_large")
-                    elif self._publish(topic, payload, retain):
+                    if self._publish(topic, payload, retain):
                         sent.append(entry.received)
                     else:
-                        self._lost(lane, "queue_full")
+                        self._lost(lane, self._refused(topic, payload))
                 if scored.anomalies and self.anomaly_topic is not None:
                     self._publish_anomalies(lane, served, scored.anomalies)
         finally:
@@ -333,9 +335,7 @@ class InferenceWorker(threading.Thread):
             # an event, never retained (`output.retain` is of forecasts): a retained one was
             # replayed to every new subscriber, Home Assistant's anomaly sensor turned on again
             topic = self.anomaly_topic.format(a.window.sensor_id)
-            if not self._sendable(topic, payload):
-                self._lost(lane, "too_large")
-            elif self._publish(topic, payload, False):
+            if self._publish(topic, payload, False):
                 self.metrics.anomalies.inc()
             else:
-                self._lost(lane, "queue_full")
+                self._lost(lane, self._refused(topic, payload))

@@ -260,6 +260,12 @@ class MQTTLink:
         self._too_large(topic, size, limit)
         return False
 
+    def fits(self, topic: str, payload: bytes | bytearray) -> bool:
+        """`sendable` without a word: whether the packet is within the broker's Maximum
+        Packet Size (`publish`'s refusals are told apart by it)."""
+        limit = self._max_packet
+        return limit is None or publish_size(topic, payload, min(self._qos, self.max_qos)) <= limit
+
     def _too_large(self, topic: str, size: int, limit: int) -> None:
         more = self._refusals.take(("too_large", topic.split("/", 1)[0]))
         if more is None:

@@ -145,7 +145,7 @@ class Service:
             max_wait=settings.inference.max_wait_ms / 1000,
             anomaly_topic=self.anomaly_topic,
             held=self.link.held,
-            sendable=self.link.sendable,
+            fits=self.link.fits,
         )
         self.worker.lane = default.lane
         self.stuck_after = 30.0
